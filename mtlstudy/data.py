@@ -1,0 +1,266 @@
+"""Data: load a task's split from the hub, a GLUE TSV folder or the generator; subsample with a
+seed; tokenize once and cache on disk (memory-mapped); collate batches padded to their longest.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from . import generated
+from .tasks import Task
+
+csv.field_size_limit(sys.maxsize)
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message names the file, line or field."""
+
+
+class DataSource(BaseModel):
+    """Where GLUE-style tasks come from. Generated tasks always come from the generator."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: Literal["hub", "glue_dir"] = "hub"
+    glue_dir: Optional[Path] = None
+    generated_sizes: dict[str, int] = {}  # train size per generated task (default: task.train_size)
+    generated_dev_size: int = 300
+    generated_seed: int = 0
+
+
+@dataclass
+class Examples:
+    text_a: list[str]
+    text_b: Optional[list[str]]
+    labels: np.ndarray  # int64 class ids, or float32 for regression
+
+    def __len__(self):
+        return len(self.text_a)
+
+
+def _labels_to_array(task: Task, raw: list, where) -> np.ndarray:
+    """Map raw labels (strings from TSV, ints from the hub) to class ids or floats.
+    `where(i)` names the file/line or field of row i for the error message."""
+    if task.is_regression:
+        out = np.empty(len(raw), dtype=np.float32)
+        for i, v in enumerate(raw):
+            try:
+                out[i] = float(v)
+            except (TypeError, ValueError):
+                raise DataError(f"{where(i)}: label {v!r} is not a number (task {task.name} is regression)") from None
+        return out
+    index = {name: i for i, name in enumerate(task.labels)}
+    out = np.empty(len(raw), dtype=np.int64)
+    for i, v in enumerate(raw):
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            if not 0 <= v < len(task.labels):
+                raise DataError(f"{where(i)}: label id {v} outside 0..{len(task.labels) - 1} of task {task.name}")
+            out[i] = v
+        elif str(v) in index:
+            out[i] = index[str(v)]
+        else:
+            raise DataError(f"{where(i)}: label {v!r} not in the label set {task.labels} of task {task.name}")
+    return out
+
+
+def read_glue_tsv(path: Path, task: Task, split: str) -> Examples:
+    """Read one GLUE TSV file: tabs, no quoting, optional byte-order mark, header optional."""
+    spec = task.tsv[split]
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (task {task.name}, split {split})")
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        first_line = 1
+        if spec.header:
+            header = next(rows, None)
+            if header is None:
+                raise DataError(f"{path}: empty file")
+            first_line = 2
+            try:
+                cols = [c if isinstance(c, int) else header.index(c) for c in spec.text_columns]
+                label_col = spec.label_column if isinstance(spec.label_column, int) else header.index(spec.label_column)
+            except ValueError as e:
+                raise DataError(f"{path}: header lacks column {str(e).split()[0]} (has {header})") from None
+            width = len(header)
+        else:
+            cols, label_col, width = list(spec.text_columns), spec.label_column, None
+        texts = [[] for _ in cols]
+        raw_labels = []
+        for lineno, row in enumerate(rows, start=first_line):
+            if width is None:
+                width = len(row)
+            if len(row) != width:
+                raise DataError(f"{path}:{lineno}: {len(row)} columns, expected {width}")
+            for t, c in zip(texts, cols):
+                t.append(row[c])
+            raw_labels.append(row[label_col])
+    if not raw_labels:
+        raise DataError(f"{path}: no rows")
+    labels = _labels_to_array(task, raw_labels, lambda i: f"{path}:{i + first_line}")
+    return Examples(texts[0], texts[1] if len(texts) > 1 else None, labels)
+
+
+def load_hub(task: Task, split: str) -> Examples:
+    """The real path users run: `datasets.load_dataset(hub_id, hub_config)`."""
+    import datasets
+
+    if not task.hub_id:
+        raise DataError(f"task {task.name}: no hub_id to load from the hub")
+    try:
+        ds = datasets.load_dataset(task.hub_id, task.hub_config, split=task.hub_splits[split])
+    except Exception as e:  # offline, unknown id, ...
+        raise DataError(f"task {task.name}: cannot load {task.hub_id}/{task.hub_config} "
+                        f"split {task.hub_splits[split]} from the hub ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    fields = task.hub_text_fields
+    for f in fields + [task.hub_label_field]:
+        if f not in ds.column_names:
+            raise DataError(f"task {task.name}: hub dataset {task.hub_id} has no field '{f}' ({ds.column_names})")
+    labels = _labels_to_array(task, ds[task.hub_label_field],
+                              lambda i: f"{task.hub_id}/{task.hub_config}[{split}] row {i}")
+    return Examples(list(ds[fields[0]]), list(ds[fields[1]]) if len(fields) > 1 else None, labels)
+
+
+def load_examples(task: Task, split: str, source: DataSource) -> Examples:
+    """One split ('train' or 'dev') of a task, from the generator, a GLUE folder or the hub."""
+    if task.generated:
+        size = source.generated_sizes.get(task.name, task.train_size) if split == "train" else source.generated_dev_size
+        a, b, y = generated.generate(task.name, split, size, seed=source.generated_seed)
+        return Examples(a, b, _labels_to_array(task, y, lambda i: f"{task.name} row {i}"))
+    if task.tsv and (source.source == "glue_dir" or not task.hub_id):
+        if source.glue_dir is None:
+            raise DataError(f"task {task.name}: data source glue_dir needs a 'glue_dir' folder")
+        folder = Path(source.glue_dir) / (task.glue_folder or task.name)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: GLUE task folder not found (task {task.name})")
+        return read_glue_tsv(folder / task.tsv[split].file, task, split)
+    return load_hub(task, split)
+
+
+# ---- subsampling -------------------------------------------------------------------------
+
+def subsample_indices(n: int, seed: int, count: int | None = None, fraction: float | None = None) -> np.ndarray:
+    """Seeded random subset of range(n), by count or fraction. The subsets for one seed are
+    nested: a smaller one is a prefix of the same permutation, so it lies inside a larger one."""
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        count = round(fraction * n)
+    if count is None:
+        return np.arange(n)
+    if count <= 0:
+        raise ValueError(f"subsample of {n} examples is empty (count {count})")
+    if count > n:
+        raise ValueError(f"cannot take {count} examples from a set of {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[:count])
+
+
+# ---- tokenization cache ------------------------------------------------------------------
+
+@dataclass
+class Tokenized:
+    """Token ids of one split, stored flat with offsets (memory-mapped from the cache)."""
+
+    input_ids: np.ndarray       # int32, all examples concatenated
+    token_type_ids: Optional[np.ndarray]
+    offsets: np.ndarray         # int64, len n+1
+    labels: np.ndarray
+
+    def __len__(self):
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def subset(self, indices: np.ndarray) -> "Tokenized":
+        """A copy holding only `indices` (in that order)."""
+        lengths = self.lengths()[indices]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        take = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices]) \
+            if len(indices) else np.zeros(0, dtype=np.int64)
+        return Tokenized(self.input_ids[take], None if self.token_type_ids is None else self.token_type_ids[take],
+                         offsets, self.labels[indices])
+
+
+def _content_key(tokenizer, examples: Examples, max_length: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([type(tokenizer).__name__, str(tokenizer.name_or_path), len(tokenizer),
+                         max_length, examples.text_b is not None]).encode())
+    for t in examples.text_a:
+        h.update(t.encode() + b"\0")
+    for t in examples.text_b or []:
+        h.update(t.encode() + b"\0")
+    h.update(examples.labels.tobytes())
+    return h.hexdigest()[:20]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MTLSTUDY_CACHE", Path.home() / ".cache" / "mtlstudy")) / "tokenized"
+
+
+def tokenize(tokenizer, examples: Examples, max_length: int, cache_dir: Path | None = None) -> Tokenized:
+    """Tokenize once per (tokenizer, content, max length); later calls memory-map the cache."""
+    cache_dir = Path(cache_dir or default_cache_dir())
+    folder = cache_dir / _content_key(tokenizer, examples, max_length)
+    if (folder / "done").exists():
+        return _load_cached(folder)
+    enc = tokenizer(examples.text_a, examples.text_b, truncation=True, max_length=max_length)
+    ids = enc["input_ids"]
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in ids])]).astype(np.int64)
+    arrays = {"input_ids": np.fromiter((t for x in ids for t in x), dtype=np.int32, count=offsets[-1]),
+              "offsets": offsets, "labels": examples.labels}
+    if "token_type_ids" in enc:
+        arrays["token_type_ids"] = np.fromiter((t for x in enc["token_type_ids"] for t in x),
+                                               dtype=np.int8, count=offsets[-1])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".tmp-"))
+    for name, arr in arrays.items():
+        np.save(tmp / f"{name}.npy", arr)
+    (tmp / "done").touch()
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process finished first: theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _load_cached(folder)
+
+
+def _load_cached(folder: Path) -> Tokenized:
+    def load(name):
+        p = folder / f"{name}.npy"
+        return np.load(p, mmap_mode="r") if p.exists() else None
+
+    return Tokenized(load("input_ids"), load("token_type_ids"), np.asarray(load("offsets")), np.asarray(load("labels")))
+
+
+# ---- batches -----------------------------------------------------------------------------
+
+def collate(data: Tokenized, indices, pad_id: int, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
+    """A batch of `indices`, padded to the longest example in it (rounded up to a multiple)."""
+    starts, ends = data.offsets[indices], data.offsets[np.asarray(indices) + 1]
+    width = int((ends - starts).max())
+    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    ids = np.full((len(indices), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(indices), width), dtype=np.int64)
+    types = np.zeros((len(indices), width), dtype=np.int64) if data.token_type_ids is not None else None
+    for row, (s, e) in enumerate(zip(starts, ends)):
+        ids[row, : e - s] = data.input_ids[s:e]
+        mask[row, : e - s] = 1
+        if types is not None:
+            types[row, : e - s] = data.token_type_ids[s:e]
+    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+             "labels": torch.from_numpy(np.asarray(data.labels[indices]))}
+    if types is not None:
+        batch["token_type_ids"] = torch.from_numpy(types)
+    return batch

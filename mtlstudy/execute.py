@@ -1,0 +1,418 @@
+"""Execute a study: every run not yet done, in dependency order, locally or on Slurm.
+
+A run is executed by `run_one(study_dir, run_id)`: it claims the run (a file created
+atomically; a claim of a dead process is recovered), resolves what it needs from finished runs
+(STILTs support checkpoint, dynamic-sampler reference scores), trains through the notebook
+notebooks/run.ipynb (papermill) or directly, and writes result.json atomically: status done, or
+failed with the reason. Runs whose dependencies failed are blocked; independent runs go on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import store
+from .plan import PlannedRun, Profile, compute_summary
+from .spec import RunSpec
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "run.ipynb"
+
+
+# ---- the study folder ----------------------------------------------------------------------
+
+def write_study(profile: Profile, plan: list[PlannedRun], user) -> Path:
+    """study.json (profile, task sizes) and plan.json (every run's spec and dependencies)."""
+    from .plan import task_size
+
+    d = profile.study_dir
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"{d}: output folder is not writable ({e.strerror})") from None
+    sizes = {t: task_size(profile, user, t) for t in profile.tasks}
+    store.write_json_atomic(d / "study.json", {"name": profile.name, "profile": profile.model_dump(mode="json"),
+                                               "task_sizes": sizes, "paper": profile.paper})
+    store.write_json_atomic(d / "plan.json", {r.run_id: {"spec": r.spec.model_dump(mode="json"), "deps": r.deps,
+                                                         "kind": r.kind} for r in plan})
+    return d
+
+
+def load_planned(study_dir: Path) -> dict[str, dict]:
+    return store.read_json(Path(study_dir) / "plan.json")
+
+
+def run_status(study_dir: Path, run_id: str) -> str:
+    """done | failed | pending (no record, or a corrupt one: that run is simply redone)."""
+    try:
+        rec = store.read_result(study_dir, run_id)
+    except store.CorruptResultError:
+        return "pending"
+    return "pending" if rec is None else rec.get("status", "pending")
+
+
+# ---- claims ----------------------------------------------------------------------------------
+
+def _claim_path(study_dir, run_id):
+    return store.run_dir(study_dir, run_id) / "claim.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(study_dir: Path, run_id: str) -> bool:
+    """Take the run by creating its claim file with O_EXCL. A claim from this host whose process
+    is dead, or one older than a Slurm job can run, is stale and taken over."""
+    path = _claim_path(study_dir, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+          "slurm_job": os.environ.get("SLURM_JOB_ID")}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                other = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                other = {}
+            same_job = me["slurm_job"] and other.get("slurm_job") == me["slurm_job"]  # a requeued job
+            stale = same_job or (other.get("host") == me["host"] and not _pid_alive(int(other.get("pid", 0))))
+            if not stale:
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return True
+    return False
+
+
+def is_claimed(study_dir: Path, run_id: str) -> bool:
+    """Claimed by a live process (a dead process's claim does not count)."""
+    path = _claim_path(study_dir, run_id)
+    try:
+        other = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return other.get("host") != socket.gethostname() or _pid_alive(int(other.get("pid", 0)))
+
+
+def release(study_dir: Path, run_id: str):
+    _claim_path(study_dir, run_id).unlink(missing_ok=True)
+
+
+# ---- one run ----------------------------------------------------------------------------------
+
+def _best_support_checkpoint(study_dir: Path, spec: RunSpec) -> Path:
+    records = [store.read_result(study_dir, rid) for rid in spec.support_runs]
+    support = spec.tasks[0]
+    scores = np.array([r["best"][support]["selection_score"] for r in records])
+    if spec.support_choice == "best":
+        i = int(np.argmax(scores))  # first on ties
+    else:
+        i = int(np.argmin(np.abs(scores - scores.mean())))
+    path = store.run_dir(study_dir, spec.support_runs[i]) / "best" / support
+    if not (path / "model.safetensors").exists():
+        raise FileNotFoundError(f"{path}: support checkpoint missing (was it cleaned up early?)")
+    return path
+
+
+def _reference_scores(study_dir: Path, spec: RunSpec) -> dict[str, float]:
+    """Mean single-task dev score per task over its seeds (the dynamic samplers' reference)."""
+    out = {}
+    for task, rids in spec.reference_runs.items():
+        out[task] = float(np.mean([store.read_result(study_dir, r)["best"][task]["selection_score"] for r in rids]))
+    return out
+
+
+def inputs_for(study_dir: Path, run_id: str) -> tuple[RunSpec, dict]:
+    """The run's spec and what it needs from earlier runs (raises if a dependency is not done)."""
+    entry = load_planned(study_dir)[run_id]
+    spec = RunSpec.model_validate(entry["spec"])
+    for dep in entry["deps"]:
+        if run_status(study_dir, dep) != "done":
+            raise RuntimeError(f"dependency {dep} is not done")
+    kwargs = {}
+    if spec.method == "stilts":
+        kwargs["init_checkpoint"] = _best_support_checkpoint(study_dir, spec)
+    if spec.reference_runs:
+        kwargs["reference_scores"] = _reference_scores(study_dir, spec)
+    return spec, kwargs
+
+
+def train_and_record(study_dir: str | Path, run_id: str, progress: bool = False) -> dict:
+    """Train the run and write its result.json (called by the run notebook, or directly)."""
+    from .train import train
+
+    study_dir = Path(study_dir)
+    spec, kwargs = inputs_for(study_dir, run_id)
+    out = store.run_dir(study_dir, run_id)
+    record = train(spec, out, progress=progress, **kwargs)
+    record["tags"] = {**spec.tags, "study": study_dir.name}
+    if spec.method == "stilts":
+        sup = store.read_result(study_dir, Path(kwargs["init_checkpoint"]).parent.parent.name)
+        record["support_run"] = sup["run_id"]
+        record["support_train_size"] = sup["train_sizes"][spec.tasks[0]]
+    store.write_json_atomic(out / "result.json", record)
+    (out / "resume").exists() and shutil.rmtree(out / "resume", ignore_errors=True)
+    return record
+
+
+def run_one(study_dir: str | Path, run_id: str, notebooks: bool = True) -> str:
+    """Execute one run if it is not done and nobody else has it. Returns its status."""
+    study_dir = Path(study_dir)
+    status = run_status(study_dir, run_id)
+    if status == "done":
+        return "done"
+    entry = load_planned(study_dir)[run_id]
+    failed_deps = [d for d in entry["deps"] if run_status(study_dir, d) == "failed"]
+    if failed_deps:
+        return "blocked"
+    if any(run_status(study_dir, d) != "done" for d in entry["deps"]):
+        return "waiting"
+    if not claim(study_dir, run_id):
+        return "claimed"
+    t0 = time.time()
+    try:
+        if notebooks:
+            _execute_notebook(study_dir, run_id)
+        else:
+            train_and_record(study_dir, run_id)
+        status = run_status(study_dir, run_id)
+        if status != "done":
+            raise RuntimeError("the run finished without writing a result")
+    except Exception as e:  # noqa: BLE001 - a failed run is recorded, never lost
+        reason = _failure_reason(e)
+        store.write_json_atomic(store.result_path(study_dir, run_id), {
+            "run_id": run_id, "status": "failed", "error": reason, "method": entry["kind"],
+            "traceback": traceback.format_exc()[-4000:], "wall_seconds": round(time.time() - t0, 2)})
+        status = "failed"
+    finally:
+        release(study_dir, run_id)
+    cleanup_checkpoints(study_dir)
+    return status
+
+
+def _failure_reason(e: Exception) -> str:
+    text = str(e)
+    if type(e).__name__ == "PapermillExecutionError":
+        text = f"{e.ename}: {e.evalue}"
+    elif "out of memory" in text.lower():
+        text = f"out of memory: {text.splitlines()[0]}"
+    else:
+        text = f"{type(e).__name__}: {text}"
+    return text.splitlines()[0][:500] if text else type(e).__name__
+
+
+def _execute_notebook(study_dir: Path, run_id: str):
+    import papermill
+
+    out = store.run_dir(study_dir, run_id)
+    tmp = out / "run.ipynb.tmp"
+    try:
+        papermill.execute_notebook(str(NOTEBOOK), str(tmp), parameters={"study_dir": str(study_dir.resolve()),
+                                                                        "run_id": run_id},
+                                   kernel_name="python3", progress_bar=False, log_output=False, cwd=str(out))
+    finally:
+        if tmp.exists():
+            os.replace(tmp, out / "run.ipynb")
+
+
+def cleanup_checkpoints(study_dir: Path):
+    """Delete support checkpoints once every STILTs run that could use them is done."""
+    plan = load_planned(study_dir)
+    needed = set()
+    for rid, entry in plan.items():
+        if entry["kind"] == "stilts" and run_status(study_dir, rid) != "done":
+            needed.update(entry["spec"]["support_runs"])
+    for rid, entry in plan.items():
+        best = store.run_dir(study_dir, rid) / "best"
+        if best.exists() and rid not in needed and run_status(study_dir, rid) == "done":
+            shutil.rmtree(best, ignore_errors=True)
+
+
+def disk_usage(study_dir: Path) -> int:
+    return sum(p.stat().st_size for p in Path(study_dir).rglob("*") if p.is_file())
+
+
+# ---- many runs ---------------------------------------------------------------------------------
+
+def study_counts(study_dir: Path) -> dict:
+    plan = load_planned(study_dir)
+    counts = {"done": 0, "failed": 0, "blocked": 0, "pending": 0}
+    failed = set()
+    for rid in plan:
+        s = run_status(study_dir, rid)
+        if s == "failed":
+            failed.add(rid)
+    for rid, entry in plan.items():
+        s = run_status(study_dir, rid)
+        if s == "pending" and any(d in failed for d in entry["deps"]):
+            s = "blocked"
+        counts[s] += 1
+    return counts
+
+
+def reset_failed(study_dir: Path) -> list[str]:
+    """--retry-failed: remove the failed records so those runs (and what they block) run again."""
+    out = []
+    for rid in load_planned(study_dir):
+        if run_status(study_dir, rid) == "failed":
+            store.result_path(study_dir, rid).unlink()
+            out.append(rid)
+    return out
+
+
+def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progress: bool = True) -> dict:
+    """Run every pending run, dependencies first, `workers` at a time. Each run is its own
+    process (`mtlstudy run-one`), pinned to one GPU when GPUs are visible."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    study_dir = Path(study_dir)
+    plan = load_planned(study_dir)
+    gpus = _visible_gpus()
+    slots = list(range(workers)) if not gpus else gpus[:workers] if workers <= len(gpus) else gpus
+    threads = max(1, (os.cpu_count() or 1) // len(slots))
+    free = list(slots)
+    running = {}
+    bar = tqdm(total=len(plan), desc=f"study {study_dir.name}", disable=not progress, unit="run")
+    done_before = sum(run_status(study_dir, r) == "done" for r in plan)
+    bar.update(done_before)
+    t0 = time.time()
+    with ThreadPoolExecutor(len(slots)) as pool:
+        while True:
+            status = {r: run_status(study_dir, r) for r in plan}
+            failed = {r for r, s in status.items() if s == "failed"}
+            ready = [r for r, e in plan.items() if status[r] == "pending" and r not in running.values()
+                     and all(status[d] == "done" for d in e["deps"])
+                     and not is_claimed(study_dir, r)]
+            blocked = [r for r, e in plan.items() if status[r] == "pending" and any(d in failed for d in e["deps"])]
+            while ready and free:
+                rid = ready.pop(0)
+                slot = free.pop(0)
+                fut = pool.submit(_subprocess_run, study_dir, rid, notebooks, slot if gpus else None, threads)
+                running[fut] = rid
+                fut.slot = slot
+            if not running:
+                break
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                running.pop(fut)
+                free.append(fut.slot)
+            n_done = sum(run_status(study_dir, r) in ("done", "failed") for r in plan)
+            bar.n = n_done
+            elapsed = time.time() - t0
+            new = max(1, n_done - done_before)
+            bar.set_postfix(failed=len(failed), blocked=len(blocked),
+                            left=f"{elapsed / new * (len(plan) - n_done - len(blocked)) / 60:.0f}min")
+            bar.refresh()
+    bar.close()
+    return study_counts(study_dir)
+
+
+def _visible_gpus() -> list[str]:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip()]
+    try:
+        import torch
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def _subprocess_run(study_dir, run_id, notebooks, gpu, threads):
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    cmd = [sys.executable, "-m", "mtlstudy.cli", "run-one", str(study_dir), run_id]
+    if not notebooks:
+        cmd.append("--no-notebook")
+    log = store.run_dir(study_dir, run_id) / "log.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        return subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+
+
+def _waves(plan: dict) -> list[list[str]]:
+    depth = {}
+
+    def d(r):
+        if r not in depth:
+            depth[r] = 1 + max((d(x) for x in plan[r]["deps"]), default=-1)
+        return depth[r]
+
+    for r in plan:
+        d(r)
+    return [[r for r in plan if depth[r] == k] for k in range(max(depth.values(), default=-1) + 1)]
+
+
+def run_slurm(study_dir: Path, profile: Profile, notebooks: bool = True, progress: bool = True) -> dict:
+    """Submit the pending runs as job arrays, one per dependency wave (afterany: each run checks
+    its own dependencies and is blocked, not lost, when one failed); wait; report."""
+    from . import slurm
+
+    reason = slurm.slurm_unavailable_reason()
+    if reason:
+        raise RuntimeError(f"executor slurm: {reason}")
+    study_dir = Path(study_dir).resolve()
+    plan = load_planned(study_dir)
+    waves = [[(str(study_dir), r, notebooks) for r in w if run_status(study_dir, r) != "done"] for w in _waves(plan)]
+    waves = [w for w in waves if w]
+    if waves:
+        jobs = slurm.submit_waves(run_one, waves, study_dir / "slurm", profile.slurm, job_name=f"mtl-{profile.name}")
+        bar = tqdm(total=sum(len(w) for w in waves), desc=f"slurm {profile.name}", disable=not progress, unit="run")
+        slurm.wait_all(jobs, progress=lambda done, total: (setattr(bar, "n", done), bar.refresh()))
+        bar.close()
+    return study_counts(study_dir)
+
+
+def plan_table(study_dir: Path, plan: list[PlannedRun], profile, user):
+    """Rows for `mtlstudy plan`: id, method, tasks, seed, dependencies, done?"""
+    summary = compute_summary(plan, profile, user)
+    rows = [{"run_id": r.run_id, "method": r.spec.method, "tasks": ",".join(r.spec.tasks), "seed": r.spec.seed,
+             "deps": len(r.deps), "status": run_status(study_dir, r.run_id) if (Path(study_dir) / "plan.json").exists()
+             else "pending"} for r in plan]
+    return rows, summary
+
+
+def collect(study_dir: Path) -> Path:
+    """results.csv: one row per (finished run, scored task)."""
+    import pandas as pd
+
+    study_dir = Path(study_dir)
+    rows = []
+    for rid in load_planned(study_dir):
+        rec = store.read_result(study_dir, rid) if run_status(study_dir, rid) == "done" else None
+        if rec:
+            rows.extend(store.result_rows(rec, {"study": study_dir.name}))
+    cols = ["run_id", "method", "target", "support", "seed", "score", "best_step", "sampler", "target_fraction",
+            "k", "target_train_size", "support_train_size", "model", "study"]
+    df = pd.DataFrame(rows, columns=cols).sort_values(["method", "target", "support", "seed", "run_id"])
+    out = study_dir / "results.csv"
+    tmp = out.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    return out

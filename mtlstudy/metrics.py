@@ -1,0 +1,35 @@
+"""GLUE metrics, computed by scikit-learn and scipy. Scores are x100; `score` is the task's one number."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+
+def compute(metric: str, predictions, labels) -> dict[str, float]:
+    """All components of a task's metric and its single `score`, each x100.
+
+    mcc: Matthews correlation (CoLA). accuracy: SST-2, QNLI, RTE, WNLI, MNLI (matched).
+    acc_f1: MRPC, QQP, score = (accuracy + F1) / 2. spearman: STS-B (Pearson reported too).
+    """
+    p, y = np.asarray(predictions), np.asarray(labels)
+    if len(p) != len(y) or len(y) == 0:
+        raise ValueError(f"metric {metric}: {len(p)} predictions for {len(y)} labels")
+    if metric == "mcc":
+        out = {"mcc": matthews_corrcoef(y, p)}
+        out["score"] = out["mcc"]
+    elif metric == "accuracy":
+        out = {"accuracy": accuracy_score(y, p)}
+        out["score"] = out["accuracy"]
+    elif metric == "acc_f1":
+        out = {"accuracy": accuracy_score(y, p), "f1": f1_score(y, p, zero_division=0.0)}
+        out["score"] = (out["accuracy"] + out["f1"]) / 2
+    elif metric == "spearman":
+        if np.std(p) == 0 or np.std(y) == 0:  # constant predictions: correlation undefined, call it 0
+            out = {"spearman": 0.0, "pearson": 0.0}
+        else:
+            out = {"spearman": spearmanr(p, y)[0], "pearson": pearsonr(p, y)[0]}
+        out["score"] = out["spearman"]
+    else:
+        raise ValueError(f"unknown metric '{metric}'")
+    return {k: float(v) * 100 for k, v in out.items()}

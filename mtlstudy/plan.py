@@ -1,0 +1,294 @@
+"""A study profile (YAML) -> the runs and their dependencies.
+
+Single-task runs come first: they are the baselines, the STILTs support models (the best seed's
+checkpoint is kept) and the dynamic samplers' reference scores, all at once. One MTL run per
+unordered pair gives both (A|B) and (B|A). STILTs target runs depend on the support's single
+runs; dynamic-sampler MTL runs depend on their tasks' single runs.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import sampling
+from .data import DataSource
+from .slurm import SlurmSettings
+from .spec import RunSpec, Sampler, TrainSettings
+from .tasks import Task, get_task, load_task_file
+
+
+class ProfileError(ValueError):
+    pass
+
+
+class Ablation(BaseModel):
+    """Figure 2: target subsampled to each fraction; support to K x |target after subsampling|."""
+
+    model_config = ConfigDict(extra="forbid")
+    target: str
+    support: str
+    target_fractions: list[float] = Field([1.0, 0.5], min_length=1)
+    ks: list[float] = Field([1 / 3, 1 / 2, 1, 2, 3], min_length=1)
+
+    @field_validator("target_fractions")
+    @classmethod
+    def _fractions(cls, v):
+        bad = [f for f in v if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"fractions must be in (0, 1], got {bad}")
+        return v
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v):
+        bad = [k for k in v if not k > 0]
+        if bad:
+            raise ValueError(f"K values must be positive, got {bad}")
+        return v
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    model: str
+    tasks: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    methods: list[Literal["single", "stilts", "mtl", "mtl_all", "ablation"]] = ["single", "stilts", "mtl"]
+    train: TrainSettings = TrainSettings()
+    mtl_all_samplers: list[Sampler] = ["size"]
+    support_choice: Literal["best", "closest_to_mean"] = "best"
+    data: DataSource = DataSource()
+    data_seed: int = 0
+    train_counts: dict[str, int] = {}          # cap a task's training set (seeded subsample)
+    ablation: Optional[Ablation] = None
+    user_tasks: list[Path] = []                # YAML task files, relative to the profile
+    output_dir: Path = Path("outputs")
+    executor: Literal["local", "slurm"] = "local"
+    workers: int = Field(1, gt=0)
+    notebooks: bool = True                     # execute each run through notebooks/run.ipynb (papermill)
+    slurm: SlurmSettings = SlurmSettings()
+    paper: bool = False                        # compare with the paper's published numbers
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds repeated: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        if "ablation" in self.methods and self.ablation is None:
+            raise ValueError("methods include 'ablation' but there is no 'ablation' section")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks repeated: {self.tasks}")
+        return self
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _parse_value(text: str):
+    """A --set value: YAML scalars and lists (safe loader), never code."""
+    return yaml.safe_load(text)
+
+
+def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir: Path | None = None) -> tuple[Profile, dict[str, Task]]:
+    """Read and validate a profile; `overrides` are 'key.sub=value' strings. Errors are one line
+    naming the file and the key."""
+    path = Path(path_or_name)
+    if not path.exists() and params_dir is not None and (Path(params_dir) / f"{path_or_name}.yaml").exists():
+        path = Path(params_dir) / f"{path_or_name}.yaml"
+    if not path.is_file():
+        raise ProfileError(f"{path}: profile not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{path}: a profile must be a mapping of keys to values")
+    for item in overrides:
+        if "=" not in item:
+            raise ProfileError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ProfileError(f"--set {key}: '{p}' is not a section")
+        node[parts[-1]] = _parse_value(value)
+    try:
+        profile = Profile.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
+        raise ProfileError(f"{path}: key '{key}': {msg}") from None
+    user = {}
+    for p in profile.user_tasks:
+        t = load_task_file(p if Path(p).is_absolute() else path.parent / p)
+        user[t.name] = t
+    for name in profile.tasks + ([profile.ablation.target, profile.ablation.support] if profile.ablation else []):
+        try:
+            get_task(name, user)
+        except ValueError as e:
+            raise ProfileError(f"{path}: key 'tasks': {e}") from None
+    if profile.data.source == "glue_dir" and profile.data.glue_dir is not None and not Path(profile.data.glue_dir).is_absolute():
+        profile.data.glue_dir = (path.parent / profile.data.glue_dir).resolve() if not Path(profile.data.glue_dir).exists() \
+            else Path(profile.data.glue_dir).resolve()
+    return profile, user
+
+
+@dataclass
+class PlannedRun:
+    spec: RunSpec
+    deps: list[str] = field(default_factory=list)
+    kind: str = ""            # single | stilts | mtl | mtl_all, for counting
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id()
+
+
+def task_size(profile: Profile, user: dict, name: str) -> int:
+    """Training examples a task will have (before the profile's cap), known without loading data."""
+    task = get_task(name, user)
+    size = profile.data.generated_sizes.get(name, task.train_size) if task.generated else task.train_size
+    if size is None:
+        raise ProfileError(f"task {name}: train_size unknown; set it in the task file")
+    return min(size, profile.train_counts.get(name, size))
+
+
+def make_plan(profile: Profile, user: dict[str, Task]) -> list[PlannedRun]:
+    runs: dict[str, PlannedRun] = {}
+
+    def add(run: PlannedRun) -> str:
+        runs.setdefault(run.run_id, run)
+        return run.run_id
+
+    def spec(method, tasks, seed, train=None, counts=None, fractions=None, **kw):
+        caps = {t: c for t, c in profile.train_counts.items() if t in tasks}
+        return RunSpec(method=method, tasks=tasks, seed=seed, model=profile.model, data=profile.data,
+                       train=train or profile.train, train_counts={**caps, **(counts or {})},
+                       train_fractions=fractions or {}, data_seed=profile.data_seed,
+                       support_choice=profile.support_choice, user_tasks=user, **kw)
+
+    keep = profile.train.model_copy(update={"keep_checkpoint": "best"})
+    stilts = "stilts" in profile.methods
+
+    def singles(task, counts=None, fractions=None, checkpoint=False):
+        return [add(PlannedRun(spec("single", [task], s, train=keep if checkpoint else None, counts=counts,
+                                    fractions=fractions), kind="single")) for s in profile.seeds]
+
+    single_ids = {t: singles(t, checkpoint=stilts) for t in profile.tasks} \
+        if {"single", "stilts", "mtl", "mtl_all"} & set(profile.methods) else {}
+    dynamic = profile.train.sampler in sampling.DYNAMIC
+
+    if "mtl" in profile.methods:
+        for a, b in itertools.combinations(profile.tasks, 2):
+            refs = {t: single_ids[t] for t in (a, b)} if dynamic else {}
+            for s in profile.seeds:
+                add(PlannedRun(spec("mtl", [a, b], s, reference_runs=refs),
+                               deps=sorted(set(sum(refs.values(), []))), kind="mtl"))
+    if stilts:
+        for sup, tgt in itertools.permutations(profile.tasks, 2):
+            for s in profile.seeds:
+                add(PlannedRun(spec("stilts", [sup, tgt], s, support_runs=single_ids[sup]),
+                               deps=list(single_ids[sup]), kind="stilts"))
+    if "mtl_all" in profile.methods:
+        for sampler in profile.mtl_all_samplers:
+            train = profile.train.model_copy(update={"sampler": sampler})
+            refs = {t: single_ids[t] for t in profile.tasks} if sampler in sampling.DYNAMIC else {}
+            for s in profile.seeds:
+                add(PlannedRun(spec("mtl_all", list(profile.tasks), s, train=train, reference_runs=refs),
+                               deps=sorted(set(sum(refs.values(), []))), kind="mtl_all"))
+    if "ablation" in profile.methods:
+        ab = profile.ablation
+        full_target = task_size(profile, user, ab.target)
+        support_size = task_size(profile, user, ab.support)
+        for frac in ab.target_fractions:
+            n_target = round(frac * full_target)
+            if n_target <= 0:
+                raise ProfileError(f"ablation: target {ab.target} is empty at fraction {frac}")
+            tf = {ab.target: frac} if frac < 1 else {}
+            target_singles = singles(ab.target, fractions=tf)
+            for k in ab.ks:
+                n_support = round(k * n_target)
+                if n_support > support_size:
+                    raise ProfileError(f"ablation: support {ab.support} has {support_size} examples, too few for "
+                                       f"K={k:g} x {n_target} = {n_support}")
+                if n_support <= 0:
+                    raise ProfileError(f"ablation: support {ab.support} is empty for K={k:g}")
+                tags = {"k": float(k), "target_fraction": float(frac)}
+                sup_counts = {ab.support: n_support}
+                sup_singles = [add(PlannedRun(spec("single", [ab.support], s, train=keep, counts=sup_counts,
+                                                   tags=tags), kind="single")) for s in profile.seeds]
+                refs = {ab.target: target_singles, ab.support: sup_singles} if dynamic else {}
+                for s in profile.seeds:
+                    add(PlannedRun(spec("mtl", [ab.target, ab.support], s, counts=sup_counts, fractions=tf,
+                                        reference_runs=refs, tags=tags),
+                                   deps=sorted(set(sum(refs.values(), []))), kind="mtl"))
+                    add(PlannedRun(spec("stilts", [ab.support, ab.target], s, counts=sup_counts, fractions=tf,
+                                        support_runs=sup_singles, tags=tags), deps=list(sup_singles), kind="stilts"))
+    return list(runs.values())
+
+
+# ---- compute accounting -------------------------------------------------------------------
+
+def example_passes(run: PlannedRun, profile: Profile, user) -> int:
+    """Training examples processed by a run (epochs x examples per epoch), known before it runs."""
+    cfg = run.spec.train
+    sizes = {}
+    for t in run.spec.trained_tasks:
+        n = task_size(profile, user, t)
+        if t in run.spec.train_counts:
+            n = min(n, run.spec.train_counts[t])
+        if t in run.spec.train_fractions:
+            n = round(run.spec.train_fractions[t] * n)
+        sizes[t] = n
+    if len(sizes) == 1:
+        return cfg.epochs * next(iter(sizes.values()))
+    probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature)
+    n = sampling.batches_per_epoch(sampling.slots_per_batch(probs, cfg.batch_size), sizes, cfg.epoch_length)
+    return cfg.epochs * n * cfg.batch_size
+
+
+def compute_summary(plan: list[PlannedRun], profile: Profile, user) -> dict:
+    """Runs and example-passes of this plan against the naive protocol: 72 ordered MTL runs per
+    seed (both orders trained) and a support model trained for every STILTs pair and seed."""
+    by_id = {r.run_id: r for r in plan}
+    cost = {r.run_id: example_passes(r, profile, user) for r in plan}
+    ours = sum(cost.values())
+    naive = 0
+    naive_runs = 0
+    trained_supports = set()
+    for r in plan:
+        if r.kind == "mtl":
+            naive += 2 * cost[r.run_id]
+            naive_runs += 2
+        elif r.kind == "stilts":
+            naive += cost[r.run_id]
+            naive_runs += 1
+            pair = (tuple(r.spec.tasks), tuple(sorted(r.spec.tags.items())))
+            if pair not in trained_supports:  # the pair's own support seeds, shared by its target seeds
+                trained_supports.add(pair)
+                naive += sum(cost[d] for d in r.spec.support_runs)
+                naive_runs += len(r.spec.support_runs)
+        else:  # single-task and MTL-All runs exist once in both protocols
+            naive += cost[r.run_id]
+            naive_runs += 1
+    counts = {}
+    for r in plan:
+        counts[r.kind] = counts.get(r.kind, 0) + 1
+    return {"runs": len(plan), "runs_by_method": counts, "example_passes": ours,
+            "naive_runs": naive_runs, "naive_example_passes": naive,
+            "ratio": ours / naive if naive else math.nan, "by_id": by_id}

@@ -1,0 +1,188 @@
+"""The HTML report of a finished study: the analysis notebooks executed by papermill, rendered by
+nbconvert, their tables (CSV) and figures (PNG, SVG), a page of the runs behind each matrix cell,
+and an index page linking everything. Entry point: build_report(study_dir).
+"""
+from __future__ import annotations
+
+import html
+import os
+import re
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from mtlstudy import analysis, plots
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+PYTHON_NAMES = {"python", f"python{sys.version_info[0]}", "python%d.%d" % sys.version_info[:2], sys.executable}
+
+
+def slug(target: str, support: str) -> str:
+    """File-name- and anchor-safe name of a matrix cell."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{target}--{support}")
+
+
+def check_kernel(kernel_name: str) -> None:
+    """Fail clearly when the kernel would not run this interpreter (so not see this mtlstudy)."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    try:
+        spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        raise RuntimeError(f"no Jupyter kernel '{kernel_name}': run `python -m ipykernel install "
+                           f"--sys-prefix` in this environment or pass kernel_name=") from None
+    if spec.argv and spec.argv[0] not in PYTHON_NAMES:
+        raise RuntimeError(f"kernel '{kernel_name}' runs {spec.argv[0]}, not {sys.executable}: "
+                           f"pass the kernel_name of a kernelspec in {sys.prefix}")
+
+
+@contextmanager
+def _package_on_path():
+    """Put this mtlstudy's parent folder on the kernel's PYTHONPATH (also when not installed)."""
+    old = os.environ.get("PYTHONPATH")
+    root = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join([root] + ([old] if old else []))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def run_notebook(name: str, out_dir: Path, parameters: dict, kernel_name: str = "python3",
+                 exclude_input: bool = False) -> tuple[Path, Path]:
+    """Execute notebooks/<name>.ipynb with papermill into out_dir and render it to HTML."""
+    import papermill
+    from nbconvert import HTMLExporter
+
+    source = NOTEBOOK_DIR / f"{name}.ipynb"
+    if not source.is_file():
+        raise FileNotFoundError(f"notebook {source} is missing")
+    executed, page = out_dir / f"{name}.ipynb", out_dir / f"{name}.html"
+    with _package_on_path():
+        try:
+            papermill.execute_notebook(str(source), str(executed), parameters=parameters,
+                                       kernel_name=kernel_name, progress_bar=False,
+                                       cwd=str(out_dir))
+        except papermill.PapermillExecutionError as e:
+            raise RuntimeError(f"{name}.ipynb failed: {e.ename}: {e.evalue} (see {executed})") from None
+    exporter = HTMLExporter()
+    exporter.exclude_input = exclude_input
+    body, _ = exporter.from_filename(str(executed))
+    page.write_text(body, encoding="utf-8")
+    return executed, page
+
+
+def write_cells_page(study_dir: Path, out_dir: Path, alpha: float = analysis.ALPHA,
+                     equal_var: bool = True) -> tuple[Path, object, list[str]]:
+    """cells.html: per matrix cell, its t-test and the learning curves of the MTL and STILTs runs
+    that make it (figures in cells/). Returns the page, the cell table and the task order."""
+    df = analysis.load_results(study_dir)
+    cells, order = analysis.study_cells(study_dir, alpha=alpha, equal_var=equal_var)
+    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
+    parts = [f"<h1>Matrix cells of {html.escape(study_dir.name)}</h1>",
+             '<p><a href="index.html">back to the report</a></p>']
+    for r in cells.itertuples():
+        name = slug(r.target, r.support)
+        fig = plots.plot_cell(study_dir, df, r.target, r.support)
+        fig.savefig(out_dir / "cells" / f"{name}.png", dpi=100, bbox_inches="tight")
+        detail = analysis.cell_detail(df, r.target, r.support, alpha, equal_var)
+        runs = pd.concat([analysis.runs_for(df, r.target, r.support, m) for m in analysis.PAIR_METHODS])
+        runs = runs[["method", "seed", "run_id", "score", "best_step"]]
+        parts += [f'<h2 id="{name}">target {html.escape(r.target)}, support {html.escape(r.support)}</h2>',
+                  f"<p>{html.escape(detail['text'])}</p>",
+                  runs.to_html(index=False, float_format="%.2f"),
+                  f'<p><img src="cells/{name}.png" style="max-width:100%"></p>']
+    page = out_dir / "cells.html"
+    page.write_text(_html_page(f"Cells: {study_dir.name}", "\n".join(parts)), encoding="utf-8")
+    return page, cells, order
+
+
+def matrix_html(cells, order: list[str]) -> str:
+    """The pairwise matrix as an HTML table whose cells link to their section in cells.html."""
+    by_cell = {(r.target, r.support): r for r in cells.itertuples()}
+    head = "".join(f"<th>{html.escape(s)}</th>" for s in order)
+    rows = [f"<tr><th>target \\ support</th>{head}</tr>"]
+    for t in order:
+        tds = []
+        for s in order:
+            r = by_cell.get((t, s))
+            if r is None:
+                tds.append("<td></td>")
+                continue
+            wrong = r.significant and r.heuristic != r.winner
+            style = f"background:{plots.CELL_COLOURS[r.winner]};" + (f"color:{plots.WRONG_COLOUR};font-weight:bold;" if wrong else "")
+            tds.append(f'<td style="{style}"><a href="cells.html#{slug(t, s)}" style="color:inherit">'
+                       f"{r.diff:+.1f}</a></td>")
+        rows.append(f"<tr><th>{html.escape(t)}</th>{''.join(tds)}</tr>")
+    return '<table class="matrix">' + "".join(rows) + "</table>"
+
+
+def _html_page(title: str, body: str) -> str:
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "table.matrix td{text-align:center;min-width:3.5em}img{border:1px solid #eee}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{body}</body></html>")
+
+
+def write_index(study_dir: Path, out_dir: Path, pages: list[Path], summary: str, matrix: str) -> Path:
+    """index.html linking the notebook pages, figures, tables and the cell pages."""
+    rel = lambda p: Path(p).relative_to(out_dir).as_posix()  # noqa: E731
+    parts = [f"<h1>Report: {html.escape(study_dir.name)}</h1>", summary, "<h2>Analyses</h2><ul>"]
+    parts += [f'<li><a href="{rel(p)}">{p.stem}</a> (<a href="{rel(p.with_suffix(".ipynb"))}">notebook</a>)</li>'
+              for p in pages]
+    parts.append("</ul>")
+    if matrix:
+        parts += ["<h2>Matrix cells</h2><p>Mean MTL - mean STILTs; click a cell for the learning "
+                  "curves of its runs (<a href=\"cells.html\">all cells</a>).</p>", matrix]
+    parts.append("<h2>Figures</h2>")
+    for png in sorted((out_dir / "figures").glob("*.png")):
+        parts.append(f'<h3>{png.stem}</h3><p><a href="{rel(png.with_suffix(".svg"))}">'
+                     f'<img src="{rel(png)}" style="max-width:100%"></a><br>'
+                     f'<a href="{rel(png)}">PNG</a> | <a href="{rel(png.with_suffix(".svg"))}">SVG</a></p>')
+    parts.append("<h2>Tables (CSV)</h2><ul>")
+    parts += [f'<li><a href="{rel(p)}">{p.name}</a></li>' for p in sorted((out_dir / "tables").glob("*.csv"))]
+    parts.append("</ul>")
+    index = out_dir / "index.html"
+    index.write_text(_html_page(f"Report: {study_dir.name}", "\n".join(parts)), encoding="utf-8")
+    return index
+
+
+def build_report(study_dir: Path, compare_to: Path | None = None, kernel_name: str = "python3",
+                 exclude_input: bool = False, alpha: float = analysis.ALPHA,
+                 equal_var: bool = True) -> Path:
+    """Execute and render the analyses that apply to a study into <study_dir>/report/ and
+    return the index page: analysis_pairs (pairwise rows), analysis_ablation (size ablation
+    rows), analysis_mtl_all (MTL-All rows), analysis_bert (when compare_to is given)."""
+    study_dir = Path(study_dir).resolve()
+    df = analysis.load_results(study_dir)
+    out_dir = study_dir / "report"
+    for sub in ("tables", "figures"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    check_kernel(kernel_name)
+    base = {"study_dir": str(study_dir), "report_dir": str(out_dir)}
+    jobs = []
+    if len(analysis.pairwise_rows(df)):
+        jobs.append(("analysis_pairs", dict(base, alpha=alpha, equal_var=equal_var)))
+    if len(analysis.ablation_rows(df)):
+        jobs.append(("analysis_ablation", base))
+    if (df["method"] == "mtl_all").any():
+        jobs.append(("analysis_mtl_all", base))
+    if compare_to is not None:
+        analysis.load_results(compare_to)  # fail early on a missing study
+        jobs.append(("analysis_bert", dict(base, compare_to=str(Path(compare_to).resolve()),
+                                           alpha=alpha, equal_var=equal_var)))
+    if not jobs:
+        raise ValueError(f"nothing to analyse in {study_dir}: no mtl, stilts or mtl_all rows in results.csv")
+    pages = [run_notebook(name, out_dir, params, kernel_name, exclude_input)[1] for name, params in jobs]
+    summary, matrix = "", ""
+    if len(analysis.pairwise_rows(df)):
+        _, cells, order = write_cells_page(study_dir, out_dir, alpha, equal_var)
+        matrix = matrix_html(cells, order)
+        summary = (f"<p>Size heuristic: {html.escape(analysis.heuristic_accuracy(cells)['text'])} "
+                   f"(paper: {analysis.PAPER_HEURISTIC}).</p>")
+    return write_index(study_dir, out_dir, pages, summary, matrix)

@@ -1,0 +1,110 @@
+"""What one training run is: validated parameters, with the paper's settings as defaults.
+
+A run's id is a hash of every field that changes its result, so a study finds finished work.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .data import DataSource
+from .tasks import Task
+
+Sampler = Literal["uniform", "size", "temperature", "gap", "softmax_gap"]
+Schedule = Literal["heterogeneous", "homogeneous", "partition"]
+EpochLength = Literal["shortest", "longest"]
+Method = Literal["single", "mtl", "mtl_all", "stilts"]
+
+
+class TrainSettings(BaseModel):
+    """Hyper-parameters. Defaults are the paper's (DESIGN.md section 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+    lr: float = Field(2e-5, gt=0)
+    batch_size: int = Field(128, gt=0)
+    micro_batch_size: Optional[int] = Field(None, gt=0)  # gradient accumulation when memory is short
+    epochs: int = Field(10, gt=0)
+    max_length: int = Field(128, gt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    evals_per_epoch: int = Field(2, gt=0)          # the paper: every half epoch
+    eval_batch_size: int = Field(256, gt=0)
+    heads: Literal["per_task", "by_label_count"] = "per_task"
+    selection: Literal["dev", "split_dev"] = "dev"  # split_dev: choose on one half of dev, score on the other
+    sampler: Sampler = "gap"                         # the paper says dynamic sampling
+    temperature: float = Field(2.0, gt=0)
+    schedule: Schedule = "heterogeneous"
+    epoch_length: EpochLength = "shortest"
+    group_by_length: bool = True                     # similar lengths in a batch; selection stays random
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 (or fp16) on GPU, fp32 on CPU
+    device: str = "auto"
+    threads: Optional[int] = Field(None, gt=0)
+    compile: bool = False
+    keep_checkpoint: Literal["never", "best"] = "never"  # the planner sets "best" for STILTs supports
+
+    def result_fields(self) -> dict:
+        """Settings that change a run's result (device, threads and the like do not)."""
+        return self.model_dump(exclude={"device", "threads", "eval_batch_size", "keep_checkpoint", "compile"})
+
+
+class RunSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    method: Method
+    tasks: list[str] = Field(min_length=1)  # stilts: [support, target]; others: the tasks trained together
+    seed: int
+    model: str
+    data: DataSource = DataSource()
+    train: TrainSettings = TrainSettings()
+    train_counts: dict[str, int] = {}       # examples per task after subsampling
+    train_fractions: dict[str, float] = {}
+    data_seed: int = 0                       # the subsample is the same for every run seed
+    support_runs: list[str] = []             # stilts: the support's single-task runs (one per seed)
+    support_choice: Literal["best", "closest_to_mean"] = "best"
+    reference_runs: dict[str, list[str]] = {}  # dynamic samplers: task -> its single-task runs
+    user_tasks: dict[str, Task] = {}
+    tags: dict[str, str | float] = {}        # labels for analysis (k, target_fraction, ...); not hashed
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.method == "stilts":
+            if len(self.tasks) != 2:
+                raise ValueError("stilts needs tasks [support, target]")
+            if self.tasks[0] == self.tasks[1]:
+                raise ValueError(f"stilts: support and target are the same task '{self.tasks[0]}' (no self-transfer)")
+        if self.method == "single" and len(self.tasks) != 1:
+            raise ValueError("single needs exactly one task")
+        if self.method == "mtl" and len(self.tasks) != 2:
+            raise ValueError("mtl (pairwise) needs exactly two tasks")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks repeated: {self.tasks}")
+        for name, f in self.train_fractions.items():
+            if not 0 < f <= 1:
+                raise ValueError(f"train_fractions.{name}: must be in (0, 1], got {f}")
+        for name, c in self.train_counts.items():
+            if c <= 0:
+                raise ValueError(f"train_counts.{name}: must be positive, got {c}")
+        return self
+
+    @property
+    def trained_tasks(self) -> list[str]:
+        return [self.tasks[1]] if self.method == "stilts" else list(self.tasks)
+
+    @property
+    def scored_tasks(self) -> list[str]:
+        return self.trained_tasks
+
+    def run_id(self) -> str:
+        d = self.model_dump(mode="json", exclude={"tags"})
+        d["train"] = self.train.result_fields()
+        if self.method in ("single", "stilts") or self.train.sampler not in ("gap", "softmax_gap"):
+            d.pop("reference_runs")
+        if self.method == "single" or len(self.trained_tasks) == 1:  # sampler settings do not apply
+            for k in ("sampler", "temperature", "schedule", "epoch_length"):
+                d["train"].pop(k)
+        blob = json.dumps(d, sort_keys=True)
+        prefix = {"single": "single", "mtl": "mtl", "mtl_all": "mtlall", "stilts": "stilts"}[self.method]
+        return f"{prefix}-{'-'.join(self.tasks) if self.method != 'mtl_all' else len(self.tasks)}-s{self.seed}-" \
+               f"{hashlib.sha256(blob.encode()).hexdigest()[:10]}"

@@ -1,0 +1,92 @@
+"""Results on disk: one result.json per run, written atomically; a study's table from them.
+
+outputs/<study>/runs/<run_id>/result.json    the run's record (status done or failed)
+outputs/<study>/runs/<run_id>/run.ipynb      the executed notebook (audit trail)
+outputs/<study>/results.csv                  one row per (run, scored task)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+
+class CorruptResultError(ValueError):
+    pass
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, allow_nan=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise CorruptResultError(f"{path}: corrupt JSON at line {e.lineno} ({e.msg})") from None
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in ("mtlstudy", "torch", "transformers", "numpy", "scikit-learn", "scipy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_dir(study_dir: Path, run_id: str) -> Path:
+    return Path(study_dir) / "runs" / run_id
+
+
+def result_path(study_dir: Path, run_id: str) -> Path:
+    return run_dir(study_dir, run_id) / "result.json"
+
+
+def read_result(study_dir: Path, run_id: str) -> dict | None:
+    """The run's record, or None if it has none. A corrupt record raises CorruptResultError."""
+    p = result_path(study_dir, run_id)
+    return read_json(p) if p.exists() else None
+
+
+def result_rows(record: dict, tags: dict | None = None) -> list[dict]:
+    """Rows of results.csv for one finished run: one per scored task."""
+    tags = {**record.get("tags", {}), **(tags or {})}
+    method, tasks = record["method"], record["tasks"]
+    rows = []
+    for target in record["scored_tasks"]:
+        if method == "stilts":
+            support = tasks[0]
+        elif method == "mtl":
+            support = [t for t in tasks if t != target][0]
+        else:
+            support = ""
+        best = record["best"][target]
+        sizes = record.get("train_sizes", {})
+        rows.append({
+            "run_id": record["run_id"], "method": method, "target": target, "support": support,
+            "seed": record["seed"], "score": best["score"], "best_step": best["step"],
+            "sampler": record["params"]["train"]["sampler"] if method in ("mtl", "mtl_all") else "",
+            "target_fraction": float(tags.get("target_fraction", 1.0)),
+            "k": float(tags.get("k", math.nan)),
+            "target_train_size": sizes.get(target),
+            "support_train_size": record.get("support_train_size") if method == "stilts" else sizes.get(support, math.nan),
+            "model": record["model"], "study": tags.get("study", ""),
+        })
+    return rows

@@ -1,0 +1,139 @@
+"""Task registry: GLUE's nine tasks, the generated demo suite, and user tasks from YAML.
+
+A task says where its text and labels live (hub dataset, GLUE TSV files, or the generator),
+what the labels are (a list, or None for regression), which metric scores it, and its official
+train size (used by the size heuristic before any data is loaded).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Metric = Literal["mcc", "accuracy", "acc_f1", "spearman"]
+
+
+class TsvFile(BaseModel):
+    """One split in GLUE's TSV layout. Columns are header names, or 0-based indices if no header."""
+
+    model_config = ConfigDict(extra="forbid")
+    file: str
+    header: bool = True
+    text_columns: list[str | int]
+    label_column: str | int
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    labels: Optional[list[str]] = None  # None: regression
+    metric: Metric
+    train_size: Optional[int] = Field(default=None, gt=0)  # official size; the heuristic uses it
+    # Hugging Face hub source
+    hub_id: Optional[str] = None
+    hub_config: Optional[str] = None
+    hub_text_fields: list[str] = []
+    hub_label_field: str = "label"
+    hub_splits: dict[str, str] = {"train": "train", "dev": "validation"}
+    # local files (GLUE TSV layout); paths relative to the task folder of a glue_dir
+    glue_folder: Optional[str] = None
+    tsv: dict[str, TsvFile] = {}
+    # generated demo suite
+    generated: bool = False
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def is_pair(self) -> bool:
+        if self.hub_text_fields:
+            return len(self.hub_text_fields) == 2
+        return any(len(f.text_columns) == 2 for f in self.tsv.values())
+
+
+class UnknownTaskError(ValueError):
+    pass
+
+
+def _glue(name, folder, hub_config, fields, labels, metric, size, train, dev):
+    return Task(name=name, glue_folder=folder, hub_id="nyu-mll/glue", hub_config=hub_config,
+                hub_text_fields=fields, labels=labels, metric=metric, train_size=size,
+                hub_splits={"train": "train",
+                            "dev": "validation_matched" if name == "mnli" else "validation"},
+                tsv={"train": train, "dev": dev})
+
+
+def _same(file_cols):
+    return {"train": TsvFile(file="train.tsv", **file_cols), "dev": TsvFile(file="dev.tsv", **file_cols)}
+
+
+_PAIR = dict(text_columns=["sentence1", "sentence2"], label_column="label")
+_BIN = ["0", "1"]
+_ENT = ["entailment", "not_entailment"]
+
+GLUE_TASKS: dict[str, Task] = {t.name: t for t in [
+    _glue("cola", "CoLA", "cola", ["sentence"], _BIN, "mcc", 8551,
+          **_same(dict(header=False, text_columns=[3], label_column=1))),
+    _glue("sst2", "SST-2", "sst2", ["sentence"], _BIN, "accuracy", 67349,
+          **_same(dict(text_columns=["sentence"], label_column="label"))),
+    _glue("mrpc", "MRPC", "mrpc", ["sentence1", "sentence2"], _BIN, "acc_f1", 3668,
+          **_same(dict(text_columns=["#1 String", "#2 String"], label_column="Quality"))),
+    _glue("stsb", "STS-B", "stsb", ["sentence1", "sentence2"], None, "spearman", 5749,
+          **_same(dict(text_columns=["sentence1", "sentence2"], label_column="score"))),
+    _glue("qqp", "QQP", "qqp", ["question1", "question2"], _BIN, "acc_f1", 363846,
+          **_same(dict(text_columns=["question1", "question2"], label_column="is_duplicate"))),
+    _glue("mnli", "MNLI", "mnli", ["premise", "hypothesis"],
+          ["entailment", "neutral", "contradiction"], "accuracy", 392702,
+          train=TsvFile(file="train.tsv", text_columns=["sentence1", "sentence2"], label_column="gold_label"),
+          dev=TsvFile(file="dev_matched.tsv", text_columns=["sentence1", "sentence2"], label_column="gold_label")),
+    _glue("qnli", "QNLI", "qnli", ["question", "sentence"], _ENT, "accuracy", 104743,
+          **_same(dict(text_columns=["question", "sentence"], label_column="label"))),
+    _glue("rte", "RTE", "rte", ["sentence1", "sentence2"], _ENT, "accuracy", 2490, **_same(_PAIR)),
+    _glue("wnli", "WNLI", "wnli", ["sentence1", "sentence2"], _BIN, "accuracy", 635, **_same(_PAIR)),
+]}
+
+# The generated suite (mtlstudy.generated builds the examples). Not GLUE: made-up tasks for the
+# offline demo and the tests. train_size is the default size; profiles choose their own.
+GENERATED_TASKS: dict[str, Task] = {t.name: t for t in [
+    Task(name="gen_nli", labels=["entailment", "neutral", "contradiction"], metric="accuracy",
+         train_size=1200, generated=True, hub_text_fields=["premise", "hypothesis"]),
+    Task(name="gen_para", labels=["0", "1"], metric="acc_f1", train_size=600, generated=True,
+         hub_text_fields=["sentence1", "sentence2"]),
+    Task(name="gen_sim", labels=None, metric="spearman", train_size=300, generated=True,
+         hub_text_fields=["sentence1", "sentence2"]),
+    Task(name="gen_sent", labels=["0", "1"], metric="accuracy", train_size=400, generated=True,
+         hub_text_fields=["sentence"]),
+]}
+
+
+def load_task_file(path: str | Path) -> Task:
+    """A user task from YAML (same fields as Task). Errors name the file and the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: task file not found") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    try:
+        return Task.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise ValueError(f"{path}: field '{field}': {err['msg']}") from None
+
+
+def get_task(name: str, extra: dict[str, Task] | None = None) -> Task:
+    """Look a task up by name among GLUE, the generated suite and `extra` (user tasks)."""
+    known = {**GLUE_TASKS, **GENERATED_TASKS, **(extra or {})}
+    if name not in known:
+        raise UnknownTaskError(f"unknown task '{name}'; known tasks: {', '.join(sorted(known))}")
+    return known[name]

@@ -1,0 +1,338 @@
+"""One training loop for single-task, STILTs (stage two), pairwise MTL and MTL-All.
+
+Per batch: the encoder runs once over the whole batch; each task's head scores its rows; the
+loss is the sum over tasks of each task's mean loss. Every 1/evals_per_epoch of an epoch the dev
+sets are scored; each task keeps its best step (earliest on ties). At each evaluation the run
+saves a resume checkpoint (model, optimizer, scheduler, RNG, position), so a killed run continues
+exactly where its last evaluation left it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from . import data as data_mod
+from . import metrics, sampling
+from .model import load_model, load_tokenizer, predictions, task_loss
+from .spec import RunSpec
+from .tasks import get_task
+from .store import write_json_atomic, library_versions
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class TaskData:
+    task: object
+    train: data_mod.Tokenized
+    select: data_mod.Tokenized   # dev examples that choose the checkpoint
+    report: data_mod.Tokenized   # dev examples that give the reported score (the same unless split_dev)
+
+
+def prepare_data(spec: RunSpec, tokenizer, cache_dir=None) -> dict[str, TaskData]:
+    out = {}
+    for name in spec.trained_tasks:
+        task = get_task(name, spec.user_tasks)
+        train_ex = data_mod.load_examples(task, "train", spec.data)
+        dev_ex = data_mod.load_examples(task, "dev", spec.data)
+        train = data_mod.tokenize(tokenizer, train_ex, spec.train.max_length, cache_dir)
+        dev = data_mod.tokenize(tokenizer, dev_ex, spec.train.max_length, cache_dir)
+        try:
+            keep = data_mod.subsample_indices(len(train), spec.data_seed, count=spec.train_counts.get(name),
+                                              fraction=spec.train_fractions.get(name))
+        except ValueError as e:
+            raise data_mod.DataError(f"task {name}: {e}") from None
+        if len(keep) < len(train):
+            train = train.subset(keep)
+        if spec.train.selection == "split_dev":
+            order = np.random.default_rng([spec.data_seed, 7]).permutation(len(dev))
+            half = len(dev) // 2
+            select, report = dev.subset(np.sort(order[:half])), dev.subset(np.sort(order[half:]))
+        else:
+            select = report = dev
+        out[name] = TaskData(task, train, select, report)
+    return out
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def autocast_dtype(precision: str, device: torch.device):
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def merge(parts: list[tuple[str, dict]], pad_id: int):
+    """Concatenate per-task collated batches into one, padded to the longest; rows per task."""
+    width = max(b["input_ids"].shape[1] for _, b in parts)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in parts[0][1]]
+    merged, rows_of, labels_of, start = {k: [] for k in keys}, {}, {}, 0
+    for task, b in parts:
+        n = b["input_ids"].shape[0]
+        for k in keys:
+            fill = pad_id if k == "input_ids" else 0
+            merged[k].append(torch.nn.functional.pad(b[k], (0, width - b[k].shape[1]), value=fill))
+        rows_of[task] = torch.arange(start, start + n)
+        labels_of[task] = b["labels"]
+        start += n
+    return {k: torch.cat(v) for k, v in merged.items()}, rows_of, labels_of
+
+
+def evaluate(model, tasks: dict[str, TaskData], split: str, batch_size: int, pad_id: int, device, amp) -> dict:
+    """Metrics per task on its dev examples (`select` or `report`), no gradient, longest-first."""
+    model.eval()
+    results = {}
+    with torch.no_grad():
+        for name, td in tasks.items():
+            d = getattr(td, split)
+            order = np.argsort(-d.lengths(), kind="stable")
+            preds = np.empty(len(d), dtype=np.float32 if td.task.is_regression else np.int64)
+            for i in range(0, len(d), batch_size):
+                idx = order[i:i + batch_size]
+                batch = {k: v.to(device) for k, v in data_mod.collate(d, idx, pad_id).items() if k != "labels"}
+                with _autocast(device, amp):
+                    preds[idx] = predictions(td.task, model(batch, name)).cpu().numpy()
+            results[name] = metrics.compute(td.task.metric, preds, d.labels)
+    model.train()
+    return results
+
+
+def _autocast(device, amp):
+    return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+
+
+def _save_model(model, folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors.tmp"))
+    os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
+    (folder / "heads.json").write_text(json.dumps(model.head_of))
+
+
+def load_encoder_from(model, folder: Path, reuse_heads: bool):
+    """STILTs stage two: the encoder (and, with heads by label count, the matching head) of a checkpoint."""
+    state = load_file(str(Path(folder) / "model.safetensors"))
+    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    missing, unexpected = model.encoder.load_state_dict(enc, strict=False)
+    if unexpected or [m for m in missing if "pooler" not in m]:
+        raise TrainingError(f"{folder}: checkpoint does not match the encoder (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if reuse_heads:
+        for key, head in model.task_heads.items():
+            sub = {k.split(f"task_heads.{key}.", 1)[1]: v for k, v in state.items() if k.startswith(f"task_heads.{key}.")}
+            if sub:
+                head.load_state_dict(sub)
+
+
+class Resume:
+    """The latest evaluation's state, saved as safetensors (weights) + a weights-only torch file."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def save(self, model, optimizer, scheduler, state: dict):
+        tmp = self.folder.with_name(self.folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _save_model(model, tmp)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(), **state}, tmp / "state.pt")
+        old = self.folder.with_name(self.folder.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.folder.exists():
+            os.replace(self.folder, old)
+        os.replace(tmp, self.folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, model, optimizer, scheduler, log) -> dict | None:
+        """The saved state, or None. A corrupt checkpoint falls back to the previous one or to scratch."""
+        for folder in (self.folder, self.folder.with_name(self.folder.name + ".old")):
+            if not (folder / "state.pt").exists():
+                continue
+            try:
+                weights = load_file(str(folder / "model.safetensors"))
+                state = torch.load(folder / "state.pt", weights_only=True)
+                model.load_state_dict(weights)
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                torch.set_rng_state(state["torch_rng"])
+                log(f"resuming from {folder} at step {state['step']}")
+                return state
+            except Exception as e:  # noqa: BLE001 - any damage means: do not trust it
+                log(f"checkpoint {folder} is corrupt ({type(e).__name__}: {e}); trying an older one or starting from scratch")
+        return None
+
+    def remove(self):
+        for suffix in ("", ".tmp", ".old"):
+            shutil.rmtree(self.folder.with_name(self.folder.name + suffix), ignore_errors=True)
+
+
+def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
+          reference_scores: dict[str, float] | None = None, cache_dir=None, progress: bool = True,
+          log=print) -> dict:
+    """Train one run; return its record. Checkpoints go to out_dir (resume/, best/<task>/)."""
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = spec.train
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    amp = autocast_dtype(cfg.precision, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(spec.seed)
+
+    tokenizer = load_tokenizer(spec.model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tasks = prepare_data(spec, tokenizer, cache_dir)
+    names = list(tasks)
+    sizes = {t: len(tasks[t].train) for t in names}
+    lengths = {t: tasks[t].train.lengths() for t in names} if cfg.group_by_length else None
+
+    model = load_model(spec.model, [tasks[t].task for t in names], cfg.heads)
+    if init_checkpoint is not None:
+        load_encoder_from(model, init_checkpoint, reuse_heads=cfg.heads == "by_label_count")
+    model.to(device)
+    step_model = torch.compile(model) if cfg.compile else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+
+    # The epoch length is fixed by epoch 1, so the schedule's length is known now (sampling.py).
+    probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature, reference_scores, None) \
+        if len(names) > 1 else {names[0]: 1.0}
+    if len(names) > 1:
+        n_batches = sampling.batches_per_epoch(sampling.slots_per_batch(probs, cfg.batch_size), sizes, cfg.epoch_length)
+    else:
+        n_batches = math.ceil(sizes[names[0]] / cfg.batch_size)
+    total_steps = n_batches * cfg.epochs
+    warmup = int(cfg.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    eval_points = sorted({max(1, round(n_batches * k / cfg.evals_per_epoch)) for k in range(1, cfg.evals_per_epoch + 1)})
+
+    resume = Resume(out_dir / "resume")
+    state = resume.load(model, optimizer, scheduler, log) or {
+        "step": 0, "epoch": 0, "batch": 0, "history": [], "best": {}, "probs": probs,
+        "examples_seen": 0, "elapsed": 0.0, "loss_sum": 0.0, "loss_count": 0}
+    probs = state["probs"]
+    history, best = state["history"], state["best"]
+    model.train()
+    bar = tqdm(total=total_steps, initial=state["step"], desc=spec.run_id()[:40], disable=not progress,
+               mininterval=2, unit="step")
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        rng = np.random.default_rng([spec.seed, epoch])
+        if len(names) > 1:
+            plan = sampling.plan_epoch(cfg.schedule, probs, sizes, cfg.batch_size, rng, n_batches, lengths)
+        else:
+            plan = [[(names[0], b)] for b in sampling.single_task_epoch(
+                sizes[names[0]], cfg.batch_size, rng, lengths[names[0]] if lengths else None)]
+        for b in range(state["batch"], n_batches):
+            loss = _train_step(step_model, tasks, plan[b], pad_id, device, amp, cfg, optimizer, scheduler, scaler)
+            if not math.isfinite(loss):
+                raise TrainingError(f"non-finite loss ({loss}) at step {state['step'] + 1}, epoch {epoch + 1}, batch {b + 1}")
+            state["step"] += 1
+            state["examples_seen"] += sum(len(ix) for _, ix in plan[b])
+            state["loss_sum"] += loss
+            state["loss_count"] += 1
+            bar.update(1)
+            if b + 1 in eval_points:
+                state["batch"] = b + 1
+                _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state, epoch, b + 1, n_batches,
+                                     probs, scheduler, out_dir, history, best, t0)
+                if b + 1 == n_batches:
+                    state["epoch"], state["batch"] = epoch + 1, 0
+                    if cfg.sampler in sampling.DYNAMIC and len(names) > 1:
+                        # the evaluation just done gives the current scores: no extra pass
+                        probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature, reference_scores,
+                                                            history[-1]["scores"])
+                        state["probs"] = probs
+                resume.save(model, optimizer, scheduler, {**state, "elapsed": state["elapsed"] + time.time() - t0})
+                t0 = time.time()
+    bar.close()
+    record = {
+        "run_id": spec.run_id(), "method": spec.method, "tasks": spec.tasks, "scored_tasks": names,
+        "seed": spec.seed, "model": spec.model, "status": "done",
+        "params": spec.model_dump(mode="json"), "train_sizes": sizes, "batches_per_epoch": n_batches,
+        "total_steps": total_steps, "history": history, "best": best,
+        "examples_seen": state["examples_seen"], "wall_seconds": round(state["elapsed"] + time.time() - t0, 2),
+        "device": str(device), "precision": str(amp or "fp32"), "versions": library_versions(),
+        "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
+        "reference_scores": reference_scores or {},
+    }
+    return record
+
+
+def _train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, scheduler, scaler) -> float:
+    """One optimizer step on one batch: sum over tasks of each task's mean loss. With a
+    micro-batch size the batch runs in chunks whose losses are normalised by the full batch's
+    per-task counts, so accumulation gives the same gradient as one big batch."""
+    counts = {t: len(ix) for t, ix in batch_plan}
+    micro = cfg.micro_batch_size or sum(counts.values())
+    rows = [(t, i) for t, ix in batch_plan for i in ix]
+    total = 0.0
+    for start in range(0, len(rows), micro):
+        chunk = rows[start:start + micro]
+        by_task: dict[str, list] = {}
+        for t, i in chunk:
+            by_task.setdefault(t, []).append(i)
+        parts = [(t, data_mod.collate(tasks[t].train, np.array(ix), pad_id)) for t, ix in by_task.items()]
+        batch, rows_of, labels_of = merge(parts, pad_id)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with _autocast(device, amp):
+            feats = model.features(batch)
+            logits = model.logits_by_task(feats, {t: r.to(device) for t, r in rows_of.items()})
+        loss = sum(task_loss(tasks[t].task, logits[t], labels_of[t].to(device)) * (len(rows_of[t]) / counts[t])
+                   for t in logits)
+        (scaler.scale(loss) if scaler else loss).backward()
+        total += float(loss.detach())
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+def _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state, epoch, batch, n_batches, probs,
+                         scheduler, out_dir, history, best, t0):
+    select = evaluate(model, tasks, "select", cfg.eval_batch_size, pad_id, device, amp)
+    report = select if cfg.selection == "dev" else evaluate(model, tasks, "report", cfg.eval_batch_size,
+                                                             pad_id, device, amp)
+    entry = {"step": state["step"], "epoch": round(epoch + batch / n_batches, 4),
+             "examples_seen": state["examples_seen"],
+             "train_loss": state["loss_sum"] / max(1, state["loss_count"]),
+             "lr": scheduler.get_last_lr()[0],
+             "scores": {t: m["score"] for t, m in report.items()},
+             "selection_scores": {t: m["score"] for t, m in select.items()},
+             "metrics": report, "sampler_probs": dict(probs)}
+    history.append(entry)
+    state["loss_sum"], state["loss_count"] = 0.0, 0
+    for t, m in select.items():
+        if t not in best or m["score"] > best[t]["selection_score"]:  # strict: earliest wins ties
+            best[t] = {"step": entry["step"], "epoch": entry["epoch"], "selection_score": m["score"],
+                       "score": report[t]["score"], "metrics": report[t]}
+            if cfg.keep_checkpoint == "best":
+                _save_model(model, out_dir / "best" / t)

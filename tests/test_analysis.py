@@ -1,0 +1,180 @@
+"""analysis.py on hand-built results with known answers (see tests/fake_study.py)."""
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_study import BASE, EFFECTS, MTL_NOISE, SIZES, STILTS_NOISE, make_study  # noqa: E402
+
+from mtlstudy import analysis  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return make_study(tmp_path_factory.mktemp("studies"))
+
+
+@pytest.fixture(scope="module")
+def df(study):
+    return analysis.load_results(study)
+
+
+@pytest.fixture(scope="module")
+def cells(df):
+    return analysis.cell_table(df, SIZES).set_index(["target", "support"])
+
+
+def scores(target, support):
+    stilts = [BASE[target] + n for n in STILTS_NOISE]
+    mtl = [BASE[target] + EFFECTS[target, support] + n for n in MTL_NOISE]
+    return mtl, stilts
+
+
+def test_cell_differences_are_mean_mtl_minus_mean_stilts(cells):
+    assert len(cells) == 6
+    for cell, effect in EFFECTS.items():
+        assert cells.at[cell, "diff"] == pytest.approx(effect)
+        assert cells.at[cell, "n_mtl"] == cells.at[cell, "n_stilts"] == 3
+
+
+def test_student_t_by_hand():
+    # var(mtl) = 1, var(stilts) = 0.25, pooled = 0.625, se = sqrt(0.625 * 2/3); diff -3
+    t, p = analysis.ttest([66, 68, 67], [70.5, 69.5, 70], equal_var=True)
+    assert t == pytest.approx(-3 / math.sqrt(0.625 * 2 / 3))
+    assert p == pytest.approx(2 * stats.t.sf(abs(t), df=4))
+
+
+@pytest.mark.parametrize("equal_var", [True, False])
+def test_t_and_p_equal_scipy(df, equal_var):
+    cells = analysis.cell_table(df, SIZES, equal_var=equal_var).set_index(["target", "support"])
+    for cell in EFFECTS:
+        ref = stats.ttest_ind(*scores(*cell), equal_var=equal_var)
+        assert cells.at[cell, "t"] == pytest.approx(ref.statistic, rel=1e-12, abs=1e-12)
+        assert cells.at[cell, "p"] == pytest.approx(ref.pvalue, rel=1e-12)
+
+
+def test_student_welch_switch_changes_p_as_scipy(df):
+    student = analysis.cell_table(df, SIZES, equal_var=True).set_index(["target", "support"])
+    welch = analysis.cell_table(df, SIZES, equal_var=False).set_index(["target", "support"])
+    cell = ("mid", "small")
+    assert student.at[cell, "p"] != pytest.approx(welch.at[cell, "p"])
+    for table, eq in ((student, True), (welch, False)):
+        assert table.at[cell, "p"] == pytest.approx(stats.ttest_ind(*scores(*cell), equal_var=eq).pvalue)
+
+
+def test_significance_colours(df, cells):
+    expected = {("big", "mid"): "stilts", ("big", "small"): "", ("mid", "big"): "stilts",
+                ("mid", "small"): "stilts", ("small", "big"): "mtl", ("small", "mid"): "mtl"}
+    assert cells["winner"].to_dict() == expected
+    assert not cells.at[("big", "small"), "significant"]
+    # at alpha 0.01 only the two strongest cells stay significant
+    strict = analysis.cell_table(df, SIZES, alpha=0.01).set_index(["target", "support"])
+    assert set(strict.index[strict["significant"]]) == {("small", "big"), ("big", "mid"), ("mid", "big"), ("small", "mid")}
+
+
+def test_matrix_is_ordered_by_size_with_empty_diagonal(df, cells, study):
+    sizes = analysis.task_sizes(df, study)
+    assert analysis.task_order(sizes) == ["big", "mid", "small"]
+    assert analysis.task_sizes(df) == SIZES  # from results.csv when study.json is absent
+    m = analysis.matrix(cells.reset_index(), ["big", "mid", "small"])
+    assert list(m.index) == list(m.columns) == ["big", "mid", "small"]
+    assert np.isnan(np.diag(m.to_numpy())).all()
+    assert m.at["small", "big"] == pytest.approx(4.0)
+
+
+def test_heuristic_accuracy(cells):
+    acc = analysis.heuristic_accuracy(cells.reset_index())
+    assert (acc["k"], acc["n"], acc["wrong"]) == (4, 5, [("mid", "big")])
+    assert acc["text"] == "4 of 5 significant cells (80.0%)"
+    # abstain where sizes are within a factor of 20: only small|big (ratio 100) is called
+    acc = analysis.heuristic_accuracy(cells.reset_index(), abstain_below=20)
+    assert (acc["k"], acc["n"], acc["abstained"]) == (1, 1, 4)
+    assert analysis.heuristic(100, 1000) == "mtl" and analysis.heuristic(1000, 1000) == "stilts"
+    assert analysis.heuristic(1000, 1500, abstain_below=2) is None
+
+
+def test_tables_avg_sh_and_oracle(df, cells):
+    table = analysis.summary_table(df, cells.reset_index(), ["big", "mid", "small"])
+    # Avg S.H.: big picks STILTs twice (80); mid MTL on big (67) and STILTs on small (70);
+    # small picks MTL on both (64, 63). Oracle: best of either method over supports.
+    assert table.loc["Avg S.H.", ["big", "mid", "small"]].tolist() == pytest.approx([80, 68.5, 63.5])
+    assert table.loc["Pairwise Oracle", ["big", "mid", "small"]].tolist() == pytest.approx([80, 70, 64])
+    assert table.loc["Avg MTL", ["big", "mid", "small"]].tolist() == pytest.approx([78.5, 67.5, 63.5])
+    assert table.loc["Avg STILTs", "Mean"] == pytest.approx(70)
+    assert table.loc["MTL-All (size)", "Mean"] == pytest.approx(65)
+    best = analysis.best_mask(table)
+    assert best.at["Avg S.H.", "Mean"] and not best.at["Pairwise Oracle", "Mean"]
+    assert analysis.format_table(table).at["Avg S.H.", "Mean"] == "70.7*"
+    comp = analysis.paper_comparison(table).set_index("method")
+    assert comp.at["Avg S.H.", "paper"] == 78.3
+    assert comp.at["Avg S.H.", "difference"] == pytest.approx(70 + 2 / 3 - 78.3)
+
+
+def test_ablation_ci_and_crossing(df):
+    summary = analysis.ablation_summary(df)
+    row = summary[(summary.target_fraction == 1.0) & (summary.method == "mtl") & (summary.k == 2.0)].iloc[0]
+    x = [70 + 0.5 + n for n in MTL_NOISE]
+    lo, hi = stats.t.interval(0.9, 2, loc=np.mean(x), scale=stats.sem(x))
+    assert (row["mean"], row["lo"], row["hi"]) == pytest.approx((70.5, lo, hi))
+    cross = analysis.ablation_crossings(summary).set_index("target_fraction")
+    assert cross.at[1.0, "crossings"] == pytest.approx([1.5])
+    assert cross.at[0.5, "text"] == "none"
+    assert analysis.crossings([1, 2, 3], [-1, 0, 2]) == [2.0]
+    assert analysis.crossings([3, 1, 2], [-2, 1, 3]) == pytest.approx([2.25])
+
+
+def test_agreement_of_two_studies(tmp_path, study):
+    other = make_study(tmp_path, name="bert", flip=[("small", "mid")])
+    a, _ = analysis.study_cells(study)
+    b, _ = analysis.study_cells(other)
+    agree = analysis.agreement(a, b)
+    assert (agree["n_both"], agree["n_same"], agree["disagree"]) == (5, 4, [("small", "mid")])
+    assert agree["fraction"] == pytest.approx(0.8)
+
+
+def test_cell_detail_and_runs(df, study):
+    detail = analysis.cell_detail(df, "small", "big")
+    assert detail["diff"] == pytest.approx(4.0) and detail["p"] < 0.1
+    assert list(detail["scores"].columns) == ["mtl", "stilts"]
+    rows = analysis.runs_for(df, "small", "big", "mtl")
+    run = analysis.load_run(study, rows.run_id[0])
+    assert "score:small" in analysis.history_frame(run)
+
+
+def test_recommend_smaller_target_gets_mtl(study):
+    rec = analysis.recommend("rte", "mnli")
+    assert rec["method"] == "mtl" and "heuristic" in rec["reason"]
+    assert analysis.recommend(500, 2000)["method"] == "mtl"
+    rec = analysis.recommend("small", "big", [study])
+    assert rec["method"] == "mtl" and "MTL significantly better" in rec["evidence"][0]
+    assert "MTL" in analysis.format_recommendation(rec)
+
+
+def test_recommend_larger_target_gets_stilts(study):
+    assert analysis.recommend("MNLI", "RTE")["method"] == "stilts"
+    rec = analysis.recommend("20000", "2100", [study])  # ratio ~0.1 like big|mid, mid|small
+    assert rec["method"] == "stilts"
+    assert any("STILTs significantly better" in e for e in rec["evidence"])
+
+
+@pytest.mark.parametrize("target, support, message", [
+    (0, 100, "target size must be positive"),
+    ("rte", -5, "support size must be positive"),
+    ("no_such_task", "rte", "unknown target task 'no_such_task'"),
+])
+def test_recommend_errors_clearly(target, support, message):
+    with pytest.raises(ValueError, match=message) as err:
+        analysis.recommend(target, support)
+    assert "\n" not in str(err.value)
+
+
+def test_several_samplers_need_a_choice(df):
+    twice = pd.concat([df, df[df.method == "mtl"].assign(sampler="uniform")])
+    with pytest.raises(ValueError, match="several samplers"):
+        analysis.cell_table(twice, SIZES)
+    assert len(analysis.cell_table(twice, SIZES, sampler="uniform")) == 6

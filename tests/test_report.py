@@ -1,0 +1,85 @@
+"""The analysis notebooks run under papermill on a tiny finished study and make the report."""
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_study import make_study  # noqa: E402
+
+from mtlstudy import report  # noqa: E402
+
+FIGURES = ["figure1_matrix", "figure2_ablation", "figure3_replication", "mtl_all_sampler_weights"]
+TABLES = ["cells", "matrix_diff", "matrix_p", "heuristic", "heuristic_wrong", "table1",
+          "paper_comparison", "table2", "ablation_summary", "ablation_crossings", "agreement"]
+NOTEBOOKS = ["analysis_pairs", "analysis_ablation", "analysis_mtl_all", "analysis_bert"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studies")
+    main = make_study(root, paper=True)
+    bert = make_study(root, name="bert", flip=[("small", "mid")], model="bert-base-uncased")
+    return main, report.build_report(main, compare_to=bert)
+
+
+def test_notebooks_have_parameters_cell():
+    for name in NOTEBOOKS + ["explore"]:
+        nb = nbformat.read(report.NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and "study_dir" in tagged[0].source, name
+
+
+def test_report_makes_every_figure_and_table(built):
+    study, index = built
+    out = study / "report"
+    assert index == out / "index.html"
+    for name in FIGURES:
+        for ext in ("png", "svg"):
+            assert (out / "figures" / f"{name}.{ext}").stat().st_size > 0, name
+    for name in TABLES:
+        assert (out / "tables" / f"{name}.csv").stat().st_size > 0, name
+    for name in NOTEBOOKS:
+        nb = nbformat.read(out / f"{name}.ipynb", as_version=4)
+        assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+        assert (out / f"{name}.html").stat().st_size > 0
+
+
+def test_index_links_everything(built):
+    study, index = built
+    out = study / "report"
+    page = index.read_text()
+    links = set(re.findall(r'href="([^"#]+)', page))
+    for name in NOTEBOOKS:
+        assert f"{name}.html" in links
+    for name in FIGURES:
+        assert f"figures/{name}.svg" in links and f"figures/{name}.png" in links
+    for name in TABLES:
+        assert f"tables/{name}.csv" in links
+    assert all((out / link).exists() for link in links)
+    assert "4 of 5 significant cells (80.0%)" in page
+
+
+def test_matrix_cells_link_to_their_learning_curves(built):
+    study, index = built
+    out = study / "report"
+    assert 'href="cells.html#mid--big"' in index.read_text()
+    cells = (out / "cells.html").read_text()
+    assert 'id="mid--big"' in cells and 'src="cells/mid--big.png"' in cells
+    assert "mtl-big-mid-s1" in cells and "stilts-big-mid-s1" in cells  # the runs behind the cell
+    assert (out / "cells" / "mid--big.png").stat().st_size > 0
+
+
+def test_explore_notebook_executes(tmp_path):
+    import papermill
+
+    study = make_study(tmp_path, ablation=False, mtl_all=False)
+    with report._package_on_path():
+        papermill.execute_notebook(str(report.NOTEBOOK_DIR / "explore.ipynb"), str(tmp_path / "explore.ipynb"),
+                                   parameters={"study_dir": str(study)}, kernel_name="python3",
+                                   progress_bar=False)
+    nb = nbformat.read(tmp_path / "explore.ipynb", as_version=4)
+    text = str([c.get("outputs") for c in nb.cells])
+    assert "t-test" in text and "image/png" in text

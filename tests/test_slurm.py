@@ -1,0 +1,120 @@
+"""submit_waves / wait_all against the real single-node Slurm cluster of .ci/slurm-up.sh."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pydantic
+import pytest
+import submitit
+
+from mtlstudy.slurm import (
+    SlurmSettings,
+    executor_parameters,
+    job_outcome,
+    slurm_unavailable_reason,
+    submit_waves,
+    wait_all,
+)
+from tests import slurm_jobs
+from tests.slurm_fixture import requeue_now, slurm_cluster, squeue_state  # noqa: F401 (fixture)
+
+
+def _records(out: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+
+
+def test_unavailable_without_sbatch(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    reason = slurm_unavailable_reason()
+    assert isinstance(reason, str) and "sbatch" in reason
+
+
+def test_settings_and_parameters():
+    with pytest.raises(pydantic.ValidationError):
+        SlurmSettings(partitions="debug")
+    params = executor_parameters(
+        SlurmSettings(partition="gpu", gpus_per_run=2, cpus_per_run=8, mem_gb=32, time_min=90,
+                      additional={"account": "nlp", "exclusive": ""}),
+        job_name="x",
+    )
+    assert params["slurm_partition"] == "gpu" and params["slurm_gres"] == "gpu:2"
+    assert params["cpus_per_task"] == 8 and params["mem_gb"] == 32 and params["timeout_min"] == 90
+    assert params["slurm_additional_parameters"] == {"requeue": True, "account": "nlp", "exclusive": True}
+    assert "slurm_gres" not in executor_parameters(SlurmSettings())
+
+
+@pytest.mark.slurm
+def test_two_waves_run_in_order(slurm_cluster, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    waves = [
+        [(str(out), "a", 1.0), (str(out), "b", 1.0)],
+        [(str(out), "c", 0.1, ("a", "b")), (str(out), "d", 0.1, ("a", "b"))],
+    ]
+    seen = []
+    t0 = time.monotonic()
+    jobs = submit_waves(slurm_jobs.stamp, waves, tmp_path / "logs", slurm_cluster, job_name="t-waves")
+    wait_all(jobs, poll_s=0.5, timeout_s=90, progress=lambda done, total: seen.append((done, total)))
+    elapsed = time.monotonic() - t0
+    assert [len(w) for w in jobs] == [2, 2]
+    assert [[j.result() for j in w] for w in jobs] == [["a", "b"], ["c", "d"]]
+    rec = _records(out)
+    assert sorted(rec) == ["a", "b", "c", "d"]
+    wave1_end = max(rec["a"]["end"], rec["b"]["end"])
+    assert min(rec["c"]["start"], rec["d"]["start"]) >= wave1_end
+    assert seen[-1] == (4, 4) and all(total == 4 for _, total in seen)
+    # the submission carries the requeue flag and the dependency on wave 1's array
+    script = (tmp_path / "logs" / f"{jobs[1][0].job_id.split('_')[0]}_submission.sh").read_text()
+    assert "#SBATCH --requeue" in script
+    assert f"#SBATCH --dependency=afterany:{jobs[0][0].job_id.split('_')[0]}" in script
+    print(f"two waves of 2 tiny runs: {elapsed:.1f} s from submit to all done")
+
+
+@pytest.mark.slurm
+def test_failed_run_does_not_block_next_wave(slurm_cluster, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    waves = [
+        [(str(out), "ok", 0.1, (), False), (str(out), "bad", 0.1, (), True)],
+        [(str(out), "next", 0.1, ("ok",), False)],  # a single run: a plain job, not an array
+    ]
+    jobs = submit_waves(slurm_jobs.stamp, waves, tmp_path / "logs", slurm_cluster)
+    wait_all(jobs, poll_s=0.5, timeout_s=90)
+    assert jobs[0][0].result() == "ok"
+    with pytest.raises(submitit.core.utils.FailedJobError, match="failing on purpose"):
+        jobs[0][1].result()
+    assert jobs[1][0].result() == "next"
+    assert sorted(_records(out)) == ["next", "ok"]
+    assert job_outcome(jobs[0][0]) == ("ok", "ok")
+    status, message = job_outcome(jobs[0][1])
+    assert status == "failed" and "failing on purpose" in message
+
+
+@pytest.mark.slurm
+def test_cancelled_run_is_missing(slurm_cluster, tmp_path):
+    settings = slurm_cluster.model_copy(update={"additional": {"begin": "now+600"}})  # stays pending
+    [[job]] = submit_waves(slurm_jobs.stamp, [[(str(tmp_path), "never", 0.0)]], tmp_path / "logs", settings)
+    assert squeue_state(job.job_id) == "PENDING"
+    subprocess.run(["scancel", job.job_id], check=True)
+    wait_all([[job]], poll_s=0.2, timeout_s=30)
+    status, reason = job_outcome(job)
+    assert status == "missing" and "no result file" in reason
+
+
+@pytest.mark.slurm
+def test_requeued_run_runs_again(slurm_cluster, tmp_path):
+    path = tmp_path / "runs.txt"
+    [[job]] = submit_waves(slurm_jobs.append_and_sleep, [[(str(path), 60.0, 0.5)]], tmp_path / "logs", slurm_cluster)
+    deadline = time.monotonic() + 60
+    while not (path.exists() and "start" in path.read_text()):
+        assert time.monotonic() < deadline, "job did not start"
+        time.sleep(0.2)
+    assert squeue_state(job.job_id) == "RUNNING"
+    # the first run ignores SIGTERM (submitit bypasses it) and is killed after KillWait
+    requeue_now(job.job_id)
+    wait_all([job], poll_s=0.5, timeout_s=90)
+    assert path.read_text().splitlines() == ["start 0", "start 1", "end"]
+    assert job.result() == 2
