@@ -51,7 +51,10 @@ if ! command -v sbatch >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1 \
     apt-get install -y --no-install-recommends slurm-wlm munge >>"$apt_log" 2>&1 || ok=0
   fi
   [ -n "$policy_created" ] && rm -f /usr/sbin/policy-rc.d
-  [ "$ok" = 1 ] || fail "apt-get install slurm-wlm munge failed: $(grep -E '^(E|Err):' "$apt_log" | tail -n 1 || echo "see $apt_log")"
+  if [ "$ok" != 1 ]; then
+    why="$(grep -E '^(E|Err):' "$apt_log" | tail -n 1)"
+    fail "apt-get install slurm-wlm munge failed: ${why:-see $apt_log}"
+  fi
   command -v sbatch >/dev/null 2>&1 || fail "slurm-wlm installed but sbatch still not on PATH"
 fi
 

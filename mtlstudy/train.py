@@ -267,8 +267,9 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
                         probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature, reference_scores,
                                                             history[-1]["scores"])
                         state["probs"] = probs
-                resume.save(model, optimizer, scheduler, {**state, "elapsed": state["elapsed"] + time.time() - t0})
+                state["elapsed"] += time.time() - t0
                 t0 = time.time()
+                resume.save(model, optimizer, scheduler, state)
     bar.close()
     record = {
         "run_id": spec.run_id(), "method": spec.method, "tasks": spec.tasks, "scored_tasks": names,
@@ -276,6 +277,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
         "params": spec.model_dump(mode="json"), "train_sizes": sizes, "batches_per_epoch": n_batches,
         "total_steps": total_steps, "history": history, "best": best,
         "examples_seen": state["examples_seen"], "wall_seconds": round(state["elapsed"] + time.time() - t0, 2),
+        "train_seconds": round(state["elapsed"], 2),
         "device": str(device), "precision": str(amp or "fp32"), "versions": library_versions(),
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
         "reference_scores": reference_scores or {},
