@@ -1,0 +1,174 @@
+"""Orchestration (issue 4): plan, resumable local execution, the run notebook, Slurm, failures."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mtlstudy import execute, store, study
+from mtlstudy.plan import ProfileError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_profile(tmp_path: Path, model: str, name="tiny", **changes) -> Path:
+    """A 2-task, 1-seed study on generated data with a tiny model: every method, seconds per run."""
+    prof = {
+        "name": name, "model": str(model), "tasks": ["gen_para", "gen_sent"], "seeds": [3],
+        "methods": ["single", "stilts", "mtl", "mtl_all"], "mtl_all_samplers": ["size"],
+        "data": {"generated_sizes": {"gen_para": 48, "gen_sent": 24}, "generated_dev_size": 24},
+        "train": {"lr": 1e-3, "batch_size": 8, "epochs": 1, "max_length": 32, "sampler": "gap", "threads": 1},
+        "output_dir": str(tmp_path / "outputs"), "workers": 2, "notebooks": False,
+    }
+    for key, value in changes.items():
+        node = prof
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(prof))
+    return path
+
+
+def mtimes(study_dir: Path) -> dict[str, float]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (study_dir / "runs").glob("*/result.json")}
+
+
+# ---- plan ---------------------------------------------------------------------------------------
+
+def test_paper_plan_counts_and_dependencies():
+    st = study.open_study(REPO / "params" / "paper.yaml")
+    kinds = pd.Series([r.kind for r in st.plan]).value_counts().to_dict()
+    assert kinds == {"single": 9 * 5, "mtl": 36 * 5, "stilts": 72 * 5, "mtl_all": 3 * 5}
+    by_id = {r.run_id: r for r in st.plan}
+    assert len(by_id) == len(st.plan)  # ids are unique
+    singles = {(r.spec.tasks[0], r.spec.seed): r.run_id for r in st.plan if r.kind == "single"}
+    for r in st.plan:
+        if r.kind == "stilts":
+            support, target = r.spec.tasks
+            assert support != target
+            assert sorted(r.deps) == sorted(singles[(support, s)] for s in st.profile.seeds)
+        elif r.kind == "mtl":  # dynamic sampling: references are both tasks' single runs
+            assert sorted(r.deps) == sorted(singles[(t, s)] for t in r.spec.tasks for s in st.profile.seeds)
+        elif r.kind == "single":
+            assert r.deps == [] and r.spec.train.keep_checkpoint == "best"
+    pairs = {frozenset(r.spec.tasks) for r in st.plan if r.kind == "mtl"}
+    assert len(pairs) == 36
+
+
+def test_run_id_changes_with_results_not_with_devices():
+    st = study.open_study(REPO / "params" / "paper.yaml")
+    base = st.plan[0].spec
+    assert base.model_copy(update={"train": base.train.model_copy(update={"device": "cuda:1"})}).run_id() == base.run_id()
+    assert base.model_copy(update={"train": base.train.model_copy(update={"lr": 3e-5})}).run_id() != base.run_id()
+    assert base.model_copy(update={"seed": 1}).run_id() != base.run_id()
+
+
+def test_plan_command_reports_saving_against_naive_protocol():
+    out = subprocess.run([sys.executable, "-m", "mtlstudy.cli", "plan", "paper", "--quiet"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert "runs: 600" in out
+    ratio = float(out.strip().split("needs ")[1].split(" of")[0])
+    assert ratio < 0.6
+
+
+def test_overrides_and_validation(tmp_path):
+    st = study.open_study(REPO / "params" / "demo.yaml", ["train.epochs=3", "seeds=[5, 6, 7]"])
+    assert st.profile.train.epochs == 3 and st.profile.seeds == [5, 6, 7]
+    with pytest.raises(ProfileError, match="train.epoch"):
+        study.open_study(REPO / "params" / "demo.yaml", ["train.epoch=3"])
+    with pytest.raises(ProfileError, match="seeds"):
+        study.open_study(REPO / "params" / "demo.yaml", ["seeds=[1, 1]"])
+
+
+# ---- execution ----------------------------------------------------------------------------------
+
+def test_tiny_study_runs_once_and_reruns_only_what_is_missing(tmp_path, tiny_roberta):
+    st = study.open_study(tiny_profile(tmp_path, tiny_roberta))
+    counts = study.run(st, progress=False)
+    assert counts == {"done": 6, "failed": 0, "blocked": 0, "pending": 0}
+    first = mtimes(st.dir)
+    table = pd.read_csv(st.dir / "results.csv")
+    # every method represented; the MTL pair gives both directions from one run
+    assert set(table.method) == {"single", "stilts", "mtl", "mtl_all"}
+    mtl = table[table.method == "mtl"]
+    assert len(mtl) == 2 and mtl.run_id.nunique() == 1
+
+    study.run(st, progress=False)  # nothing to do
+    assert mtimes(st.dir) == first
+
+    victim = sorted(first)[0]
+    store.result_path(st.dir, victim).unlink()
+    study.run(st, progress=False)
+    again = mtimes(st.dir)
+    assert again.keys() == first.keys()
+    assert again[victim] != first[victim]
+    assert {k: v for k, v in again.items() if k != victim} == {k: v for k, v in first.items() if k != victim}
+    # support checkpoints are removed once no STILTs run needs them
+    assert not list((st.dir / "runs").glob("*/best"))
+
+
+def test_run_notebook_writes_the_same_record_as_the_python_call(tmp_path, tiny_roberta):
+    st = study.open_study(tiny_profile(tmp_path, tiny_roberta, methods=["single"], tasks=["gen_sent"]))
+    execute.write_study(st.profile, st.plan, st.user)
+    rid = st.plan[0].run_id
+    direct = execute.train_and_record(st.dir, rid)
+    store.result_path(st.dir, rid).unlink()
+    assert execute.run_one(st.dir, rid, notebooks=True) == "done"
+    via_notebook = store.read_result(st.dir, rid)
+    assert (store.run_dir(st.dir, rid) / "run.ipynb").exists()
+    assert via_notebook["history"] == direct["history"]
+    assert via_notebook["best"] == direct["best"]
+
+
+def test_failed_run_is_recorded_and_independent_runs_complete(tmp_path, tiny_roberta):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(yaml.safe_dump({
+        "name": "broken", "labels": ["0", "1"], "metric": "accuracy", "train_size": 10,
+        "glue_folder": "Broken", "tsv": {"train": {"file": "train.tsv", "text_columns": ["s"], "label_column": "label"},
+                                         "dev": {"file": "dev.tsv", "text_columns": ["s"], "label_column": "label"}}}))
+    glue = tmp_path / "glue" / "Broken"
+    glue.mkdir(parents=True)
+    (glue / "train.tsv").write_text("s\tlabel\nok\t1\nbad row\t7\n")
+    (glue / "dev.tsv").write_text("s\tlabel\nok\t1\n")
+    st = study.open_study(tiny_profile(tmp_path, tiny_roberta, tasks=["gen_sent", "broken"],
+                                       methods=["single", "stilts"], user_tasks=[str(bad)],
+                                       **{"data.source": "glue_dir", "data.glue_dir": str(tmp_path / "glue")}))
+    counts = study.run(st, progress=False)
+    # single-broken fails on its data; stilts gen_sent->broken runs and fails the same way;
+    # stilts broken->gen_sent is blocked; the independent single-gen_sent completes
+    assert counts == {"done": 1, "failed": 2, "blocked": 1, "pending": 0}
+    errors = dict(study.failures(st.dir))
+    [single] = [r for r in errors if r.startswith("single-broken")]
+    assert "train.tsv:3" in errors[single] and "label '7'" in errors[single]
+
+
+def test_tiny_study_on_slurm_equals_local(tmp_path, tiny_roberta, slurm_cluster):
+    local = study.open_study(tiny_profile(tmp_path / "a", tiny_roberta))
+    study.run(local, progress=False)
+    on_slurm = study.open_study(tiny_profile(tmp_path / "b", tiny_roberta, executor="slurm",
+                                             slurm=slurm_cluster.model_dump()))
+    counts = study.run(on_slurm, progress=False)
+    assert counts["done"] == 6, study.failures(on_slurm.dir)
+    a = pd.read_csv(local.dir / "results.csv").drop(columns=["study"])
+    b = pd.read_csv(on_slurm.dir / "results.csv").drop(columns=["study"])
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+    assert list((on_slurm.dir / "slurm").glob("*_log.out"))
+
+
+def test_cli_errors_are_one_line_and_nonzero(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "mtlstudy.cli", *args], cwd=REPO, capture_output=True, text=True)
+
+    r = run("plan", "no_such_profile")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "no_such_profile" in r.stderr
+    r = run("plan", "demo", "--set", "tasks=[gen_nli, nope]")
+    assert r.returncode != 0 and "unknown task 'nope'" in r.stderr and r.stderr.count("\n") == 1
+    r = run("run", "demo", "--set", "executor=cloud")
+    assert r.returncode != 0 and "executor" in r.stderr
