@@ -157,6 +157,7 @@ def cell_table(df: pd.DataFrame, sizes: dict[str, int] | None = None, alpha: flo
         raise ValueError(f"pairwise MTL rows use several samplers ({', '.join(samplers)}): pass sampler=")
     rows = pd.concat([mtl, rows[rows["method"] == "stilts"]])
     sizes = task_sizes(df) if sizes is None else sizes
+    rank = {t: i for i, t in enumerate(task_order(sizes, set(rows["target"]) | set(rows["support"])))}
     out = []
     for (target, support), g in rows.groupby(["target", "support"], sort=False):
         a = g.loc[g["method"] == "mtl", "score"].to_numpy(float)
@@ -174,9 +175,7 @@ def cell_table(df: pd.DataFrame, sizes: dict[str, int] | None = None, alpha: flo
                         heuristic_correct=(pick == winner) if significant else np.nan))
     cols = ["target", "support", "n_mtl", "n_stilts", "mean_mtl", "mean_stilts", "diff", "t", "p",
             "significant", "winner", "target_size", "support_size", "heuristic", "heuristic_correct"]
-    cells = pd.DataFrame(out, columns=cols)
-    order = task_order(sizes, set(cells["target"]) | set(cells["support"]))
-    rank = {t: i for i, t in enumerate(order)}
+    cells = pd.DataFrame(out, columns=cols).astype({"significant": bool})
     cells = cells.sort_values(["target", "support"], key=lambda s: s.map(rank))
     return cells.reset_index(drop=True)
 
@@ -406,7 +405,7 @@ def _norm(name: str) -> str:
 
 
 def known_task_sizes(study_dirs=()) -> dict[str, int]:
-    """Train sizes by task name: GLUE, the task registry when importable, and the studies."""
+    """Train sizes by task name: GLUE, the task registry when importable, then the studies."""
     sizes = dict(GLUE_SIZES)
     try:  # the registry of mtlstudy.tasks (GLUE + generated suite); optional
         from mtlstudy import tasks as registry
@@ -414,8 +413,9 @@ def known_task_sizes(study_dirs=()) -> dict[str, int]:
             sizes.update({n: t.train_size for n, t in reg.items() if t.train_size})
     except Exception:
         pass
-    for d in study_dirs:
-        sizes.update(task_sizes(load_results(d), d))
+    for d in study_dirs:  # tasks only the studies know (a known task keeps its official size)
+        for task, size in task_sizes(load_results(d), d).items():
+            sizes.setdefault(task, size)
     return sizes
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,31 +18,51 @@ def _add_profile(p):
 
 
 def cmd_train(a):
+    from .plan import apply_overrides
     from .spec import RunSpec
     from .store import write_json_atomic
-    from .train import train
-    from .plan import _parse_value
+    from .tasks import get_task
 
-    raw = json.loads(Path(a.spec).read_text()) if a.spec else {}
+    raw = {}
+    if a.spec:
+        try:
+            raw = json.loads(Path(a.spec).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{a.spec}:{e.lineno}: not valid JSON ({e.msg})") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{a.spec}: not UTF-8 text") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{a.spec}: a run spec must be a JSON object")
     raw.setdefault("method", a.method)
     if a.tasks:
         raw["tasks"] = a.tasks
     raw.setdefault("seed", a.seed)
     raw.setdefault("model", a.model)
-    for item in a.overrides:
-        key, _, value = item.partition("=")
-        node = raw
-        for part in key.split(".")[:-1]:
-            node = node.setdefault(part, {})
-        node[key.split(".")[-1]] = _parse_value(value)
+    apply_overrides(raw, a.overrides)
     try:
         spec = RunSpec.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
-        raise ValueError(f"run parameter '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+        where = f"{a.spec}: " if a.spec else ""
+        raise ValueError(f"{where}run parameter '{'.'.join(map(str, err['loc'])) or '(top level)'}': {err['msg']}") from None
+    if spec.method == "stilts" and not a.init_from:
+        raise ValueError("--method stilts: --init-from SUPPORT_CHECKPOINT_FOLDER is required (the support's best/<task>)")
+    reference = {}
+    for item in a.reference:
+        task, _, score = item.partition("=")
+        try:
+            reference[task] = float(score)
+        except ValueError:
+            raise ValueError(f"--reference {item!r}: expected TASK=SCORE (a dev score, x100)") from None
+    for name in spec.tasks:
+        get_task(name, spec.user_tasks)  # an unknown task fails before torch is even imported
+    from .train import train
+
     out = Path(a.out or Path("outputs") / "runs" / spec.run_id())
-    record = train(spec, out, init_checkpoint=Path(a.init_from) if a.init_from else None)
+    record = train(spec, out, init_checkpoint=Path(a.init_from) if a.init_from else None,
+                   reference_scores=reference or None)
     write_json_atomic(out / "result.json", record)
+    shutil.rmtree(out / "resume", ignore_errors=True)  # finished: the record is all that is needed
     best = {t: round(b["score"], 2) for t, b in record["best"].items()}
     print(f"{spec.run_id()}: best {best}; record in {out / 'result.json'}")
 
@@ -138,8 +160,25 @@ def cmd_bench(a):
     bench_main(a)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line on stderr, like every other error of the command."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message.splitlines()[0]} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mtlstudy", description=__doc__)
+    ap = _Parser(prog="mtlstudy", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one run and write its result.json")
@@ -152,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default outputs/runs/<run id>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="e.g. --set train.epochs=1 --set data.source=glue_dir --set data.glue_dir=glue_data")
+    p.add_argument("--reference", action="append", default=[], metavar="TASK=SCORE",
+                   help="dynamic samplers (gap, softmax_gap): a task's single-task dev score, x100")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("plan", help="list the runs of a study and its compute")
@@ -162,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run what is not done, in dependency order")
     _add_profile(p)
     p.add_argument("--executor", choices=["local", "slurm"])
-    p.add_argument("--workers", type=int)
+    p.add_argument("--workers", type=_positive_int)
     p.add_argument("--retry-failed", action="store_true")
     p.add_argument("--no-notebooks", action="store_true", help="train directly, without the run notebook")
     p.add_argument("--report", action="store_true", help="build the HTML report at the end")
@@ -206,8 +247,19 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     try:
         return a.fn(a) or 0
-    except (ValueError, RuntimeError, OSError, KeyError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except KeyboardInterrupt:
+        print("mtlstudy: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line for every error; MTLSTUDY_TRACEBACK=1 shows the traceback
+        if os.environ.get("MTLSTUDY_TRACEBACK") == "1":
+            raise
+        text = str(e).strip()
+        msg = text.splitlines()[0] if text else ""
+        if isinstance(e, ValidationError):  # its first line only says how many errors
+            err = e.errors()[0]
+            msg = f"{e.title}: key '{'.'.join(map(str, err['loc'])) or '(top level)'}': {err['msg']}"
+        elif not isinstance(e, (ValueError, RuntimeError, OSError)) or not msg:
+            msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
         print(f"mtlstudy: error: {msg}", file=sys.stderr)
         return 2
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict
 
 from . import generated
@@ -59,6 +58,8 @@ def _labels_to_array(task: Task, raw: list, where) -> np.ndarray:
                 out[i] = float(v)
             except (TypeError, ValueError):
                 raise DataError(f"{where(i)}: label {v!r} is not a number (task {task.name} is regression)") from None
+            if not np.isfinite(out[i]):  # 'nan' and 'inf' parse as floats, then poison the loss
+                raise DataError(f"{where(i)}: label {v!r} is not a finite number (task {task.name} is regression)")
         return out
     index = {name: i for i, name in enumerate(task.labels)}
     out = np.empty(len(raw), dtype=np.int64)
@@ -246,8 +247,10 @@ def _load_cached(folder: Path) -> Tokenized:
 
 # ---- batches -----------------------------------------------------------------------------
 
-def collate(data: Tokenized, indices, pad_id: int, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
+def collate(data: Tokenized, indices, pad_id: int, pad_to_multiple_of: int = 1) -> dict[str, "torch.Tensor"]:
     """A batch of `indices`, padded to the longest example in it (rounded up to a multiple)."""
+    import torch  # here, not at the top: `mtlstudy plan` and input validation need no torch (3 s to import)
+
     starts, ends = data.offsets[indices], data.offsets[np.asarray(indices) + 1]
     width = int((ends - starts).max())
     width = -(-width // pad_to_multiple_of) * pad_to_multiple_of

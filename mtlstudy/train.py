@@ -42,12 +42,20 @@ class TaskData:
     report: data_mod.Tokenized   # dev examples that give the reported score (the same unless split_dev)
 
 
-def prepare_data(spec: RunSpec, tokenizer, cache_dir=None) -> dict[str, TaskData]:
+def load_task_examples(spec: RunSpec) -> dict[str, tuple]:
+    """(task, train examples, dev examples) per trained task: read (and checked) before any model loads."""
     out = {}
     for name in spec.trained_tasks:
         task = get_task(name, spec.user_tasks)
-        train_ex = data_mod.load_examples(task, "train", spec.data)
-        dev_ex = data_mod.load_examples(task, "dev", spec.data)
+        out[name] = (task, data_mod.load_examples(task, "train", spec.data), data_mod.load_examples(task, "dev", spec.data))
+    return out
+
+
+def prepare_data(spec: RunSpec, tokenizer, cache_dir=None, examples: dict | None = None) -> dict[str, TaskData]:
+    out = {}
+    examples = examples or load_task_examples(spec)
+    for name in spec.trained_tasks:
+        task, train_ex, dev_ex = examples[name]
         train = data_mod.tokenize(tokenizer, train_ex, spec.train.max_length, cache_dir)
         dev = data_mod.tokenize(tokenizer, dev_ex, spec.train.max_length, cache_dir)
         try:
@@ -70,7 +78,13 @@ def prepare_data(spec: RunSpec, tokenizer, cache_dir=None) -> dict[str, TaskData
 def pick_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+    try:
+        device = torch.device(setting)
+    except RuntimeError as e:
+        raise TrainingError(f"train.device '{setting}': not a device ({str(e).splitlines()[0]})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"train.device '{setting}': CUDA is not available on this machine")
+    return device
 
 
 def autocast_dtype(precision: str, device: torch.device):
@@ -142,18 +156,44 @@ def load_encoder_from(model, folder: Path, reuse_heads: bool):
                 head.load_state_dict(sub)
 
 
+def _snapshot(model, optimizer, scheduler, scaler) -> dict:
+    """Copies (on the CPU) of everything Resume.load changes, taken before it changes anything."""
+    import copy
+
+    return {"model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+            "optimizer": copy.deepcopy(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict()),
+            "scaler": scaler.state_dict() if scaler is not None else None, "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _restore(snap: dict, model, optimizer, scheduler, scaler):
+    model.load_state_dict(snap["model"])
+    optimizer.load_state_dict(snap["optimizer"])
+    scheduler.load_state_dict(snap["scheduler"])
+    if scaler is not None:
+        scaler.load_state_dict(snap["scaler"])
+    torch.set_rng_state(snap["torch_rng"])
+    if snap["cuda_rng"] is not None:
+        torch.cuda.set_rng_state_all(snap["cuda_rng"])
+
+
 class Resume:
     """The latest evaluation's state, saved as safetensors (weights) + a weights-only torch file."""
 
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def save(self, model, optimizer, scheduler, state: dict):
+    def save(self, model, optimizer, scheduler, state: dict, scaler=None):
         tmp = self.folder.with_name(self.folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         _save_model(model, tmp)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(), **state}, tmp / "state.pt")
+        rng = {"torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available():  # dropout on the GPU draws from the CUDA generators
+            rng["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if scaler is not None:  # fp16: the loss scale and its growth tracker
+            rng["scaler"] = scaler.state_dict()
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng, **state},
+                   tmp / "state.pt")
         old = self.folder.with_name(self.folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if self.folder.exists():
@@ -161,22 +201,38 @@ class Resume:
         os.replace(tmp, self.folder)
         shutil.rmtree(old, ignore_errors=True)
 
-    def load(self, model, optimizer, scheduler, log) -> dict | None:
-        """The saved state, or None. A corrupt checkpoint falls back to the previous one or to scratch."""
+    def load(self, model, optimizer, scheduler, log, scaler=None) -> dict | None:
+        """The saved state, or None. A corrupt checkpoint falls back to the previous one or to scratch.
+        A checkpoint that fails half-way through loading leaves model, optimizer, scheduler and RNG
+        exactly as they were, so that "from scratch" really is from scratch."""
+        initial = None
         for folder in (self.folder, self.folder.with_name(self.folder.name + ".old")):
             if not (folder / "state.pt").exists():
                 continue
             try:
                 weights = load_file(str(folder / "model.safetensors"))
                 state = torch.load(folder / "state.pt", weights_only=True)
+                if initial is None:
+                    initial = _snapshot(model, optimizer, scheduler, scaler)
                 model.load_state_dict(weights)
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                torch.set_rng_state(state["torch_rng"])
+                optimizer.load_state_dict(state.pop("optimizer"))
+                scheduler.load_state_dict(state.pop("scheduler"))
+                if scaler is not None and "scaler" in state:
+                    scaler.load_state_dict(state.pop("scaler"))
+                if "cuda_rng" in state and torch.cuda.is_available() \
+                        and len(state["cuda_rng"]) == torch.cuda.device_count():
+                    torch.cuda.set_rng_state_all(state.pop("cuda_rng"))
+                torch.set_rng_state(state.pop("torch_rng"))
+                for key in ("step", "epoch", "batch", "history", "best", "probs"):
+                    state[key]  # noqa: B018 - a KeyError here means a damaged checkpoint
                 log(f"resuming from {folder} at step {state['step']}")
                 return state
             except Exception as e:  # noqa: BLE001 - any damage means: do not trust it
-                log(f"checkpoint {folder} is corrupt ({type(e).__name__}: {e}); trying an older one or starting from scratch")
+                if initial is not None:
+                    _restore(initial, model, optimizer, scheduler, scaler)
+                msg = str(e).splitlines()[0] if str(e) else ""
+                log(f"checkpoint {folder} is corrupt ({type(e).__name__}: {msg}); "
+                    "trying an older one or starting from scratch")
         return None
 
     def remove(self):
@@ -189,9 +245,13 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
           log=print) -> dict:
     """Train one run; return its record. Checkpoints go to out_dir (resume/, best/<task>/)."""
     t0 = time.time()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     cfg = spec.train
+    if cfg.sampler in sampling.DYNAMIC and len(spec.trained_tasks) > 1:
+        missing = [t for t in spec.trained_tasks if t not in (reference_scores or {})]
+        if missing:  # otherwise it would fail after a whole epoch of training
+            raise TrainingError(f"sampler '{cfg.sampler}' needs reference scores (mean single-task dev score) for "
+                                f"{missing}: a study passes them; `mtlstudy train` takes --reference TASK=SCORE")
+    out_dir = Path(out_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
@@ -201,9 +261,11 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(spec.seed)
 
+    examples = load_task_examples(spec)  # a broken data file fails the run now, not after the model loads
+    out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(spec.model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tasks = prepare_data(spec, tokenizer, cache_dir)
+    tasks = prepare_data(spec, tokenizer, cache_dir, examples)
     names = list(tasks)
     sizes = {t: len(tasks[t].train) for t in names}
     lengths = {t: tasks[t].train.lengths() for t in names} if cfg.group_by_length else None
@@ -231,7 +293,10 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
     eval_points = sorted({max(1, round(n_batches * k / cfg.evals_per_epoch)) for k in range(1, cfg.evals_per_epoch + 1)})
 
     resume = Resume(out_dir / "resume")
-    state = resume.load(model, optimizer, scheduler, log) or {
+    state = resume.load(model, optimizer, scheduler, log, scaler)
+    if state is None:
+        log(f"{spec.run_id()}: training from scratch ({total_steps} steps, seed {spec.seed})")
+    state = state or {
         "step": 0, "epoch": 0, "batch": 0, "history": [], "best": {}, "probs": probs,
         "examples_seen": 0, "elapsed": 0.0, "loss_sum": 0.0, "loss_count": 0}
     probs = state["probs"]
@@ -269,7 +334,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
                         state["probs"] = probs
                 state["elapsed"] += time.time() - t0
                 t0 = time.time()
-                resume.save(model, optimizer, scheduler, state)
+                resume.save(model, optimizer, scheduler, state, scaler)
     bar.close()
     record = {
         "run_id": spec.run_id(), "method": spec.method, "tasks": spec.tasks, "scored_tasks": names,

@@ -177,55 +177,22 @@ EXPLORE = notebook([
     new_markdown_cell("# Explore a study\n\nChoose a target, a support and a method: per-seed "
                       "scores, the MTL vs STILTs t-test of the cell, learning curves and the "
                       "sampler's task weights over time. Run all cells in JupyterLab."),
-    params('study_dir = "outputs/demo"  # the study folder\nalpha = 0.1\nequal_var = True'),
+    params('study_dir = "outputs/demo"  # the study folder\nalpha = 0.1\nequal_var = True\n'
+           "interactive = True  # False skips the widgets (headless runs: nbclient can block on them)"),
     '''\
 from pathlib import Path
-import ipywidgets as widgets
-from IPython.display import Markdown, display
+from IPython.display import display
 from mtlstudy import analysis, plots
 
 study = Path(study_dir)
 df = analysis.load_results(study)
-tasks = analysis.task_order(analysis.task_sizes(df, study), set(df["target"]))
-methods = [m for m in ("mtl", "stilts", "single", "mtl_all") if m in set(df["method"])]''',
+tasks = analysis.task_order(analysis.task_sizes(df, study), set(df["target"]))''',
     '''\
-def show(target, support, method):
-    """Everything about one choice: scores per seed, t-test, learning curves, sampler weights."""
-    if method in analysis.PAIR_METHODS:
-        if target == support:
-            display(Markdown("Choose a support other than the target."))
-            return
-        detail = analysis.cell_detail(df, target, support, alpha, equal_var)
-        display(Markdown(f"**t-test:** {detail['text']}"))
-        display(detail["scores"])
-    rows = analysis.runs_for(df, target, support, method)
-    if rows.empty:
-        display(Markdown(f"No {method} runs for this choice."))
-        return
-    display(rows[["run_id", "seed", "sampler", "score", "best_step"]])
-    runs = [(f"{method} {r.sampler} seed {r.seed}".replace("  ", " "), analysis.load_run(study, r.run_id))
-            for r in rows.itertuples()]
-    runs = [(label, run) for label, run in runs if run]
-    plots.show(plots.plot_learning_curves(runs, target))
-    if runs and method in ("mtl", "mtl_all"):
-        plots.show(plots.plot_sampler_weights(runs[0][1]))''',
-    '''\
-target = widgets.Dropdown(options=tasks, value=tasks[-1], description="target")
-support = widgets.Dropdown(options=tasks, value=tasks[0], description="support")
-method = widgets.Dropdown(options=methods, description="method")
-out = widgets.Output()
-
-def update(change=None):
-    with out:
-        out.clear_output(wait=True)
-        show(target.value, support.value, method.value)
-
-for w in (target, support, method):
-    w.observe(update, names="value")
-display(widgets.HBox([target, support, method]), out)
-update()''',
-    new_markdown_cell("A static copy of the first choice (what an exported notebook shows):"),
-    "show(tasks[-1], tasks[0], methods[0])",
+if interactive:
+    display(plots.explorer(study, alpha, equal_var))''',
+    new_markdown_cell("A static copy of one choice (what an exported notebook shows); edit and "
+                      "run to see another without the widgets:"),
+    'plots.show_choice(study, df, target=tasks[-1], support=tasks[0], method="mtl", alpha=alpha, equal_var=equal_var)',
 ])
 
 NOTEBOOKS = {"analysis_pairs": PAIRS, "analysis_ablation": ABLATION, "analysis_mtl_all": MTL_ALL,

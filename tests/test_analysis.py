@@ -125,7 +125,7 @@ def test_ablation_ci_and_crossing(df):
     assert cross.at[1.0, "crossings"] == pytest.approx([1.5])
     assert cross.at[0.5, "text"] == "none"
     assert analysis.crossings([1, 2, 3], [-1, 0, 2]) == [2.0]
-    assert analysis.crossings([3, 1, 2], [-2, 1, 3]) == pytest.approx([2.25])
+    assert analysis.crossings([3, 1, 2], [-2, 1, 3]) == pytest.approx([2.6])
 
 
 def test_agreement_of_two_studies(tmp_path, study):

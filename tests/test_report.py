@@ -73,13 +73,35 @@ def test_matrix_cells_link_to_their_learning_curves(built):
 
 
 def test_explore_notebook_executes(tmp_path):
+    # interactive=False: nbclient can block on widget cells (jupyter/nbclient#312)
     import papermill
 
-    study = make_study(tmp_path, ablation=False, mtl_all=False)
+    study = make_study(tmp_path, ablation=False)
     with report._package_on_path():
         papermill.execute_notebook(str(report.NOTEBOOK_DIR / "explore.ipynb"), str(tmp_path / "explore.ipynb"),
-                                   parameters={"study_dir": str(study)}, kernel_name="python3",
-                                   progress_bar=False)
+                                   parameters={"study_dir": str(study), "interactive": False},
+                                   kernel_name="python3", progress_bar=False, execution_timeout=300)
     nb = nbformat.read(tmp_path / "explore.ipynb", as_version=4)
     text = str([c.get("outputs") for c in nb.cells])
     assert "t-test" in text and "image/png" in text
+
+
+def test_explorer_widgets_switch_choices(tmp_path, monkeypatch):
+    import IPython.display
+
+    from mtlstudy import plots
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs: shown.extend(objs))
+    texts = lambda: " ".join(getattr(o, "data", "") for o in shown if isinstance(o, IPython.display.Markdown))  # noqa: E731
+    study = make_study(tmp_path, ablation=False)
+    box = plots.explorer(study)
+    target, support, method = box.children[0].children
+    assert (target.value, support.value, method.value) == ("small", "big", "mtl")
+    assert "MTL significantly better" in texts()
+    assert any(isinstance(o, IPython.display.Image) for o in shown)  # learning curves
+    for choice in ("stilts", "single", "mtl_all"):
+        method.value = choice
+    target.value = support.value = "mid"
+    method.value = "mtl"
+    assert "support other than the target" in texts()

@@ -1,0 +1,378 @@
+#!/usr/bin/env python
+"""GPU throughput of mtlstudy's training loop on a DistilRoBERTa-shaped model, and the GPU-hours
+of a whole study (default: the `paper` profile) estimated from it.
+
+    python benchmarks/gpu_throughput.py                          # a GPU machine: cuda, bf16, batch 128
+    python benchmarks/gpu_throughput.py --device cpu --steps 2   # smoke check anywhere (small batch)
+
+No download: the model is a RobertaModel with random weights built from a RobertaConfig of
+DistilRoBERTa's shape (6 layers, hidden 768, 12 heads, FFN 3072, vocabulary 50,265, 82M
+parameters); speed does not depend on the weights' values. It runs through the real code path:
+mtlstudy.model.MultiTaskModel, mtlstudy.train._train_step (bf16 autocast, fused AdamW, TF32 on
+GPU, SDPA attention, padding to the longest in the batch) and mtlstudy.train.evaluate.
+
+What it measures (all in one short run):
+  1. seconds per training step of `--batch-size` examples at padded widths `--widths`, and seconds
+     per evaluation batch of `--eval-batch-size`; peak GPU memory;
+  2. a check of that time model on real-shaped batches: `--steps` length-grouped batches whose
+     lengths are drawn from MNLI's length distribution, measured against the prediction;
+  3. the study estimate: every run of `mtlstudy plan <profile>` is simulated with the real batch
+     planner (mtlstudy.sampling) on lengths drawn from each task's GLUE length distribution; each
+     batch costs the measured time at its padded width. Evaluation: each trained task's full
+     dev set every 1/evals_per_epoch epoch (official GLUE dev sizes), longest-first. One resume
+     checkpoint is saved per evaluation (measured once here).
+
+Length distributions: the quantiles below were computed from the real GLUE files with
+all-MiniLM-L6-v2's WordPiece tokenizer (uncased BERT vocabulary) at max length 128. RoBERTa's
+byte-level BPE gives lengths within about 10% of these on English text. MNLI and QNLI train use
+their dev distribution and QQP a 23,497-row sample of its train set, for both splits (the full
+files were not on the machine where this was made).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mtlstudy import data as data_mod  # noqa: E402
+from mtlstudy import sampling  # noqa: E402
+from mtlstudy import train as train_mod  # noqa: E402
+from mtlstudy.model import MultiTaskModel  # noqa: E402
+from mtlstudy.spec import TrainSettings  # noqa: E402
+from mtlstudy.tasks import GLUE_TASKS, get_task  # noqa: E402
+
+# Token-length quantiles 0, 5, ..., 100 % (21 values) per task and split; see the docstring.
+LENGTH_QUANTILES = {
+    "mnli": {"train": [6, 15, 18, 21, 23, 26, 28, 30, 32, 34, 36, 38, 41, 43, 46, 49, 53, 57, 63, 72, 128],
+             "dev": [6, 15, 18, 21, 23, 26, 28, 30, 32, 34, 36, 38, 41, 43, 46, 49, 53, 57, 63, 72, 128]},
+    "qqp": {"train": [11, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 29, 30, 32, 33, 36, 38, 42, 47, 55, 128],
+            "dev": [11, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 29, 30, 32, 33, 36, 38, 42, 47, 55, 128]},
+    "qnli": {"train": [15, 27, 31, 33, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 57, 60, 63, 68, 75, 87, 128],
+             "dev": [15, 27, 31, 33, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 57, 60, 63, 68, 75, 87, 128]},
+    "sst2": {"train": [3, 4, 4, 5, 6, 6, 7, 8, 8, 9, 10, 11, 13, 14, 16, 18, 20, 23, 27, 33, 66],
+             "dev": [4, 10, 12, 14, 16, 17, 19, 20, 21, 23, 24, 26, 27, 29, 30, 32, 34, 37, 40, 44, 55]},
+    "cola": {"train": [4, 6, 7, 8, 8, 9, 9, 9, 10, 10, 10, 11, 11, 12, 12, 13, 14, 15, 17, 20, 47],
+             "dev": [5, 6, 7, 8, 8, 9, 9, 9, 10, 10, 10, 11, 11, 12, 13, 14, 15, 16, 18, 21, 35]},
+    "stsb": {"train": [10, 15, 16, 17, 18, 19, 19, 20, 21, 22, 23, 24, 25, 26, 28, 31, 35, 42, 51, 60, 125],
+             "dev": [11, 16, 17, 18, 19, 20, 21, 22, 23, 25, 28, 30, 33, 35, 38, 41, 43, 46, 51, 60, 87]},
+    "mrpc": {"train": [19, 32, 36, 39, 41, 44, 45, 47, 50, 51, 53, 55, 57, 59, 61, 62, 64, 67, 70, 74, 103],
+             "dev": [26, 32, 37, 40, 42, 44, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63, 64, 67, 70, 74, 86]},
+    "rte": {"train": [13, 29, 33, 37, 40, 43, 45, 47, 50, 53, 56, 59, 62, 67, 72, 85, 103, 120, 128, 128, 128],
+            "dev": [17, 29, 34, 36, 38, 41, 43, 46, 48, 50, 53, 56, 60, 64, 71, 79, 99, 115, 128, 128, 128]},
+    "wnli": {"train": [16, 21, 23, 24, 26, 27, 28, 28, 30, 31, 32, 34, 35, 37, 38, 42, 45, 52, 63, 72, 108],
+             "dev": [16, 22, 23, 25, 26, 27, 28, 29, 30, 31, 33, 34, 36, 38, 42, 44, 47, 50, 62, 70, 105]},
+}
+# Official GLUE dev sizes (MNLI: matched, the split the study scores).
+DEV_SIZES = {"mnli": 9815, "qqp": 40430, "qnli": 5463, "sst2": 872, "cola": 1043, "stsb": 1500,
+             "mrpc": 408, "rte": 277, "wnli": 71}
+DISTILROBERTA = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=6, num_attention_heads=12,
+                     intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1,
+                     pad_token_id=1, bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5)
+MAX_LENGTH = 128
+
+
+def sample_lengths(task: str, split: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Lengths drawn from a task's quantiles; a task not in the table (a user's or generated
+    task) gets MNLI's distribution."""
+    q = np.asarray(LENGTH_QUANTILES.get(task, LENGTH_QUANTILES["mnli"])[split], dtype=float)
+    u = rng.random(n)
+    return np.clip(np.rint(np.interp(u, np.linspace(0, 1, len(q)), q)), 3, MAX_LENGTH).astype(np.int64)
+
+
+def synthetic(lengths: np.ndarray, rng: np.random.Generator, n_labels: int = 2) -> data_mod.Tokenized:
+    """Token ids of the given lengths (random ids: speed does not depend on them)."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = rng.integers(3, DISTILROBERTA["vocab_size"], offsets[-1]).astype(np.int32)
+    ids[offsets[:-1]] = DISTILROBERTA["bos_token_id"]
+    return data_mod.Tokenized(ids, None, offsets, rng.integers(0, n_labels, len(lengths)).astype(np.int64))
+
+
+def batch_lengths(width: int, rows: int, rng) -> np.ndarray:
+    """A length-grouped batch padded to `width`: one row at the width, the rest a little shorter
+    (so the attention mask has padding, as in real batches)."""
+    out = rng.integers(max(3, int(0.8 * width)), width + 1, rows)
+    out[0] = width
+    return out
+
+
+class Bench:
+    def __init__(self, device: str, batch_size: int, eval_batch_size: int, compile_: bool, log=print):
+        self.device = torch.device(device)
+        self.amp = train_mod.autocast_dtype("auto", self.device)
+        if self.device.type == "cuda":  # what train.train sets
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        from transformers import RobertaConfig, RobertaModel
+
+        torch.manual_seed(0)
+        encoder = RobertaModel(RobertaConfig(**DISTILROBERTA), add_pooling_layer=False)
+        self.attn = encoder.config._attn_implementation
+        self.model = MultiTaskModel(encoder, [GLUE_TASKS[t] for t in ("rte",)]).to(self.device)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        if compile_:
+            # the encoder's forward, so that model.features() (what _train_step calls) runs compiled and
+            # the state-dict keys stay the same; torch.compile(model) would only compile model.forward
+            self.model.encoder.forward = torch.compile(self.model.encoder.forward, dynamic=True)
+        self.cfg = TrainSettings(batch_size=batch_size, eval_batch_size=eval_batch_size, device=device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr,
+                                           weight_decay=self.cfg.weight_decay, fused=self.device.type == "cuda")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1.0)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.rng = np.random.default_rng(0)
+        self.task = get_task("rte")
+        self.log = log
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def train_steps(self, batches: list[np.ndarray]) -> list[float]:
+        """Seconds of each training step, one per list of example lengths."""
+        out = []
+        for lengths in batches:
+            tok = synthetic(lengths, self.rng)
+            tasks = {"rte": train_mod.TaskData(self.task, tok, tok, tok)}
+            self._sync()
+            t = time.perf_counter()
+            train_mod._train_step(self.model, tasks, [("rte", np.arange(len(lengths)))], 1, self.device, self.amp,
+                                  self.cfg, self.optimizer, self.scheduler, self.scaler)
+            self._sync()
+            out.append(time.perf_counter() - t)
+        return out
+
+    def eval_batch(self, lengths: np.ndarray) -> float:
+        tok = synthetic(lengths, self.rng)
+        tasks = {"rte": train_mod.TaskData(self.task, tok, tok, tok)}
+        self._sync()
+        t = time.perf_counter()
+        train_mod.evaluate(self.model, tasks, "select", self.cfg.eval_batch_size, 1, self.device, self.amp)
+        self._sync()
+        return time.perf_counter() - t
+
+    def checkpoint_seconds(self) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            train_mod.Resume(Path(tmp) / "resume").save(self.model, self.optimizer, self.scheduler, {"step": 0})
+            return time.perf_counter() - t
+
+
+class TimeModel:
+    """Seconds per batch as a piecewise-linear function of the padded width (linear beyond the
+    measured widths), scaled by rows / measured rows."""
+
+    def __init__(self, widths, seconds, rows):
+        self.w, self.s, self.rows = np.asarray(widths, float), np.asarray(seconds, float), rows
+
+    def __call__(self, width, rows=None):
+        width = np.asarray(width, float)
+        if len(self.w) == 1:
+            s = self.s[0] * width / self.w[0]
+        else:
+            s = np.interp(width, self.w, self.s)
+            lo = (self.s[1] - self.s[0]) / (self.w[1] - self.w[0])
+            hi = (self.s[-1] - self.s[-2]) / (self.w[-1] - self.w[-2])
+            s = np.where(width < self.w[0], self.s[0] + lo * (width - self.w[0]), s)
+            s = np.where(width > self.w[-1], self.s[-1] + hi * (width - self.w[-1]), s)
+        s = np.maximum(s, 0.0)
+        return s if rows is None else s * np.asarray(rows, float) / self.rows
+
+
+# ---- the study estimate ----------------------------------------------------------------------
+
+def study_estimate(profile_name: str, t_train: TimeModel, t_eval: TimeModel, eval_batch: int,
+                   checkpoint_s: float, log=print) -> dict:
+    from mtlstudy.plan import compute_summary, load_profile, make_plan, task_size
+
+    path = Path(profile_name)
+    profile, user = load_profile(path if path.exists() else REPO / "params" / f"{profile_name}.yaml")
+    plan = make_plan(profile, user)
+    summary = compute_summary(plan, profile, user)
+    rng = np.random.default_rng(1)
+    full_lengths, dev_cost = {}, {}
+    unknown = sorted({t for r in plan for t in r.spec.trained_tasks if t not in LENGTH_QUANTILES})
+    if unknown:
+        log(f"note: no length table for {unknown}: MNLI's lengths are used for them")
+
+    def dev_size(task):
+        if task in DEV_SIZES:
+            return DEV_SIZES[task]
+        return profile.data.generated_dev_size if get_task(task, user).generated else 1000
+
+    def lengths_of(task):
+        if task not in full_lengths:
+            full_lengths[task] = sample_lengths(task, "train", task_size(profile, user, task), rng)
+        return full_lengths[task]
+
+    def dev_seconds(task):
+        if task not in dev_cost:
+            dev = np.sort(sample_lengths(task, "dev", dev_size(task), rng))[::-1]
+            chunks = [dev[i:i + eval_batch] for i in range(0, len(dev), eval_batch)]
+            dev_cost[task] = float(sum(t_eval(c.max(), len(c)) for c in chunks))
+        return dev_cost[task]
+
+    epoch_cache = {}
+    totals = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "example_passes": 0, "eval_examples": 0}
+    by_kind: dict[str, float] = {}
+    for run in plan:
+        spec, cfg = run.spec, run.spec.train
+        sizes = {}
+        for t in spec.trained_tasks:
+            n = task_size(profile, user, t)
+            if t in spec.train_counts:
+                n = min(n, spec.train_counts[t])
+            if t in spec.train_fractions:
+                n = round(spec.train_fractions[t] * n)
+            sizes[t] = n
+        key = (tuple(sizes.items()), cfg.sampler if len(sizes) > 1 else "", cfg.schedule, cfg.epoch_length,
+               cfg.batch_size, cfg.group_by_length, cfg.temperature)
+        if key not in epoch_cache:
+            erng = np.random.default_rng(2)
+            lengths = {t: lengths_of(t)[:n] for t, n in sizes.items()}
+            if len(sizes) == 1:
+                (t, n), = sizes.items()
+                batches = sampling.single_task_epoch(n, cfg.batch_size, erng,
+                                                     lengths[t] if cfg.group_by_length else None)
+                widths = np.array([lengths[t][b].max() for b in batches])
+                rows = np.array([len(b) for b in batches])
+            else:
+                # the dynamic samplers start from size-proportional p (epoch 1); later epochs keep
+                # the number of batches; their mix is taken to be epoch 1's
+                probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature)
+                nb = sampling.batches_per_epoch(sampling.slots_per_batch(probs, cfg.batch_size), sizes,
+                                                cfg.epoch_length)
+                plan_ = sampling.plan_epoch(cfg.schedule, probs, sizes, cfg.batch_size, erng, nb,
+                                            lengths if cfg.group_by_length else None)
+                widths = np.array([max(lengths[t][ix].max() for t, ix in b) for b in plan_])
+                rows = np.array([sum(len(ix) for _, ix in b) for b in plan_])
+            epoch_cache[key] = (float(t_train(widths, rows).sum()), int(rows.sum()))
+        epoch_s, epoch_ex = epoch_cache[key]
+        evals = cfg.epochs * cfg.evals_per_epoch
+        train_s = cfg.epochs * epoch_s
+        eval_s = evals * sum(dev_seconds(t) for t in sizes)
+        totals["train_s"] += train_s
+        totals["eval_s"] += eval_s
+        totals["checkpoint_s"] += evals * checkpoint_s
+        totals["example_passes"] += cfg.epochs * epoch_ex
+        totals["eval_examples"] += evals * sum(dev_size(t) for t in sizes)
+        by_kind[run.kind] = by_kind.get(run.kind, 0.0) + train_s + eval_s + evals * checkpoint_s
+    totals.update(runs=len(plan), plan_example_passes=summary["example_passes"],
+                  gpu_hours=(totals["train_s"] + totals["eval_s"] + totals["checkpoint_s"]) / 3600,
+                  gpu_hours_by_kind={k: v / 3600 for k, v in by_kind.items()})
+    return totals
+
+
+def single_task_rates(t_train: TimeModel, batch: int) -> dict:
+    """Training examples/s of a single-task epoch per GLUE task (length-grouped batches)."""
+    out = {}
+    for t in DEV_SIZES:
+        rng = np.random.default_rng(3)
+        n = min(GLUE_TASKS[t].train_size, 50_000)
+        lengths = sample_lengths(t, "train", n, rng)
+        batches = sampling.single_task_epoch(n, batch, rng, lengths)
+        s = sum(float(t_train(lengths[b].max(), len(b))) for b in batches)
+        out[t] = {"ex_s": n / s, "mean_tokens": float(lengths.mean())}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per width (and check batches)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps per width (default 3 on GPU, 1 on CPU)")
+    ap.add_argument("--batch-size", type=int, default=None, help="default 128 on GPU (the paper), 8 on CPU")
+    ap.add_argument("--eval-batch-size", type=int, default=None, help="default 256 on GPU (our loop), 16 on CPU")
+    ap.add_argument("--widths", type=int, nargs="+", default=None,
+                    help="padded widths to time (default 16 32 48 64 96 128 on GPU, 16 64 on CPU)")
+    ap.add_argument("--profile", default="paper", help="study profile to estimate (params/<name>.yaml or a path)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the encoder (dynamic shapes)")
+    ap.add_argument("--json", help="also write the results here")
+    a = ap.parse_args(argv)
+    gpu = a.device.startswith("cuda")
+    if gpu and not torch.cuda.is_available():
+        ap.error("--device cuda but no GPU is visible (use --device cpu --steps 2 for a smoke check)")
+    batch = a.batch_size or (128 if gpu else 8)
+    eval_batch = a.eval_batch_size or (256 if gpu else 16)
+    widths = sorted(a.widths or ([16, 32, 48, 64, 96, 128] if gpu else [16, 64]))
+    warmup = a.warmup if a.warmup is not None else (3 if gpu else 1)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    t_start = time.time()
+
+    b = Bench(a.device, batch, eval_batch, a.compile)
+    dev_name = torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {dev_name}; torch {torch.__version__}; attention: {b.attn}; precision: {b.amp or 'fp32'}; "
+          f"model: DistilRoBERTa shape, {b.params / 1e6:.1f}M parameters (random weights); batch {batch}, "
+          f"eval batch {eval_batch}; compile: {a.compile}")
+    rng = np.random.default_rng(0)
+    train_s, eval_s, mem_train, mem_eval = [], [], 0, 0
+    for w in widths:
+        if gpu:
+            torch.cuda.reset_peak_memory_stats()
+        b.train_steps([batch_lengths(w, batch, rng) for _ in range(warmup)])
+        s = float(np.median(b.train_steps([batch_lengths(w, batch, rng) for _ in range(a.steps)])))
+        if gpu:
+            mem_train = max(mem_train, torch.cuda.max_memory_allocated())
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(warmup):
+            b.eval_batch(batch_lengths(w, eval_batch, rng))
+        e = float(np.median([b.eval_batch(batch_lengths(w, eval_batch, rng)) for _ in range(a.steps)]))
+        if gpu:
+            mem_eval = max(mem_eval, torch.cuda.max_memory_allocated())
+        train_s.append(s)
+        eval_s.append(e)
+        print(f"width {w:4d}: train {s * 1e3:8.1f} ms/step ({batch / s:8.1f} ex/s, {batch * w / s:9.0f} padded tok/s); "
+              f"eval {e * 1e3:8.1f} ms/batch ({eval_batch / e:8.1f} ex/s)")
+    t_train, t_eval = TimeModel(widths, train_s, batch), TimeModel(widths, eval_s, eval_batch)
+
+    # check the time model on real-shaped batches (MNLI lengths, length-grouped)
+    n = batch * 50
+    lengths = sample_lengths("mnli", "train", n, rng)
+    check = sampling.single_task_epoch(n, batch, rng, lengths)[:a.steps]
+    measured = float(np.sum(b.train_steps([lengths[ix] for ix in check])))
+    predicted = float(sum(t_train(lengths[ix].max(), len(ix)) for ix in check))
+    print(f"check ({len(check)} MNLI-like length-grouped batches): measured {measured:.3f} s, "
+          f"time model {predicted:.3f} s ({100 * (measured / predicted - 1):+.0f}%)")
+    ckpt = b.checkpoint_seconds()
+    print(f"resume checkpoint save (model + optimizer state): {ckpt:.2f} s")
+    if gpu:
+        print(f"peak GPU memory: training {mem_train / 2 ** 30:.2f} GiB, evaluation {mem_eval / 2 ** 30:.2f} GiB "
+              f"(width {widths[-1]})")
+
+    rates = single_task_rates(t_train, batch)
+    print("\nsingle-task training at GLUE lengths (length-grouped batches, padding to the longest):")
+    print("| task | mean tokens | train ex/s |\n|---|---:|---:|")
+    for t, r in rates.items():
+        print(f"| {t} | {r['mean_tokens']:.1f} | {r['ex_s']:.0f} |")
+
+    est = study_estimate(a.profile, t_train, t_eval, eval_batch, ckpt)
+    print(f"\nstudy '{a.profile}': {est['runs']} runs; training example-passes {est['example_passes']:,} "
+          f"(plan: {est['plan_example_passes']:,}); evaluation examples {est['eval_examples']:,}")
+    print(f"estimated device-hours: {est['gpu_hours']:.1f} (training {est['train_s'] / 3600:.1f}, evaluation "
+          f"{est['eval_s'] / 3600:.1f}, resume checkpoints {est['checkpoint_s'] / 3600:.1f}); by method: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in est["gpu_hours_by_kind"].items()))
+    print(f"study-average training rate: {est['example_passes'] / est['train_s']:.0f} ex/s")
+    if not gpu:
+        print("(CPU smoke mode: these numbers check that the script works; they are not a GPU figure)")
+    print(f"took {time.time() - t_start:.0f} s")
+    if a.json:
+        Path(a.json).write_text(json.dumps({
+            "device": dev_name, "torch": torch.__version__, "attention": b.attn, "precision": str(b.amp or "fp32"),
+            "batch_size": batch, "eval_batch_size": eval_batch, "widths": widths, "train_step_s": train_s,
+            "eval_batch_s": eval_s, "peak_memory_train_bytes": mem_train, "peak_memory_eval_bytes": mem_eval,
+            "check": {"measured_s": measured, "predicted_s": predicted}, "checkpoint_s": ckpt,
+            "single_task": rates, "study": est, "compile": a.compile}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

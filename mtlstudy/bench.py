@@ -1,0 +1,479 @@
+"""`mtlstudy bench`: our training loop against the Hugging Face Trainer, on the same model, data,
+batch size and threads, in one process; plus model FLOPs utilisation (MFU) on real tokens.
+
+Contenders (each trains one epoch over the same `examples` training examples of a task, from
+freshly copied pre-trained weights; model loading and Trainer construction are not timed):
+  ours         mtlstudy.train._train_step over sampling.single_task_epoch batches (padding to the
+               longest in the batch, length-grouped batches, tokens from the memory-mapped cache),
+               and mtlstudy.train.evaluate (no gradient, longest-first, eval batch 256)
+  hf_default   transformers.Trainer as run_glue.py sets it up by default: pad_to_max_length=True
+               (every example padded to 128), default_data_collator, per_device_eval_batch_size 8
+  hf_best      the Trainer's best settings: DataCollatorWithPadding (pad to the longest in the
+               batch) + group_by_length=True; eval batch = the training batch (see BENCHMARKS.md)
+Every repeat runs every contender on every task, in an order rotated per repeat; the table
+reports the median of the repeats.
+
+MFU: training FLOPs counted on real (non-pad) tokens,
+  per example of L tokens: 6 x P_layers x L + 12 x layers x hidden x L^2 + 6 x P_head
+(P_layers: the transformer layers' parameters; the L^2 term: attention scores and weighted sum,
+forward + backward; P_head: pooler + classifier, once per example), divided by the time and by
+the throughput of torch.matmul on two 2048 x 2048 fp32 matrices measured in the same run.
+
+`python -m mtlstudy.bench --ablate` measures single changes to our loop (what helps, and by how
+much) and prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime as _dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as data_mod
+from . import sampling, train as train_mod
+from .model import OFFLINE_MINILM, load_model, load_tokenizer, resolve_model
+from .spec import TrainSettings
+from .tasks import get_task
+
+MODEL = OFFLINE_MINILM
+MAX_LENGTH = 128
+EVAL_BATCH = TrainSettings().eval_batch_size   # what our loop uses by default (256)
+HF_DEFAULT_EVAL_BATCH = 8                       # run_glue.py / TrainingArguments default
+MATMUL_N = 2048
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+CONTENDERS = {
+    "ours": "mtlstudy loop (pad to longest, length-grouped, eval no-grad longest-first)",
+    "hf_default": "HF Trainer, run_glue.py default (pad to 128)",
+    "hf_best": "HF Trainer, best (DataCollatorWithPadding + group_by_length)",
+}
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+@dataclass
+class BenchTask:
+    name: str
+    task: object
+    train_ex: data_mod.Examples
+    dev_ex: data_mod.Examples
+    train: data_mod.Tokenized
+    dev: data_mod.Tokenized
+
+    @property
+    def train_tokens(self) -> np.ndarray:
+        return self.train.lengths()
+
+
+def _take(ex: data_mod.Examples, idx: np.ndarray) -> data_mod.Examples:
+    return data_mod.Examples([ex.text_a[i] for i in idx], None if ex.text_b is None else [ex.text_b[i] for i in idx],
+                             ex.labels[idx])
+
+
+def prepare(tasks: list[str], glue_dir, examples: int, tokenizer, cache_dir) -> list[BenchTask]:
+    """A seeded random subset of `examples` train examples (and up to as many dev examples) per task."""
+    source = data_mod.DataSource(source="glue_dir", glue_dir=Path(glue_dir))
+    out = []
+    for name in tasks:
+        task = get_task(name)
+        tr = data_mod.load_examples(task, "train", source)
+        dv = data_mod.load_examples(task, "dev", source)
+        tr = _take(tr, data_mod.subsample_indices(len(tr), 0, count=min(examples, len(tr))))
+        dv = _take(dv, data_mod.subsample_indices(len(dv), 0, count=min(examples, len(dv))))
+        out.append(BenchTask(name, task, tr, dv, data_mod.tokenize(tokenizer, tr, MAX_LENGTH, cache_dir),
+                             data_mod.tokenize(tokenizer, dv, MAX_LENGTH, cache_dir)))
+    return out
+
+
+def hf_dataset(tokenizer, ex: data_mod.Examples, pad_to_max: bool):
+    """What run_glue.py's preprocess_function gives: tokenized with truncation at 128, padded to
+    128 when pad_to_max_length (its default), else unpadded."""
+    import datasets
+
+    enc = tokenizer(ex.text_a, ex.text_b, truncation=True, max_length=MAX_LENGTH,
+                    padding="max_length" if pad_to_max else False)
+    cols = {k: list(v) for k, v in enc.items()}
+    cols["label"] = ex.labels.tolist()
+    return datasets.Dataset.from_dict(cols)
+
+
+# ---- FLOPs --------------------------------------------------------------------------------
+
+def flop_model(encoder_model) -> dict:
+    """Parameter counts that the FLOPs formula needs, from a MultiTaskModel or an HF model."""
+    enc = getattr(encoder_model, "encoder", None) or getattr(encoder_model, "bert", None) or \
+        getattr(encoder_model, "roberta", None) or encoder_model
+    cfg = enc.config
+    layers = sum(p.numel() for n, p in enc.named_parameters() if ".layer." in f".{n}")
+    pooler = sum(p.numel() for n, p in enc.named_parameters() if n.startswith("pooler."))
+    return {"layer_params": layers, "head_params": pooler + 2 * cfg.hidden_size,  # + 2-way classifier
+            "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size}
+
+
+def train_flops(lengths: np.ndarray, fm: dict) -> float:
+    """Training FLOPs (forward + backward) of one pass over examples of these real lengths."""
+    L = np.asarray(lengths, dtype=np.float64)
+    return float(6 * fm["layer_params"] * L.sum() + 12 * fm["layers"] * fm["hidden"] * (L ** 2).sum()
+                 + 6 * fm["head_params"] * len(L))
+
+
+def matmul_flops_per_s(n: int = MATMUL_N, reps: int = 4) -> float:
+    """Dense fp32 torch.matmul throughput (FLOP/s), best of `reps` after a warm-up."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+# ---- contenders ---------------------------------------------------------------------------
+
+def _settings(batch_size: int) -> TrainSettings:
+    return TrainSettings(batch_size=batch_size, epochs=1, device="cpu", precision="fp32")
+
+
+def ours_train(base, bt: BenchTask, batch_size: int, pad_id: int, *, group_by_length=True, pad_to=1,
+               fused=False) -> float:
+    """Seconds for one epoch of our loop over bt.train (optimizer and schedule built as in train.train)."""
+    model = copy.deepcopy(base)
+    model.train()
+    cfg = _settings(batch_size)
+    device = torch.device("cpu")
+    tasks = {bt.name: train_mod.TaskData(bt.task, bt.train, bt.dev, bt.dev)}
+    collate = data_mod.collate
+    if pad_to != 1:
+        data_mod.collate = lambda d, ix, pid, pad_to_multiple_of=1: collate(d, ix, pid, pad_to)
+    try:
+        t0 = time.perf_counter()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        n = len(bt.train)
+        total = -(-n // batch_size)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, (total - s) / total))
+        rng = np.random.default_rng([0, 0])
+        plan = sampling.single_task_epoch(n, batch_size, rng, bt.train.lengths() if group_by_length else None)
+        for b in plan:
+            train_mod._train_step(model, tasks, [(bt.name, b)], pad_id, device, None, cfg, optimizer, scheduler, None)
+        return time.perf_counter() - t0
+    finally:
+        data_mod.collate = collate
+
+
+def ours_eval(base, bt: BenchTask, eval_batch: int, pad_id: int, *, inference=False) -> float:
+    model = copy.deepcopy(base)
+    tasks = {bt.name: train_mod.TaskData(bt.task, bt.train, bt.dev, bt.dev)}
+    ctx = torch.inference_mode() if inference else contextlib.nullcontext()
+    t0 = time.perf_counter()
+    with ctx:
+        train_mod.evaluate(model, tasks, "select", eval_batch, pad_id, torch.device("cpu"), None)
+    return time.perf_counter() - t0
+
+
+def _accuracy(p):
+    return {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())}
+
+
+def hf_trainer(base, tokenizer, train_ds, dev_ds, batch_size: int, best: bool, out_dir: str, eval_batch: int):
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator
+
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    # transformers 5: train_sampling_strategy="group_by_length"; 4.x: group_by_length=True
+    grouping = {} if not best else {"train_sampling_strategy": "group_by_length"} \
+        if "train_sampling_strategy" in fields else {"group_by_length": True}
+    args = TrainingArguments(
+        output_dir=out_dir, report_to=[], save_strategy="no", eval_strategy="no", use_cpu=True,
+        dataloader_num_workers=0, per_device_train_batch_size=batch_size, per_device_eval_batch_size=eval_batch,
+        num_train_epochs=1, learning_rate=2e-5, seed=0, disable_tqdm=True, logging_strategy="no", **grouping)
+    collator = DataCollatorWithPadding(tokenizer) if best else default_data_collator
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer = Trainer(model=copy.deepcopy(base), args=args, train_dataset=train_ds, eval_dataset=dev_ds,
+                      data_collator=collator, processing_class=tokenizer, compute_metrics=_accuracy)
+    trainer.remove_callback(PrinterCallback)  # it prints the metrics dicts; nothing else changes
+    return trainer
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ---- the benchmark ------------------------------------------------------------------------
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import transformers
+
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"transformers {transformers.__version__}, Python {platform.python_version()}")
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def run(tasks, glue_dir, examples=256, batch_size=16, repeats=3, threads=None, log=print) -> dict:
+    """Measure every contender on every task `repeats` times, interleaved. Returns raw results."""
+    from transformers import AutoModelForSequenceClassification
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if threads:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    load_start = _load()
+    tokenizer = load_tokenizer(MODEL)
+    pad_id = tokenizer.pad_token_id
+    tmp = tempfile.TemporaryDirectory(prefix="mtlstudy-bench-")
+    bts = prepare(tasks, glue_dir, examples, tokenizer, Path(tmp.name) / "cache")
+    ours_base = {bt.name: load_model(MODEL, [bt.task]) for bt in bts}
+    hf_base = AutoModelForSequenceClassification.from_pretrained(resolve_model(MODEL), num_labels=2)
+    fm = flop_model(hf_base)
+    hf_data = {(bt.name, pad): (hf_dataset(tokenizer, bt.train_ex, pad), hf_dataset(tokenizer, bt.dev_ex, pad))
+               for bt in bts for pad in (True, False)}
+    for bt in bts:
+        if bt.task.num_outputs != 2:
+            raise ValueError(f"bench: task {bt.name} is not a 2-way classification task (use e.g. rte, sst2, mrpc)")
+
+    def hf(bt, best):
+        tr, dv = hf_data[(bt.name, not best)]
+        return hf_trainer(hf_base, tokenizer, tr, dv, batch_size, best, str(Path(tmp.name) / "hf"),
+                          batch_size if best else HF_DEFAULT_EVAL_BATCH)
+
+    def measure(kind, bt):
+        if kind == "ours":
+            return (ours_train(ours_base[bt.name], bt, batch_size, pad_id),
+                    ours_eval(ours_base[bt.name], bt, EVAL_BATCH, pad_id))
+        trainer = hf(bt, kind == "hf_best")
+        tt = _timed(trainer.train)
+        te = _timed(trainer.evaluate)
+        return tt, te
+
+    # warm-up: one small untimed pass of every contender (allocator, oneDNN primitives, lazy imports)
+    small = [BenchTask(bt.name, bt.task, _take(bt.train_ex, np.arange(min(2 * batch_size, len(bt.train)))),
+                       _take(bt.dev_ex, np.arange(min(2 * batch_size, len(bt.dev)))),
+                       bt.train.subset(np.arange(min(2 * batch_size, len(bt.train)))),
+                       bt.dev.subset(np.arange(min(2 * batch_size, len(bt.dev))))) for bt in bts[:1]]
+    ours_train(ours_base[small[0].name], small[0], batch_size, pad_id)
+    for best in (False, True):
+        tr, dv = (hf_dataset(tokenizer, small[0].train_ex, not best), hf_dataset(tokenizer, small[0].dev_ex, not best))
+        t = hf_trainer(hf_base, tokenizer, tr, dv, batch_size, best, str(Path(tmp.name) / "hf"), batch_size)
+        t.train()
+        t.evaluate()
+
+    times = {(bt.name, k): {"train": [], "eval": []} for bt in bts for k in CONTENDERS}
+    matmul = []
+    kinds = list(CONTENDERS)
+    t_all = time.perf_counter()
+    for r in range(repeats):
+        matmul.append(matmul_flops_per_s())
+        order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]
+        for bt in bts:
+            for kind in order:
+                tt, te = measure(kind, bt)
+                times[(bt.name, kind)]["train"].append(tt)
+                times[(bt.name, kind)]["eval"].append(te)
+                log(f"repeat {r + 1}/{repeats} {bt.name:5} {kind:10} train {len(bt.train) / tt:7.1f} ex/s, "
+                    f"eval {len(bt.dev) / te:7.1f} ex/s")
+                if torch.get_num_threads() != threads:
+                    raise RuntimeError(f"bench: thread count changed to {torch.get_num_threads()} during {kind}")
+    matmul.append(matmul_flops_per_s())
+    tmp.cleanup()
+    peak = statistics.median(matmul)
+    rows = []
+    for bt in bts:
+        flops = train_flops(bt.train_tokens, fm)
+        for kind in kinds:
+            tt = statistics.median(times[(bt.name, kind)]["train"])
+            te = statistics.median(times[(bt.name, kind)]["eval"])
+            rows.append({"task": bt.name, "contender": kind, "train_ex_s": len(bt.train) / tt,
+                         "eval_ex_s": len(bt.dev) / te, "mfu": flops / tt / peak,
+                         "train_runs": [round(len(bt.train) / t, 2) for t in times[(bt.name, kind)]["train"]],
+                         "eval_runs": [round(len(bt.dev) / t, 2) for t in times[(bt.name, kind)]["eval"]],
+                         "n_train": len(bt.train), "n_dev": len(bt.dev),
+                         "mean_len": float(bt.train_tokens.mean())})
+    return {"rows": rows, "matmul_gflops": peak / 1e9, "matmul_runs": [round(m / 1e9, 1) for m in matmul],
+            "threads": threads, "machine": machine(), "load": (load_start, _load()),
+            "seconds": time.perf_counter() - t_all, "fm": fm, "examples": examples, "batch_size": batch_size,
+            "repeats": repeats}
+
+
+TARGETS = {"hf_default": 2.0, "hf_best": 1.0}
+MFU_TARGET = 0.40
+
+
+def _row(rows, task, kind):
+    return next(r for r in rows if r["task"] == task and r["contender"] == kind)
+
+
+def to_markdown(res: dict, command: str) -> str:
+    rows = res["rows"]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    lines = [BEGIN, "## CPU: our loop vs the Hugging Face Trainer (`mtlstudy bench`)", "",
+             f"- command: `{command}`",
+             f"- date: {now}",
+             f"- machine: {res['machine']}",
+             f"- load average (1, 5, 15 min) at start: {res['load'][0]}; at end: {res['load'][1]}",
+             f"- model: all-MiniLM-L6-v2 (offline, `{MODEL}`), fp32; {res['examples']} training examples "
+             f"(seeded random subset) and up to {res['examples']} dev examples per task; batch {res['batch_size']}; "
+             f"eval batch: ours {EVAL_BATCH}, hf_default {HF_DEFAULT_EVAL_BATCH}, hf_best {res['batch_size']}; "
+             f"median of {res['repeats']} interleaved repeats; bench took {res['seconds']:.0f} s",
+             f"- dense fp32 matmul ({MATMUL_N}x{MATMUL_N}): {res['matmul_gflops']:.1f} GFLOP/s "
+             f"(per measurement: {res['matmul_runs']})", "",
+             "| task | contender | mean real tokens | train ex/s | eval ex/s | ours / this (train) | "
+             "ours / this (eval) | real-token MFU | train ex/s per repeat |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for t in tasks:
+        ours = _row(rows, t, "ours")
+        for kind in CONTENDERS:
+            r = _row(rows, t, kind)
+            lines.append(f"| {t} | {CONTENDERS[kind]} | {r['mean_len']:.1f} | {r['train_ex_s']:.1f} | "
+                         f"{r['eval_ex_s']:.1f} | {ours['train_ex_s'] / r['train_ex_s']:.2f}x | "
+                         f"{ours['eval_ex_s'] / r['eval_ex_s']:.2f}x | {100 * r['mfu']:.0f}% | {r['train_runs']} |")
+    lines += ["", "Targets (ratios from this run):", ""]
+    for t in tasks:
+        ours = _row(rows, t, "ours")
+        for kind, goal in TARGETS.items():
+            ratio = ours["train_ex_s"] / _row(rows, t, kind)["train_ex_s"]
+            verdict = "met" if ratio >= goal else f"MISSED by {goal - ratio:.2f} ({100 * (1 - ratio / goal):.0f}% short)"
+            lines.append(f"- {t}: training >= {goal:.1f}x {kind}: {ratio:.2f}x, {verdict}")
+        mfu = ours["mfu"]
+        verdict = "met" if mfu >= MFU_TARGET else f"MISSED by {100 * (MFU_TARGET - mfu):.0f} points"
+        lines.append(f"- {t}: real-token MFU >= {100 * MFU_TARGET:.0f}%: {100 * mfu:.0f}%, {verdict}")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str):
+    """Replace the bench section of `path` (between the markers), keeping the rest; or create it."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(args) -> int:
+    glue = Path(args.glue_dir)
+    if not glue.is_dir():
+        raise ValueError(f"{glue}: GLUE folder not found (--glue-dir)")
+    res = run(args.tasks, glue, args.examples, args.batch_size, args.repeats, getattr(args, "threads", None))
+    command = "mtlstudy bench " + " ".join(
+        [f"--tasks {' '.join(args.tasks)}", f"--glue-dir {args.glue_dir}", f"--examples {args.examples}",
+         f"--batch-size {args.batch_size}", f"--repeats {args.repeats}", f"--out {args.out}"])
+    section = to_markdown(res, command)
+    write_section(Path(args.out), section)
+    print(section)
+    return 0
+
+
+# ---- ablations: what helps our loop, measured ----------------------------------------------
+
+def ablate(task="rte", glue_dir="../shared/data/glue", examples=256, batch_size=16, repeats=3, log=print) -> str:
+    """One change at a time to our loop, interleaved, medians. Returns a markdown table."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    tokenizer = load_tokenizer(MODEL)
+    pad_id = tokenizer.pad_token_id
+    with tempfile.TemporaryDirectory() as tmp:
+        bt = prepare([task], glue_dir, examples, tokenizer, Path(tmp))[0]
+    base = load_model(MODEL, [bt.task])
+    eager = load_model(MODEL, [bt.task])
+    eager.encoder.set_attn_implementation("eager") if hasattr(eager.encoder, "set_attn_implementation") else None
+    threads = torch.get_num_threads()
+
+    def with_threads(n, fn):
+        def run_():
+            torch.set_num_threads(n)
+            try:
+                return fn()
+            finally:
+                torch.set_num_threads(threads)
+        return run_
+
+    variants = {
+        "train: ours as is": lambda: ours_train(base, bt, batch_size, pad_id),
+        "train: no length grouping": lambda: ours_train(base, bt, batch_size, pad_id, group_by_length=False),
+        "train: pad to 128": lambda: ours_train(base, bt, batch_size, pad_id, pad_to=MAX_LENGTH),
+        "train: fused AdamW (CPU)": lambda: ours_train(base, bt, batch_size, pad_id, fused=True),
+        "train: eager attention": lambda: ours_train(eager, bt, batch_size, pad_id),
+        "train: 1 thread": with_threads(1, lambda: ours_train(base, bt, batch_size, pad_id)),
+        "eval: ours as is (no_grad, batch 256)": lambda: ours_eval(base, bt, EVAL_BATCH, pad_id),
+        "eval: inference_mode": lambda: ours_eval(base, bt, EVAL_BATCH, pad_id, inference=True),
+        "eval: batch 16": lambda: ours_eval(base, bt, 16, pad_id),
+        "eval: batch 32": lambda: ours_eval(base, bt, 32, pad_id),
+        "eval: batch 64": lambda: ours_eval(base, bt, 64, pad_id),
+        "eval: batch 32 + inference_mode": lambda: ours_eval(base, bt, 32, pad_id, inference=True),
+        "eval: eager attention": lambda: ours_eval(eager, bt, EVAL_BATCH, pad_id),
+    }
+    ours_train(base, bt, batch_size, pad_id)  # warm-up
+    times = {k: [] for k in variants}
+    names = list(variants)
+    for r in range(repeats):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            times[k].append(variants[k]())
+            log(f"{r + 1}/{repeats} {k}: {times[k][-1]:.2f} s")
+    lines = [f"| change (task {task}, {len(bt.train)} train / {len(bt.dev)} dev examples, batch {batch_size}, "
+             f"{threads} threads) | ex/s (median of {repeats}) | vs as is |", "|---|---:|---:|"]
+    base_t = statistics.median(times["train: ours as is"])
+    base_e = statistics.median(times["eval: ours as is (no_grad, batch 256)"])
+    for k in names:
+        m = statistics.median(times[k])
+        n = len(bt.train) if k.startswith("train") else len(bt.dev)
+        ref = base_t if k.startswith("train") else base_e
+        lines.append(f"| {k} | {n / m:.1f} | {ref / m:.2f}x |")
+    return "\n".join(lines)
+
+
+def _cli(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mtlstudy.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--ablate", action="store_true", help="measure single changes to our loop instead")
+    ap.add_argument("--tasks", nargs="+", default=["rte", "sst2"])
+    ap.add_argument("--glue-dir", default="../shared/data/glue")
+    ap.add_argument("--examples", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="BENCHMARKS.md")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.ablate:
+        for t in a.tasks:
+            print(ablate(t, a.glue_dir, a.examples, a.batch_size, a.repeats))
+        return 0
+    return main(a)
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())

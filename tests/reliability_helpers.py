@@ -1,0 +1,111 @@
+"""Helpers for the reliability tests: tiny profiles, the CLI in a subprocess, waiting and killing."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rel_profile(folder: Path, model, name: str = "rel", **changes) -> Path:
+    """Two generated tasks, one seed, single + STILTs + pairwise MTL (dynamic 'gap' sampler):
+    5 runs in 2 waves, each a few seconds of training on the tiny model."""
+    prof = {
+        "name": name, "model": str(model), "tasks": ["gen_para", "gen_sent"], "seeds": [3],
+        "methods": ["single", "stilts", "mtl"],
+        "data": {"generated_sizes": {"gen_para": 160, "gen_sent": 96}, "generated_dev_size": 24},
+        "train": {"lr": 1e-3, "batch_size": 8, "epochs": 2, "max_length": 32, "sampler": "gap", "threads": 1},
+        "output_dir": str(Path(folder) / "outputs"), "workers": 2, "notebooks": False,
+    }
+    for key, value in changes.items():
+        node = prof
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path = Path(folder) / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(prof))
+    return path
+
+
+def cli_env(**extra) -> dict:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def cli(*args, cwd=REPO, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """`python -m mtlstudy.cli ARGS`, to completion."""
+    return subprocess.run([sys.executable, "-m", "mtlstudy.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, env=env or cli_env(), timeout=timeout)
+
+
+def start_cli(*args, log: Path, cwd=REPO, env=None) -> subprocess.Popen:
+    """Start `python -m mtlstudy.cli ARGS` in its own process group (so it and its workers can be
+    killed together), output to `log`."""
+    f = open(log, "ab")
+    return subprocess.Popen([sys.executable, "-m", "mtlstudy.cli", *map(str, args)], cwd=cwd, stdout=f,
+                            stderr=subprocess.STDOUT, env=env or cli_env(), start_new_session=True)
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.05, proc: subprocess.Popen | None = None):
+    """Poll until predicate() is truthy; fail after `timeout` s or when `proc` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited (rc {proc.returncode}) before {what}")
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def checkpoint_step(run_dir: Path) -> int | None:
+    """The step of the run's resume checkpoint, or None (none yet, or being replaced)."""
+    import torch
+
+    try:
+        return int(torch.load(Path(run_dir) / "resume" / "state.pt", weights_only=True)["step"])
+    except Exception:  # noqa: BLE001 - absent or mid-rename
+        return None
+
+
+def kill_group(proc: subprocess.Popen):
+    """SIGKILL the process group of `proc` (it and every worker it started)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def read_records(study_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (Path(study_dir) / "runs").glob("*/result.json")}
+
+
+def mtimes(study_dir: Path) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (Path(study_dir) / "runs").glob("*/result.json")}
+
+
+def starts_in_log(run_dir: Path) -> tuple[int, int]:
+    """(trainings started from scratch, resumptions) recorded in a run's log.txt."""
+    text = (Path(run_dir) / "log.txt").read_text() if (Path(run_dir) / "log.txt").exists() else ""
+    return text.count("training from scratch"), text.count("resuming from")

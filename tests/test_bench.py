@@ -1,0 +1,75 @@
+"""`mtlstudy bench` smoke test: a few examples, one repeat; it must write the markdown table with a
+row per task and contender. Speed is never asserted here. Also the GPU script's pure parts."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtlstudy import bench
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_writes_the_table(glue_dir, minilm_path, tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\nnotes above stay\n\n<!-- bench:begin -->\nold\n<!-- bench:end -->\n\nnotes below stay\n")
+    args = argparse.Namespace(tasks=["rte", "sst2"], glue_dir=str(glue_dir), examples=16, batch_size=8, repeats=1,
+                              out=str(out))
+    assert bench.main(args) == 0
+    text = out.read_text()
+    assert "notes above stay" in text and "notes below stay" in text and "\nold\n" not in text
+    assert text.count(bench.BEGIN) == 1 and text.count(bench.END) == 1
+    rows = [line for line in text.splitlines() if line.startswith("| rte |") or line.startswith("| sst2 |")]
+    assert len(rows) == 6
+    for task in ("rte", "sst2"):
+        for label in bench.CONTENDERS.values():
+            assert any(r.startswith(f"| {task} | {label} |") for r in rows), (task, label)
+    assert "GFLOP/s" in text and "real-token MFU" in text and "mtlstudy bench --tasks rte sst2" in text
+    for task in ("rte", "sst2"):
+        assert f"- {task}: training >= 2.0x hf_default" in text and f"- {task}: real-token MFU >= 40%" in text
+
+
+def test_flops_formula():
+    fm = {"layer_params": 100, "head_params": 10, "layers": 2, "hidden": 4}
+    # 6 x 100 x (3 + 5) + 12 x 2 x 4 x (9 + 25) + 6 x 10 x 2
+    assert bench.train_flops(np.array([3, 5]), fm) == 6 * 100 * 8 + 12 * 2 * 4 * 34 + 6 * 10 * 2
+
+
+def _gpu_script():
+    spec = importlib.util.spec_from_file_location("gpu_throughput", REPO / "benchmarks" / "gpu_throughput.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_script_time_model_and_lengths():
+    g = _gpu_script()
+    tm = g.TimeModel([16, 64], [1.0, 3.0], rows=8)
+    assert tm(40) == pytest.approx(2.0)
+    assert tm(80) == pytest.approx(3.0 + 16 * 2 / 48)      # linear beyond the last width
+    assert tm(64, rows=4) == pytest.approx(1.5)
+    rng = np.random.default_rng(0)
+    for task in g.DEV_SIZES:
+        for split in ("train", "dev"):
+            q = g.LENGTH_QUANTILES[task][split]
+            assert len(q) == 21 and q == sorted(q) and q[-1] <= 128
+        lengths = g.sample_lengths(task, "train", 2000, rng)
+        assert lengths.min() >= 3 and lengths.max() <= 128
+
+
+@pytest.mark.slow
+def test_gpu_script_cpu_smoke(tmp_path):
+    """The documented smoke mode runs end to end on CPU (a small DistilRoBERTa-shaped step or two)."""
+    g = _gpu_script()
+    out = tmp_path / "gpu.json"
+    assert g.main(["--device", "cpu", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+                   "--eval-batch-size", "2", "--widths", "8", "16", "--profile", "demo", "--json", str(out)]) == 0
+    import json
+
+    res = json.loads(out.read_text())
+    assert res["study"]["example_passes"] == res["study"]["plan_example_passes"]
+    assert res["study"]["gpu_hours"] > 0

@@ -1,0 +1,630 @@
+"""Reliability (issue 6): killed runs resume exactly, killed studies complete only what is missing,
+Slurm preemption, failure isolation, two launches at once, safe loading, disk use.
+
+Every test here trains the tiny random RoBERTa of conftest on generated data, on CPU.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from mtlstudy import execute, store, study
+from mtlstudy import train as train_mod
+from mtlstudy.spec import RunSpec
+from tests.reliability_helpers import (REPO, checkpoint_step, cli, cli_env, dead_pid, kill_group, mtimes,
+                                       read_records, rel_profile, start_cli, starts_in_log, wait_for)
+
+
+def single_spec(model, size=320, epochs=4, seed=5) -> dict:
+    return {"method": "single", "tasks": ["gen_sent"], "seed": seed, "model": str(model),
+            "data": {"generated_sizes": {"gen_sent": size}, "generated_dev_size": 32},
+            "train": {"lr": 1e-3, "batch_size": 8, "epochs": epochs, "max_length": 32, "threads": 1}}
+
+
+def same_training(a: dict, b: dict):
+    assert a["history"] == b["history"]
+    assert a["best"] == b["best"]
+    assert a["examples_seen"] == b["examples_seen"] and a["total_steps"] == b["total_steps"]
+
+
+def kill_at_random_step(proc, run_dir: Path, min_step: int, total_steps: int, rng: random.Random) -> int:
+    """SIGKILL `proc` at a random moment after its checkpoint reaches min_step; return that step."""
+    wait_for(lambda: (checkpoint_step(run_dir) or 0) >= min_step, 240, f"a checkpoint at step >= {min_step}",
+             proc=proc)
+    time.sleep(rng.uniform(0.0, 0.6))
+    assert proc.poll() is None, "the run finished before it could be killed: make it longer"
+    kill_group(proc)
+    assert proc.returncode == -signal.SIGKILL
+    step = checkpoint_step(run_dir)
+    assert step is not None and min_step <= step < total_steps
+    return step
+
+
+# ---- 1. resume a run --------------------------------------------------------------------------
+
+def test_killed_single_task_run_resumes_to_the_same_result(tmp_path, tiny_roberta):
+    spec = single_spec(tiny_roberta)
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    reference = train_mod.train(RunSpec.model_validate(spec), tmp_path / "reference", progress=False, log=lambda m: None)
+    total = reference["total_steps"]
+    assert reference["history"] and total >= 100  # dropout is on: the RNG state matters
+
+    out = tmp_path / "killed"
+    rng = random.Random()
+    proc = start_cli("train", "--spec", tmp_path / "spec.json", "--out", out, log=tmp_path / "first.log")
+    step = kill_at_random_step(proc, out, 1, total, rng)
+    assert not (out / "result.json").exists()
+
+    messages = []  # run again (in this process: the resume code is the same, the start-up is not)
+    record = train_mod.train(RunSpec.model_validate(spec), out, progress=False, log=messages.append)
+    assert messages[0] == f"resuming from {out / 'resume'} at step {step}", messages
+    same_training(record, reference)
+
+
+def test_killed_mtl_run_with_dynamic_sampler_resumes_to_the_same_result(tmp_path, tiny_roberta, capsys):
+    """Pairwise MTL, 'gap' sampler (its probabilities change every epoch, from the single-task
+    reference scores): killed after epoch 1 through `mtlstudy run-one`, run again."""
+    st = study.open_study(rel_profile(tmp_path, tiny_roberta, methods=["single", "mtl"],
+                                      **{"train.epochs": 4, "data.generated_sizes": {"gen_para": 320, "gen_sent": 192}}))
+    d = execute.write_study(st.profile, st.plan, st.user)
+    [mtl] = [r for r in st.plan if r.kind == "mtl"]
+    for r in st.plan:
+        if r.kind == "single":
+            assert execute.run_one(d, r.run_id, notebooks=False) == "done"
+    ref_dir = tmp_path / "copy" / d.name
+    shutil.copytree(d, ref_dir)
+    reference = execute.train_and_record(ref_dir, mtl.run_id)
+    capsys.readouterr()
+    probs = [tuple(h["sampler_probs"].values()) for h in reference["history"]]
+    assert len(set(probs)) >= 3  # the sampler really moved, epoch after epoch
+    total, per_epoch = reference["total_steps"], reference["batches_per_epoch"]
+
+    run_dir = store.run_dir(d, mtl.run_id)
+    proc = start_cli("run-one", d, mtl.run_id, "--no-notebook", log=tmp_path / "first.log")
+    step = kill_at_random_step(proc, run_dir, per_epoch + 1, total, random.Random())
+    assert (run_dir / "claim.json").exists()  # left behind by the killed process: stale
+
+    assert execute.run_one(d, mtl.run_id, notebooks=False) == "done"  # run again, in this process
+    assert f"resuming from {run_dir / 'resume'} at step {step}" in capsys.readouterr().out
+    record = store.read_result(d, mtl.run_id)
+    assert record["status"] == "done"
+    same_training(record, reference)
+    assert record["reference_scores"] == reference["reference_scores"]
+    assert not (run_dir / "resume").exists() and not (run_dir / "claim.json").exists()
+
+
+class Crash(Exception):
+    pass
+
+
+def crashed_run(spec: RunSpec, out: Path, monkeypatch, after_saves: int) -> list[Path]:
+    """Train until the after_saves-th resume checkpoint is written, then crash; returns a copy
+    of the resume folder after each save (older checkpoints, for building resume.old)."""
+    real_save = train_mod.Resume.save
+    copies = []
+
+    def save(self, *a, **kw):
+        real_save(self, *a, **kw)
+        copies.append(shutil.copytree(self.folder, out.parent / f"save{len(copies) + 1}"))
+        if len(copies) == after_saves:
+            raise Crash()
+
+    monkeypatch.setattr(train_mod.Resume, "save", save)
+    with pytest.raises(Crash):
+        train_mod.train(spec, out, progress=False, log=lambda m: None)
+    monkeypatch.setattr(train_mod.Resume, "save", real_save)
+    return copies
+
+
+@pytest.fixture(scope="module")
+def small_reference(tiny_roberta, tmp_path_factory):
+    spec = RunSpec.model_validate(single_spec(tiny_roberta, size=96, epochs=3))
+    return spec, train_mod.train(spec, tmp_path_factory.mktemp("small_ref"), progress=False, log=lambda m: None)
+
+
+def _truncate(path: Path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "garbage state", "state of another model",
+                                    "weights of another model"])
+def test_corrupt_checkpoint_restarts_from_scratch_and_says_so(damage, tmp_path, monkeypatch, small_reference):
+    spec, reference = small_reference
+    out = tmp_path / "run"
+    crashed_run(spec, out, monkeypatch, after_saves=3)
+    ck = out / "resume"
+    if damage == "truncated weights":
+        _truncate(ck / "model.safetensors")
+    elif damage == "garbage state":
+        (ck / "state.pt").write_bytes(b"\x80\x02not a torch file")
+    elif damage == "state of another model":  # loads, but the optimizer state does not fit
+        other = torch.optim.AdamW(torch.nn.Linear(3, 3).parameters())
+        state = torch.load(ck / "state.pt", weights_only=True)
+        state["optimizer"] = other.state_dict()
+        state["optimizer"]["param_groups"][0]["params"] = [0, 1]
+        torch.save(state, ck / "state.pt")
+    else:  # the weights load into the model only partly
+        from safetensors.torch import load_file, save_file
+        w = load_file(str(ck / "model.safetensors"))
+        w.pop(sorted(w)[-1])
+        save_file(w, str(ck / "model.safetensors"))
+    messages = []
+    record = train_mod.train(spec, out, progress=False, log=messages.append)
+    assert any("corrupt" in m and "from scratch" in m for m in messages), messages
+    assert not any(m.startswith("resuming") for m in messages)
+    same_training(record, reference)
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(tmp_path, monkeypatch, small_reference):
+    """Killed while a new checkpoint replaced the old: resume/ damaged, resume.old intact."""
+    spec, reference = small_reference
+    out = tmp_path / "run"
+    copies = crashed_run(spec, out, monkeypatch, after_saves=4)
+    shutil.copytree(copies[2], out / "resume.old")
+    _truncate(out / "resume" / "model.safetensors")
+    old_step = torch.load(out / "resume.old" / "state.pt", weights_only=True)["step"]
+    messages = []
+    record = train_mod.train(spec, out, progress=False, log=messages.append)
+    assert any("corrupt" in m for m in messages)
+    assert any(m.startswith(f"resuming from {out / 'resume.old'} at step {old_step}") for m in messages), messages
+    same_training(record, reference)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_resume_checkpoint_restores_cuda_rng(tmp_path):
+    model = torch.nn.Linear(4, 2).cuda()
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    model.head_of = {}
+    r = train_mod.Resume(tmp_path / "resume")
+    torch.cuda.manual_seed_all(1)
+    r.save(model, opt, sched, {"step": 1})
+    expected = torch.rand(3, device="cuda")
+    r.load(model, opt, sched, log=lambda m: None)
+    assert torch.equal(torch.rand(3, device="cuda"), expected)
+
+
+# ---- 2. resume a study --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory, tiny_roberta):
+    """The reliability study run to completion by two `mtlstudy run` launched at the same moment."""
+    root = tmp_path_factory.mktemp("twice")
+    prof = rel_profile(root, tiny_roberta, name="twice", workers=1)
+    procs = [start_cli("run", prof, log=root / f"launch{i}.log") for i in range(2)]
+    for p in procs:
+        p.wait(timeout=600)
+    logs = [(root / f"launch{i}.log").read_text() for i in range(2)]
+    st = study.open_study(prof)
+    return st, [p.returncode for p in procs], logs
+
+
+def test_two_launches_at_once_train_every_run_once(finished_study):
+    st, codes, logs = finished_study
+    assert codes == [0, 0], logs
+    records = read_records(st.dir)
+    assert set(records) == {r.run_id for r in st.plan}
+    assert all(r["status"] == "done" for r in records.values())
+    for r in st.plan:
+        run_dir = store.run_dir(st.dir, r.run_id)
+        assert starts_in_log(run_dir) == (1, 0), (run_dir / "log.txt").read_text()[-3000:]
+        assert not (run_dir / "claim.json").exists()
+    table = pd.read_csv(st.dir / "results.csv")
+    assert len(table) == 2 + 2 + 2  # singles, STILTs both ways, one MTL run scored both ways
+
+
+def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, finished_study):
+    reference, _, _ = finished_study
+    prof = rel_profile(tmp_path, tiny_roberta, name="killed")
+    st = study.open_study(prof)
+    d = st.dir
+    plan = {r.run_id: r for r in st.plan}
+
+    def mid_training():
+        runs = d / "runs"
+        done = [p.parent.name for p in runs.glob("*/result.json")] if runs.exists() else []
+        mid = [p.parent.parent.name for p in runs.glob("*/resume/state.pt")
+               if not (p.parent.parent / "result.json").exists()] if runs.exists() else []
+        return done and mid and (done, mid)
+
+    proc = start_cli("run", prof, log=tmp_path / "first.log")
+    wait_for(mid_training, 300, "one run done and another with a checkpoint, unfinished", poll=0.02, proc=proc)
+    kill_group(proc)
+    # the workers die with the launcher (one process group): every claim left is a dead process's
+    wait_for(lambda: all(execute._claim_is_stale(c) for c in (d / "runs").glob("*/claim.json")), 30,
+             "the workers' claims to be stale")
+    before = mtimes(d)
+    interrupted = [rid for rid in plan if (store.run_dir(d, rid) / "resume" / "state.pt").exists()
+                   and rid not in before]
+    assert before and interrupted and len(before) < len(plan)
+    # support checkpoints are still there for STILTs runs that have not run yet
+    for rid, r in plan.items():
+        if r.kind == "stilts" and rid not in before:
+            for sup in r.spec.support_runs:
+                if sup in before:
+                    assert (store.run_dir(d, sup) / "best" / r.spec.tasks[0] / "model.safetensors").exists()
+
+    again = cli("run", prof)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    after = mtimes(d)
+    assert set(after) == set(plan)
+    assert {k: after[k] for k in before} == before  # finished work was not redone
+    for rid in plan:
+        run_dir = store.run_dir(d, rid)
+        assert [p.name for p in run_dir.glob("result*.json")] == ["result.json"]
+        assert store.read_result(d, rid)["status"] == "done"
+        scratch, resumed = starts_in_log(run_dir)
+        if rid in before:
+            assert (scratch, resumed) == (1, 0)
+        elif rid in interrupted:
+            assert (scratch, resumed) == (1, 1)  # started once, then resumed from its checkpoint
+        else:  # not started, or killed before its first checkpoint
+            assert scratch in (1, 2) and resumed == 0
+    a = pd.read_csv(d / "results.csv").drop(columns=["study"])
+    b = pd.read_csv(reference.dir / "results.csv").drop(columns=["study"])
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+# ---- 3. Slurm preemption -----------------------------------------------------------------------
+
+@pytest.mark.slurm
+def test_slurm_cancelled_and_requeued_run_resumes_and_completes(tmp_path, tiny_roberta, slurm_cluster):
+    from tests.slurm_fixture import requeue_now, squeue_state
+
+    name = f"slurmrel{os.getpid()}"
+    prof = rel_profile(tmp_path, tiny_roberta, name=name, tasks=["gen_sent"], methods=["single"],
+                       executor="slurm", slurm=slurm_cluster.model_dump(),
+                       **{"data.generated_sizes": {"gen_sent": 1280}, "train.epochs": 5})
+    st = study.open_study(prof)
+    [run] = st.plan
+    reference = train_mod.train(run.spec, tmp_path / "reference", progress=False, log=lambda m: None)
+    total = reference["total_steps"]
+    run_dir = store.run_dir(st.dir, run.run_id)
+
+    def job_id():
+        out = subprocess.run(["squeue", "-h", "-n", f"mtl-{name}", "-o", "%A %T"], capture_output=True,
+                             text=True).stdout.split()
+        return out[0] if len(out) == 2 and out[1] == "RUNNING" else None
+
+    # cancelled: `scancel` mid-run; `mtlstudy run` returns with the run not done
+    first = start_cli("run", prof, log=tmp_path / "first.log")
+    wait_for(lambda: checkpoint_step(run_dir), 240, "the first checkpoint", proc=first)
+    cancelled_at = checkpoint_step(run_dir)
+    # a hard cancel (SIGKILL at once; a plain scancel's SIGTERM is ignored by submitit for KillWait s)
+    subprocess.run(["scancel", "--signal=KILL", job_id() or wait_for(job_id, 30, "the job id")], check=True)
+    first.wait(timeout=120)
+    assert execute.run_status(st.dir, run.run_id) == "pending"
+    assert cancelled_at < total
+
+    # run again: a new job resumes from the checkpoint; requeued (preempted) mid-run, it resumes again
+    second = start_cli("run", prof, log=tmp_path / "second.log")
+    wait_for(lambda: (checkpoint_step(run_dir) or 0) > cancelled_at, 240, "a checkpoint after the resume",
+             proc=second)
+    requeued_at = checkpoint_step(run_dir)
+    jid = wait_for(job_id, 30, "the job id")
+    requeue_now(jid)
+    second.wait(timeout=300)
+    assert second.returncode == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert squeue_state(jid) is None
+    record = store.read_result(st.dir, run.run_id)
+    assert record["status"] == "done"
+    same_training(record, reference)
+    logs = "".join(p.read_text() for p in (st.dir / "slurm").glob("*_log.out"))
+    resumes = re.findall(r"resuming from \S+ at step (\d+)", logs)
+    assert len(resumes) == 2, logs[-3000:]
+    assert int(resumes[0]) >= cancelled_at and int(resumes[1]) >= requeued_at > int(resumes[0])
+    assert not (run_dir / "resume").exists()
+
+
+# ---- 4. failure isolation -----------------------------------------------------------------------
+
+def _in_process_workers(monkeypatch):
+    """run_local's workers as in-process calls (one at a time), so that faults can be injected."""
+    def run(study_dir, run_id, notebooks, gpu, threads):
+        return 0 if execute.run_one(study_dir, run_id, notebooks=False) == "done" else 1
+    monkeypatch.setattr(execute, "_subprocess_run", run)
+
+
+def test_failures_are_recorded_dependents_blocked_and_retried(tmp_path, tiny_roberta, monkeypatch):
+    """A non-finite loss in single-gen_para (at step 3), out of memory in STILTs gen_sent->gen_para:
+    both recorded failed with their reason; the runs that need single-gen_para are blocked; the
+    independent single-gen_sent completes; --retry-failed reruns only the failed and blocked runs."""
+    st = study.open_study(rel_profile(tmp_path, tiny_roberta, workers=1))
+    by_kind = {(r.kind, tuple(r.spec.tasks)): r.run_id for r in st.plan}
+    nan_run, oom_run = by_kind[("single", ("gen_para",))], by_kind[("stilts", ("gen_sent", "gen_para"))]
+    current, steps, faults = {}, {}, {"on": True}
+    real_train, real_step = train_mod.train, train_mod._train_step
+
+    def traced_train(spec, *a, **kw):
+        current["run"] = spec.run_id()
+        return real_train(spec, *a, **kw)
+
+    def faulty_step(*a, **kw):
+        rid = current["run"]
+        steps[rid] = steps.get(rid, 0) + 1
+        loss = real_step(*a, **kw)
+        if faults["on"] and rid == nan_run and steps[rid] == 3:
+            return float("nan")
+        if faults["on"] and rid == oom_run and steps[rid] == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return loss
+
+    _in_process_workers(monkeypatch)
+    monkeypatch.setattr(train_mod, "train", traced_train)
+    monkeypatch.setattr(train_mod, "_train_step", faulty_step)
+    counts = study.run(st, progress=False)
+    assert counts == {"done": 1, "failed": 2, "blocked": 2, "pending": 0}
+    errors = dict(study.failures(st.dir))
+    assert errors[nan_run].startswith("TrainingError: non-finite loss (nan) at step 3,")
+    assert errors[oom_run].startswith("out of memory: CUDA out of memory")
+    done_before = mtimes(st.dir)
+    [independent] = [r for r, rec in read_records(st.dir).items() if rec["status"] == "done"]
+    assert independent == by_kind[("single", ("gen_sent",))]
+
+    faults["on"] = False
+    steps.clear()
+    counts = study.run(st, progress=False)  # without --retry-failed: failed stays failed, nothing runs
+    assert counts["failed"] == 2 and not steps
+    counts = study.run(st, retry_failed=True, progress=False)
+    assert counts == {"done": 5, "failed": 0, "blocked": 0, "pending": 0}
+    assert mtimes(st.dir)[independent] == done_before[independent]
+    assert set(steps) == {r.run_id for r in st.plan} - {independent}
+
+
+def test_failure_reasons_are_one_line_and_name_the_cause():
+    assert execute._failure_reason(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB\nmore")) \
+        == "out of memory: CUDA out of memory. Tried to allocate 2 GiB"
+    assert execute._failure_reason(MemoryError()).startswith("out of memory")
+    assert execute._failure_reason(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                                                "allocate 123 bytes")).startswith("out of memory")
+    assert execute._failure_reason(ValueError("a\nb")) == "ValueError: a"
+
+
+def test_non_finite_loss_stops_the_run_at_that_step(tmp_path, tiny_roberta, monkeypatch):
+    calls = {"n": 0}
+    real = train_mod._train_step
+
+    def step(*a, **kw):
+        calls["n"] += 1
+        loss = real(*a, **kw)
+        return float("inf") if calls["n"] == 7 else loss
+
+    monkeypatch.setattr(train_mod, "_train_step", step)
+    with pytest.raises(train_mod.TrainingError, match=r"non-finite loss \(inf\) at step 7, epoch 1, batch 7"):
+        train_mod.train(RunSpec.model_validate(single_spec(tiny_roberta, size=96, epochs=1)), tmp_path,
+                        progress=False, log=lambda m: None)
+    assert calls["n"] == 7
+
+
+def test_dynamic_sampler_without_reference_scores_fails_before_training(tmp_path, tiny_roberta):
+    spec = RunSpec.model_validate({**single_spec(tiny_roberta, size=96, epochs=1), "method": "mtl",
+                                   "tasks": ["gen_sent", "gen_para"],
+                                   "data": {"generated_sizes": {"gen_sent": 48, "gen_para": 48}}})
+    assert spec.train.sampler == "gap"
+    with pytest.raises(train_mod.TrainingError, match="reference scores"):
+        train_mod.train(spec, tmp_path, progress=False, log=lambda m: None)
+    assert not (tmp_path / "resume").exists()
+
+
+# ---- 5. two launches at once: claims ------------------------------------------------------------
+
+@pytest.fixture
+def one_run_study(tmp_path, tiny_roberta):
+    st = study.open_study(rel_profile(tmp_path, tiny_roberta, tasks=["gen_sent"], methods=["single"],
+                                      **{"train.epochs": 1}))
+    execute.write_study(st.profile, st.plan, st.user)
+    return st.dir, st.plan[0].run_id
+
+
+def _write_claim(study_dir, run_id, **fields):
+    path = store.run_dir(study_dir, run_id) / "claim.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fields) if fields else "")
+    return path
+
+
+def test_stale_claim_of_a_dead_process_is_taken_over(one_run_study):
+    import socket
+
+    d, rid = one_run_study
+    _write_claim(d, rid, host=socket.gethostname(), pid=dead_pid(), time=time.time(), slurm_job=None)
+    assert not execute.is_claimed(d, rid)
+    assert execute.run_one(d, rid, notebooks=False) == "done"
+    assert not (store.run_dir(d, rid) / "claim.json").exists()
+
+
+def test_claim_of_a_live_process_is_respected(one_run_study):
+    import socket
+
+    d, rid = one_run_study
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        _write_claim(d, rid, host=socket.gethostname(), pid=sleeper.pid, time=time.time(), slurm_job=None)
+        assert execute.is_claimed(d, rid)
+        assert execute.run_one(d, rid, notebooks=False) == "claimed"
+        assert execute.run_status(d, rid) == "pending"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert execute.run_one(d, rid, notebooks=False) == "done"  # its process died: taken over
+
+
+def test_claim_of_a_zombie_or_of_a_reused_pid_is_stale(one_run_study):
+    """A killed worker nobody reaped (a container whose PID 1 does not reap) is not alive; nor is a
+    live process that got the pid of a dead claimant (its start time differs)."""
+    import socket
+
+    d, rid = one_run_study
+    zombie = subprocess.Popen(["true"])  # exits; not waited for, so it stays a zombie
+    wait_for(lambda: (execute._proc_stat(zombie.pid) or ["Z"])[0] == "Z", 10, "the zombie")
+    path = _write_claim(d, rid, host=socket.gethostname(), pid=zombie.pid, time=time.time(), slurm_job=None)
+    assert execute._claim_is_stale(path)
+    zombie.wait()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        start = execute._pid_start(sleeper.pid)
+        path = _write_claim(d, rid, host=socket.gethostname(), pid=sleeper.pid, start=start, time=time.time())
+        assert not execute._claim_is_stale(path)
+        path = _write_claim(d, rid, host=socket.gethostname(), pid=sleeper.pid, start=str(int(start) - 1),
+                            time=time.time())
+        assert execute._claim_is_stale(path)
+        assert execute.run_one(d, rid, notebooks=False) == "done"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_empty_claim_left_by_a_kill_between_create_and_write_is_recovered(one_run_study):
+    d, rid = one_run_study
+    path = _write_claim(d, rid)  # O_EXCL create happened, the JSON never got written
+    old = time.time() - 600
+    os.utime(path, (old, old))
+    assert not execute.is_claimed(d, rid)
+    assert execute.run_one(d, rid, notebooks=False) == "done"
+
+
+def test_run_finished_by_another_launcher_just_before_the_claim_is_not_trained_again(one_run_study, monkeypatch):
+    """The window between run_one's status check and its claim: another process finishes the run
+    (and releases its claim) in between. The claimant must see the record and not train."""
+    d, rid = one_run_study
+    finished = execute.train_and_record(d, rid)
+    path = store.result_path(d, rid)
+    saved = path.read_text()
+    path.unlink()
+    real_claim = execute.claim
+
+    def claim_after_other_finished(study_dir, run_id):
+        path.write_text(saved)
+        return real_claim(study_dir, run_id)
+
+    monkeypatch.setattr(execute, "claim", claim_after_other_finished)
+    monkeypatch.setattr(execute, "train_and_record", lambda *a, **k: pytest.fail("trained a finished run"))
+    assert execute.run_one(d, rid, notebooks=False) == "done"
+    assert store.read_result(d, rid)["history"] == finished["history"]
+    assert not (store.run_dir(d, rid) / "claim.json").exists()
+
+
+@pytest.mark.slurm
+def test_claim_from_another_node_is_stale_once_its_slurm_job_has_ended(one_run_study, slurm_cluster):
+    d, rid = one_run_study
+    job = subprocess.run(["sbatch", "--parsable", "-p", slurm_cluster.partition or "debug", "-o", "/dev/null",
+                          "--wrap", "sleep 60"], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
+                                        text=True).stdout.strip() == "RUNNING", 60, "the job to run")
+        _write_claim(d, rid, host="another-node", pid=1, time=time.time(), slurm_job=job)
+        assert execute.is_claimed(d, rid)
+        assert execute.run_one(d, rid, notebooks=False) == "claimed"
+    finally:
+        subprocess.run(["scancel", job])
+    wait_for(lambda: not subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip(),
+             60, "the job to end")
+    assert not execute.is_claimed(d, rid)
+    assert execute.run_one(d, rid, notebooks=False) == "done"
+
+
+# ---- 7. safe by construction ------------------------------------------------------------------
+
+def test_yaml_code_tags_are_rejected(tmp_path):
+    marker = tmp_path / "pwned"
+    prof = tmp_path / "evil.yaml"
+    prof.write_text(yaml.safe_dump({"name": "evil", "model": "m", "tasks": ["gen_sent"], "seeds": [1],
+                                    "output_dir": str(tmp_path / "out")})
+                    + f'description: !!python/object/apply:os.system ["touch {marker}"]\n')
+    r = cli("plan", prof)
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and str(prof) in r.stderr
+    r = cli("plan", "demo", "--set", f'description=!!python/object/apply:os.system ["touch {marker}"]')
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "description" in r.stderr
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_set_values_are_data_never_code(tmp_path):
+    marker = tmp_path / "pwned"
+    value = f"__import__('os').system('touch {marker}')"
+    st = study.open_study(REPO / "params" / "demo.yaml", [f"description={value}", f"name=x{os.getpid()}"])
+    assert st.profile.description == value
+    r = cli("plan", "demo", "--quiet", "--set", f"description={value}")
+    assert r.returncode == 0, r.stderr
+    r = cli("train", "--set", f"model={value}", "--tasks", "gen_sent", "--out", tmp_path / "run")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "cannot be loaded" in r.stderr
+    assert not marker.exists()
+
+
+def test_resume_checkpoint_with_pickled_code_is_refused(tmp_path, tiny_roberta):
+    """state.pt is read with weights_only=True: a pickle that would run code is a corrupt checkpoint."""
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    spec = RunSpec.model_validate(single_spec(tiny_roberta, size=48, epochs=1))
+    reference = train_mod.train(spec, tmp_path / "ref", progress=False, log=lambda m: None)
+    out = tmp_path / "run"
+    (out / "resume").mkdir(parents=True)
+    shutil.copy(tmp_path / "ref" / "resume" / "model.safetensors", out / "resume" / "model.safetensors")
+    torch.save({"step": 1, "evil": Evil()}, out / "resume" / "state.pt")
+    messages = []
+    record = train_mod.train(spec, out, progress=False, log=messages.append)
+    assert not marker.exists()
+    assert any("corrupt" in m and "scratch" in m for m in messages), messages
+    same_training(record, reference)
+
+
+def test_no_code_evaluation_or_unsafe_loading_in_the_package():
+    """A static guard: no eval/exec, YAML only through safe_load/safe_dump, pickle never, torch.load
+    only with weights_only=True."""
+    bad = []
+    files = list((REPO / "mtlstudy").glob("*.py")) + list((REPO / "notebooks").glob("*.ipynb"))
+    for path in files:
+        text = path.read_text()
+        for pattern in (r"(?<![.\w])eval\(", r"(?<![.\w])exec\(", r"yaml\.load\(", r"yaml\.unsafe_load", r"yaml\.Loader",
+                        r"yaml\.FullLoader", r"\bpickle\.loads?\(", r"torch\.load\((?![^)]*weights_only=True)"):
+            for m in re.finditer(pattern, text):
+                bad.append(f"{path.name}: {text[max(0, m.start() - 30):m.end() + 30]!r}")
+    assert not bad, bad
+
+
+def test_papermill_injects_run_parameters_as_literals(tmp_path, monkeypatch):
+    """The run notebook gets study_dir and run_id as string literals, whatever characters they hold."""
+    import ast
+
+    import papermill
+    from papermill.translators import PythonTranslator
+
+    seen = {}
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, parameters, **kw: seen.update(parameters))
+    nasty = tmp_path / "a\"b'c\\d\n$(touch x); __import__('os')"
+    (nasty / "runs" / "r").mkdir(parents=True)
+    execute._execute_notebook(nasty, "r")
+    assert seen == {"study_dir": str(nasty.resolve()), "run_id": "r"}
+    for value in seen.values():
+        code = PythonTranslator.translate(value)
+        assert ast.literal_eval(code) == value
+
+
+# ---- 8. disk ------------------------------------------------------------------------------------
+
+def test_finished_study_keeps_no_checkpoints_and_status_reports_disk_use(finished_study):
+    st, _, _ = finished_study
+    assert not list(st.dir.rglob("resume")) and not list(st.dir.rglob("best"))
+    assert not list(st.dir.rglob("*.safetensors")) and not list(st.dir.rglob("state.pt"))
+    r = cli("status", st.dir.parent.parent / "twice.yaml")
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"disk use: ([0-9.]+) MB", r.stdout)
+    assert m, r.stdout
+    actual = sum(p.stat().st_size for p in st.dir.rglob("*") if p.is_file()) / 1e6
+    assert abs(float(m.group(1)) - actual) < 0.2
+    assert "done 5" in r.stdout
