@@ -55,9 +55,13 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 CONTENDERS = {
     "ours": "mtlstudy loop (pad to longest, length-grouped, eval no-grad longest-first)",
+    "ours_proposed": "mtlstudy loop + proposed CPU changes (fused AdamW, eval batch 32)",
     "hf_default": "HF Trainer, run_glue.py default (pad to 128)",
     "hf_best": "HF Trainer, best (DataCollatorWithPadding + group_by_length)",
 }
+# Changes to train.py proposed by the performance work (BENCHMARKS.md). The row "ours_proposed"
+# is measured only while the loop lacks them.
+PROPOSED_CPU_EVAL_BATCH = 32
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -146,8 +150,31 @@ def _settings(batch_size: int) -> TrainSettings:
     return TrainSettings(batch_size=batch_size, epochs=1, device="cpu", precision="fp32")
 
 
+def loop_optimizer(model, cfg: TrainSettings, device: torch.device, fused: bool | None = None):
+    """The optimizer as train.train builds it (train.make_optimizer where it exists), or with
+    `fused` forced on or off."""
+    if fused is None and hasattr(train_mod, "make_optimizer"):
+        return train_mod.make_optimizer(model, cfg, device)
+    if fused is None:
+        fused = device.type == "cuda"  # train.train, as of this writing
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+
+def loop_has_proposals() -> bool:
+    """Whether our loop already has the proposed CPU changes (fused AdamW, small CPU eval batch)."""
+    opt = loop_optimizer(torch.nn.Linear(1, 1), _settings(8), torch.device("cpu"))
+    return bool(opt.defaults.get("fused")) and cpu_eval_batch() <= PROPOSED_CPU_EVAL_BATCH
+
+
+def cpu_eval_batch() -> int:
+    """The eval batch our loop uses on CPU (train.eval_batch_size_for where it exists)."""
+    if hasattr(train_mod, "eval_batch_size_for"):
+        return train_mod.eval_batch_size_for(_settings(8), torch.device("cpu"))
+    return EVAL_BATCH
+
+
 def ours_train(base, bt: BenchTask, batch_size: int, pad_id: int, *, group_by_length=True, pad_to=1,
-               fused=False) -> float:
+               fused: bool | None = None) -> float:
     """Seconds for one epoch of our loop over bt.train (optimizer and schedule built as in train.train)."""
     model = copy.deepcopy(base)
     model.train()
@@ -159,7 +186,7 @@ def ours_train(base, bt: BenchTask, batch_size: int, pad_id: int, *, group_by_le
         data_mod.collate = lambda d, ix, pid, pad_to_multiple_of=1: collate(d, ix, pid, pad_to)
     try:
         t0 = time.perf_counter()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        optimizer = loop_optimizer(model, cfg, device, fused)
         n = len(bt.train)
         total = -(-n // batch_size)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, (total - s) / total))
@@ -268,7 +295,10 @@ def run(tasks, glue_dir, examples=256, batch_size=16, repeats=3, threads=None, l
     def measure(kind, bt):
         if kind == "ours":
             return (ours_train(ours_base[bt.name], bt, batch_size, pad_id),
-                    ours_eval(ours_base[bt.name], bt, EVAL_BATCH, pad_id))
+                    ours_eval(ours_base[bt.name], bt, cpu_eval_batch(), pad_id))
+        if kind == "ours_proposed":
+            return (ours_train(ours_base[bt.name], bt, batch_size, pad_id, fused=True),
+                    ours_eval(ours_base[bt.name], bt, PROPOSED_CPU_EVAL_BATCH, pad_id))
         trainer = hf(bt, kind == "hf_best")
         tt = _timed(trainer.train)
         te = _timed(trainer.evaluate)
@@ -286,9 +316,9 @@ def run(tasks, glue_dir, examples=256, batch_size=16, repeats=3, threads=None, l
         t.train()
         t.evaluate()
 
-    times = {(bt.name, k): {"train": [], "eval": []} for bt in bts for k in CONTENDERS}
+    kinds = [k for k in CONTENDERS if k != "ours_proposed" or not loop_has_proposals()]
+    times = {(bt.name, k): {"train": [], "eval": []} for bt in bts for k in kinds}
     matmul = []
-    kinds = list(CONTENDERS)
     t_all = time.perf_counter()
     for r in range(repeats):
         matmul.append(matmul_flops_per_s())
@@ -320,7 +350,7 @@ def run(tasks, glue_dir, examples=256, batch_size=16, repeats=3, threads=None, l
     return {"rows": rows, "matmul_gflops": peak / 1e9, "matmul_runs": [round(m / 1e9, 1) for m in matmul],
             "threads": threads, "machine": machine(), "load": (load_start, _load()),
             "seconds": time.perf_counter() - t_all, "fm": fm, "examples": examples, "batch_size": batch_size,
-            "repeats": repeats}
+            "repeats": repeats, "kinds": kinds, "ours_eval_batch": cpu_eval_batch()}
 
 
 TARGETS = {"hf_default": 2.0, "hf_best": 1.0}
@@ -342,7 +372,8 @@ def to_markdown(res: dict, command: str) -> str:
              f"- load average (1, 5, 15 min) at start: {res['load'][0]}; at end: {res['load'][1]}",
              f"- model: all-MiniLM-L6-v2 (offline, `{MODEL}`), fp32; {res['examples']} training examples "
              f"(seeded random subset) and up to {res['examples']} dev examples per task; batch {res['batch_size']}; "
-             f"eval batch: ours {EVAL_BATCH}, hf_default {HF_DEFAULT_EVAL_BATCH}, hf_best {res['batch_size']}; "
+             f"eval batch: ours {res['ours_eval_batch']}, hf_default {HF_DEFAULT_EVAL_BATCH}, "
+             f"hf_best {res['batch_size']}; "
              f"median of {res['repeats']} interleaved repeats; bench took {res['seconds']:.0f} s",
              f"- dense fp32 matmul ({MATMUL_N}x{MATMUL_N}): {res['matmul_gflops']:.1f} GFLOP/s "
              f"(per measurement: {res['matmul_runs']})", "",
@@ -351,7 +382,7 @@ def to_markdown(res: dict, command: str) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for t in tasks:
         ours = _row(rows, t, "ours")
-        for kind in CONTENDERS:
+        for kind in res["kinds"]:
             r = _row(rows, t, kind)
             lines.append(f"| {t} | {CONTENDERS[kind]} | {r['mean_len']:.1f} | {r['train_ex_s']:.1f} | "
                          f"{r['eval_ex_s']:.1f} | {ours['train_ex_s'] / r['train_ex_s']:.2f}x | "
@@ -366,17 +397,22 @@ def to_markdown(res: dict, command: str) -> str:
         mfu = ours["mfu"]
         verdict = "met" if mfu >= MFU_TARGET else f"MISSED by {100 * (MFU_TARGET - mfu):.0f} points"
         lines.append(f"- {t}: real-token MFU >= {100 * MFU_TARGET:.0f}%: {100 * mfu:.0f}%, {verdict}")
+        if "ours_proposed" in res["kinds"]:
+            p = _row(rows, t, "ours_proposed")
+            lines.append(f"- {t}, with the proposed changes: {p['train_ex_s'] / _row(rows, t, 'hf_default')['train_ex_s']:.2f}x "
+                         f"hf_default, {p['train_ex_s'] / _row(rows, t, 'hf_best')['train_ex_s']:.2f}x hf_best, "
+                         f"MFU {100 * p['mfu']:.0f}%")
     lines += ["", END]
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str):
-    """Replace the bench section of `path` (between the markers), keeping the rest; or create it."""
+def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END):
+    """Replace the section of `path` between the markers, keeping the rest; or append it."""
     path = Path(path)
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     tmp = path.with_name(path.name + ".tmp")
@@ -400,17 +436,31 @@ def main(args) -> int:
 
 # ---- ablations: what helps our loop, measured ----------------------------------------------
 
+ABLATE_BEGIN, ABLATE_END = "<!-- ablate:begin -->", "<!-- ablate:end -->"
+
+
+def collate_seconds(bt: BenchTask, batch_size: int, pad_id: int) -> float:
+    """Host time of one epoch's batch preparation alone (collate + merge), as _train_step does it."""
+    plan = sampling.single_task_epoch(len(bt.train), batch_size, np.random.default_rng([0, 0]), bt.train.lengths())
+    t0 = time.perf_counter()
+    for b in plan:
+        train_mod.merge([(bt.name, data_mod.collate(bt.train, np.array(b), pad_id))], pad_id)
+    return time.perf_counter() - t0
+
+
 def ablate(task="rte", glue_dir="../shared/data/glue", examples=256, batch_size=16, repeats=3, log=print) -> str:
-    """One change at a time to our loop, interleaved, medians. Returns a markdown table."""
+    """One change at a time to our loop, interleaved (order rotated per repeat). Returns a
+    markdown table with the median and the best (fastest) of the repeats."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tokenizer = load_tokenizer(MODEL)
     pad_id = tokenizer.pad_token_id
     with tempfile.TemporaryDirectory() as tmp:
         bt = prepare([task], glue_dir, examples, tokenizer, Path(tmp))[0]
     base = load_model(MODEL, [bt.task])
-    eager = load_model(MODEL, [bt.task])
-    eager.encoder.set_attn_implementation("eager") if hasattr(eager.encoder, "set_attn_implementation") else None
+    eager = copy.deepcopy(base)
+    eager.encoder.set_attn_implementation("eager")
     threads = torch.get_num_threads()
+    ev = cpu_eval_batch()
 
     def with_threads(n, fn):
         def run_():
@@ -422,36 +472,47 @@ def ablate(task="rte", glue_dir="../shared/data/glue", examples=256, batch_size=
         return run_
 
     variants = {
-        "train: ours as is": lambda: ours_train(base, bt, batch_size, pad_id),
+        "train: our loop as is": lambda: ours_train(base, bt, batch_size, pad_id),
+        "train: fused AdamW on CPU": lambda: ours_train(base, bt, batch_size, pad_id, fused=True),
+        "train: foreach AdamW (not fused)": lambda: ours_train(base, bt, batch_size, pad_id, fused=False),
         "train: no length grouping": lambda: ours_train(base, bt, batch_size, pad_id, group_by_length=False),
         "train: pad to 128": lambda: ours_train(base, bt, batch_size, pad_id, pad_to=MAX_LENGTH),
-        "train: fused AdamW (CPU)": lambda: ours_train(base, bt, batch_size, pad_id, fused=True),
-        "train: eager attention": lambda: ours_train(eager, bt, batch_size, pad_id),
+        "train: eager attention (not SDPA)": lambda: ours_train(eager, bt, batch_size, pad_id),
         "train: 1 thread": with_threads(1, lambda: ours_train(base, bt, batch_size, pad_id)),
-        "eval: ours as is (no_grad, batch 256)": lambda: ours_eval(base, bt, EVAL_BATCH, pad_id),
-        "eval: inference_mode": lambda: ours_eval(base, bt, EVAL_BATCH, pad_id, inference=True),
+        f"eval: our loop as is (no_grad, batch {ev})": lambda: ours_eval(base, bt, ev, pad_id),
+        f"eval: inference_mode, batch {ev}": lambda: ours_eval(base, bt, ev, pad_id, inference=True),
         "eval: batch 16": lambda: ours_eval(base, bt, 16, pad_id),
         "eval: batch 32": lambda: ours_eval(base, bt, 32, pad_id),
         "eval: batch 64": lambda: ours_eval(base, bt, 64, pad_id),
-        "eval: batch 32 + inference_mode": lambda: ours_eval(base, bt, 32, pad_id, inference=True),
-        "eval: eager attention": lambda: ours_eval(eager, bt, EVAL_BATCH, pad_id),
+        "eval: batch 32, inference_mode": lambda: ours_eval(base, bt, 32, pad_id, inference=True),
+        "eval: eager attention": lambda: ours_eval(eager, bt, ev, pad_id),
+        "eval: 1 thread": with_threads(1, lambda: ours_eval(base, bt, ev, pad_id)),
     }
     ours_train(base, bt, batch_size, pad_id)  # warm-up
+    ours_eval(base, bt, ev, pad_id)
     times = {k: [] for k in variants}
+    collate_t = []
     names = list(variants)
+    load0 = _load()
     for r in range(repeats):
         for k in names[r % len(names):] + names[:r % len(names)]:
             times[k].append(variants[k]())
             log(f"{r + 1}/{repeats} {k}: {times[k][-1]:.2f} s")
-    lines = [f"| change (task {task}, {len(bt.train)} train / {len(bt.dev)} dev examples, batch {batch_size}, "
-             f"{threads} threads) | ex/s (median of {repeats}) | vs as is |", "|---|---:|---:|"]
-    base_t = statistics.median(times["train: ours as is"])
-    base_e = statistics.median(times["eval: ours as is (no_grad, batch 256)"])
+        collate_t.append(collate_seconds(bt, batch_size, pad_id))
+    ref_t, ref_e = times[names[0]], times[f"eval: our loop as is (no_grad, batch {ev})"]
+    lines = [f"Task {task}: {len(bt.train)} train / {len(bt.dev)} dev examples (mean {bt.train_tokens.mean():.1f} real "
+             f"tokens), batch {batch_size}, {threads} threads, {repeats} interleaved repeats; load average "
+             f"{load0} at start, {_load()} at end.", "",
+             "| change | ex/s, median | ex/s, best | vs as is (median) | vs as is (best) |",
+             "|---|---:|---:|---:|---:|"]
     for k in names:
-        m = statistics.median(times[k])
         n = len(bt.train) if k.startswith("train") else len(bt.dev)
-        ref = base_t if k.startswith("train") else base_e
-        lines.append(f"| {k} | {n / m:.1f} | {ref / m:.2f}x |")
+        ref = ref_t if k.startswith("train") else ref_e
+        med, best = statistics.median(times[k]), min(times[k])
+        lines.append(f"| {k} | {n / med:.1f} | {n / best:.1f} | {statistics.median(ref) / med:.2f}x | "
+                     f"{min(ref) / best:.2f}x |")
+    lines += ["", f"Batch preparation alone (collate + merge, one epoch): {1e3 * min(collate_t):.0f} ms, "
+              f"{100 * min(collate_t) / min(ref_t):.1f}% of the fastest epoch of the loop as is."]
     return "\n".join(lines)
 
 
@@ -469,8 +530,14 @@ def _cli(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.ablate:
-        for t in a.tasks:
-            print(ablate(t, a.glue_dir, a.examples, a.batch_size, a.repeats))
+        parts = [ablate(t, a.glue_dir, a.examples, a.batch_size, a.repeats) for t in a.tasks]
+        now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+        argv_ = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+        section = "\n".join([ABLATE_BEGIN, "## CPU: what helps our loop (`python -m mtlstudy.bench --ablate`)", "",
+                              f"- command: `python -m mtlstudy.bench {argv_}`", f"- date: {now}",
+                              f"- machine: {machine()}", ""] + ["\n\n".join(parts), "", ABLATE_END])
+        write_section(Path(a.out), section, ABLATE_BEGIN, ABLATE_END)
+        print(section)
         return 0
     return main(a)
 

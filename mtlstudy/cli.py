@@ -18,7 +18,7 @@ def _add_profile(p):
 
 
 def cmd_train(a):
-    from .plan import apply_overrides
+    from .plan import apply_overrides, model_problem
     from .spec import RunSpec
     from .store import write_json_atomic
     from .tasks import get_task
@@ -56,6 +56,9 @@ def cmd_train(a):
             raise ValueError(f"--reference {item!r}: expected TASK=SCORE (a dev score, x100)") from None
     for name in spec.tasks:
         get_task(name, spec.user_tasks)  # an unknown task fails before torch is even imported
+    problem = model_problem(spec.model)
+    if problem:
+        raise ValueError(f"run parameter 'model': {problem}")
     from .train import train
 
     out = Path(a.out or Path("outputs") / "runs" / spec.run_id())

@@ -290,7 +290,7 @@ def _execute_notebook(study_dir: Path, run_id: str):
     import papermill
 
     out = store.run_dir(study_dir, run_id)
-    tmp = out / "run.ipynb.tmp"
+    tmp = out / "run.tmp.ipynb"
     try:
         papermill.execute_notebook(str(NOTEBOOK), str(tmp), parameters={"study_dir": str(study_dir.resolve()),
                                                                         "run_id": run_id},

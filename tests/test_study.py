@@ -32,6 +32,7 @@ def tiny_profile(tmp_path: Path, model: str, name="tiny", **changes) -> Path:
             node = node.setdefault(p, {})
         node[last] = value
     path = tmp_path / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(prof))
     return path
 

@@ -260,16 +260,16 @@ def test_dynamic_sampler_updates_probabilities(tiny_roberta, tmp_path):
     assert record["reference_scores"] == ref
 
 
-@pytest.mark.xfail(strict=True, reason="train.py: an MTL run with a dynamic sampler (the default 'gap') and no "
-                   "reference scores trains a whole epoch, then fails with ValueError when it computes epoch 2's p")
 def test_dynamic_sampler_without_reference_fails_before_training(tiny_roberta, tmp_path, monkeypatch):
+    """The default sampler 'gap' needs reference scores: without them the run stops before its first
+    step (it used to train a whole epoch, then fail computing epoch 2's p)."""
     steps = []
     real = train._train_step
     monkeypatch.setattr(train, "_train_step", lambda *a, **k: (steps.append(1), real(*a, **k))[1])
-    try:
-        run(make_spec(tiny_roberta, ("gen_nli", "gen_para"), sampler="gap", epochs=2), tmp_path)
-    except (ValueError, train.TrainingError):
-        assert not steps, f"failed after {len(steps)} training steps"
+    with pytest.raises(train.TrainingError, match="reference scores") as e:
+        run(make_spec(tiny_roberta, ("gen_nli", "gen_para"), sampler="gap", epochs=2), tmp_path,
+            reference_scores={"gen_nli": 70.0})
+    assert "gen_para" in str(e.value) and not steps
 
 
 def test_nonfinite_loss_detected_at_its_step(tiny_roberta, tmp_path, monkeypatch):
