@@ -359,7 +359,8 @@ def example_passes(run: PlannedRun, profile: Profile, user) -> int:
     if len(sizes) == 1:
         return cfg.epochs * next(iter(sizes.values()))
     probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature)
-    n = sampling.batches_per_epoch(sampling.slots_per_batch(probs, cfg.batch_size), sizes, cfg.epoch_length)
+    n = sampling.batches_per_epoch(sampling.slots_per_batch(probs, cfg.batch_size), sizes, cfg.epoch_length,
+                                               cfg.schedule, probs)
     return cfg.epochs * n * cfg.batch_size
 
 

@@ -79,7 +79,14 @@ def slots_per_batch(probs: dict[str, float], batch_size: int) -> dict[str, int]:
     return {t: int(k) for t, k in zip(names, n)}
 
 
-def batches_per_epoch(slots: dict[str, int], sizes: dict[str, int], epoch_length: str) -> int:
+def batches_per_epoch(slots: dict[str, int], sizes: dict[str, int], epoch_length: str,
+                      schedule: str = "heterogeneous", probs: dict[str, float] | None = None) -> int:
+    """Batches in an epoch. Heterogeneous: from each task's slots per batch. Homogeneous and
+    partition give task i about p_i x N whole batches of B, so `longest` takes the N at which
+    every task's share covers its data: N = max_i ceil(ceil(|D_i| / B) / p_i)."""
+    if schedule != "heterogeneous" and epoch_length == "longest":
+        batch = sum(slots.values())
+        return max(math.ceil(math.ceil(sizes[t] / batch) / probs[t] - 1e-9) for t in sizes)
     if epoch_length == "shortest":
         return max(1, min(sizes[t] // slots[t] for t in slots))
     if epoch_length == "longest":

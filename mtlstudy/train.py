@@ -283,7 +283,8 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
     probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature, reference_scores, None) \
         if len(names) > 1 else {names[0]: 1.0}
     if len(names) > 1:
-        n_batches = sampling.batches_per_epoch(sampling.slots_per_batch(probs, cfg.batch_size), sizes, cfg.epoch_length)
+        n_batches = sampling.batches_per_epoch(sampling.slots_per_batch(probs, cfg.batch_size), sizes, cfg.epoch_length,
+                                               cfg.schedule, probs)
     else:
         n_batches = math.ceil(sizes[names[0]] / cfg.batch_size)
     total_steps = n_batches * cfg.epochs

@@ -94,7 +94,7 @@ def test_shortest_epoch_mnli_wnli():
 
 def _plan(schedule, sizes, batch=16, sampler="size", epoch_length="shortest", seed=0, lengths=None):
     probs = sampling.task_probabilities(sampler, sizes)
-    n = sampling.batches_per_epoch(sampling.slots_per_batch(probs, batch), sizes, epoch_length)
+    n = sampling.batches_per_epoch(sampling.slots_per_batch(probs, batch), sizes, epoch_length, schedule, probs)
     return sampling.plan_epoch(schedule, probs, sizes, batch, np.random.default_rng(seed), n, lengths), n
 
 
@@ -143,8 +143,6 @@ def test_longest_sees_every_example_heterogeneous(sampler):
             assert _seen(plan, t) == set(range(sizes[t]))
 
 
-@pytest.mark.xfail(strict=True, reason="sampling.py: with homogeneous/partition schedules, 'longest' can leave the "
-                   "largest task a batch short (its batch count is p_i x num_batches, rounded, not ceil(|D_i|/B))")
 def test_longest_sees_every_example_homogeneous():
     sizes = {"a": 1269, "b": 2721, "c": 690}
     plan, _ = _plan("homogeneous", sizes, batch=32, sampler="uniform", epoch_length="longest")
