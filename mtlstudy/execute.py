@@ -301,16 +301,22 @@ def _execute_notebook(study_dir: Path, run_id: str):
 
 
 def cleanup_checkpoints(study_dir: Path):
-    """Delete support checkpoints once every STILTs run that could use them is done."""
+    """Delete support checkpoints once every STILTs run that could use them is done, and the resume
+    checkpoints of finished runs (left behind when a run was killed between its record and their removal)."""
     plan = load_planned(study_dir)
     needed = set()
     for rid, entry in plan.items():
         if entry["kind"] == "stilts" and run_status(study_dir, rid) != "done":
             needed.update(entry["spec"]["support_runs"])
     for rid, entry in plan.items():
-        best = store.run_dir(study_dir, rid) / "best"
-        if best.exists() and rid not in needed and run_status(study_dir, rid) == "done":
-            shutil.rmtree(best, ignore_errors=True)
+        folder = store.run_dir(study_dir, rid)
+        if not folder.exists() or run_status(study_dir, rid) != "done":
+            continue
+        if (folder / "best").exists() and rid not in needed:
+            shutil.rmtree(folder / "best", ignore_errors=True)
+        for name in ("resume", "resume.old", "resume.tmp"):
+            if (folder / name).exists():
+                shutil.rmtree(folder / name, ignore_errors=True)
 
 
 def disk_usage(study_dir: Path) -> int:

@@ -15,13 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def rel_profile(folder: Path, model, name: str = "rel", **changes) -> Path:
-    """Two generated tasks, one seed, single + STILTs + pairwise MTL (dynamic 'gap' sampler):
-    5 runs in 2 waves, each a few seconds of training on the tiny model."""
+    """Two generated tasks, one seed, single + STILTs (4 runs in 2 waves; with methods=[..., "mtl"]
+    a pairwise MTL run with the dynamic 'gap' sampler too), each a second of training on the tiny model."""
     prof = {
         "name": name, "model": str(model), "tasks": ["gen_para", "gen_sent"], "seeds": [3],
-        "methods": ["single", "stilts", "mtl"],
+        "methods": ["single", "stilts"],
         "data": {"generated_sizes": {"gen_para": 160, "gen_sent": 96}, "generated_dev_size": 24},
-        "train": {"lr": 1e-3, "batch_size": 8, "epochs": 2, "max_length": 32, "sampler": "gap", "threads": 1},
+        "train": {"lr": 1e-3, "batch_size": 8, "epochs": 2, "max_length": 32, "sampler": "gap", "threads": 1,
+                  "device": "cpu"},  # exact comparisons: CPU kernels are deterministic
         "output_dir": str(Path(folder) / "outputs"), "workers": 2, "notebooks": False,
     }
     for key, value in changes.items():
@@ -71,14 +72,19 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.05, proc: sub
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def checkpoint_step(run_dir: Path) -> int | None:
-    """The step of the run's resume checkpoint, or None (none yet, or being replaced)."""
+def checkpoint_state(run_dir: Path) -> dict | None:
+    """The run's resume checkpoint state (step, epoch, ...), or None (none yet, or being replaced)."""
     import torch
 
     try:
-        return int(torch.load(Path(run_dir) / "resume" / "state.pt", weights_only=True)["step"])
+        return torch.load(Path(run_dir) / "resume" / "state.pt", weights_only=True)
     except Exception:  # noqa: BLE001 - absent or mid-rename
         return None
+
+
+def checkpoint_step(run_dir: Path) -> int | None:
+    state = checkpoint_state(run_dir)
+    return None if state is None else int(state["step"])
 
 
 def kill_group(proc: subprocess.Popen):

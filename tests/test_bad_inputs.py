@@ -9,8 +9,6 @@ corrupt result.json) is recorded with the run, tested at the end.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 import yaml
 
 from mtlstudy import execute, store, study
-from tests.reliability_helpers import REPO, cli, cli_env
+from tests.reliability_helpers import cli, cli_env
 
 
 @dataclass

@@ -23,14 +23,14 @@ import yaml
 from mtlstudy import execute, store, study
 from mtlstudy import train as train_mod
 from mtlstudy.spec import RunSpec
-from tests.reliability_helpers import (REPO, checkpoint_step, cli, cli_env, dead_pid, kill_group, mtimes,
+from tests.reliability_helpers import (REPO, checkpoint_state, checkpoint_step, cli, dead_pid, kill_group, mtimes,
                                        read_records, rel_profile, start_cli, starts_in_log, wait_for)
 
 
 def single_spec(model, size=320, epochs=4, seed=5) -> dict:
     return {"method": "single", "tasks": ["gen_sent"], "seed": seed, "model": str(model),
             "data": {"generated_sizes": {"gen_sent": size}, "generated_dev_size": 32},
-            "train": {"lr": 1e-3, "batch_size": 8, "epochs": epochs, "max_length": 32, "threads": 1}}
+            "train": {"lr": 1e-3, "batch_size": 8, "epochs": epochs, "max_length": 32, "threads": 1, "device": "cpu"}}
 
 
 def same_training(a: dict, b: dict):
@@ -182,6 +182,22 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(tmp_path, monkey
     same_training(record, reference)
 
 
+def test_resume_checkpoint_restores_the_fp16_loss_scale(tmp_path):
+    """fp16 training: the GradScaler's scale and growth tracker are part of the resume state."""
+    model = torch.nn.Linear(4, 2)
+    model.head_of = {}
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(torch.ones(()))
+    scaler.update(new_scale=8.0)
+    state = {"step": 1, "epoch": 0, "batch": 1, "history": [], "best": {}, "probs": {}}
+    train_mod.Resume(tmp_path / "resume").save(model, opt, sched, state, scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    assert train_mod.Resume(tmp_path / "resume").load(model, opt, sched, lambda m: None, fresh)["step"] == 1
+    assert fresh.get_scale() == 8.0 and fresh.state_dict() == scaler.state_dict()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_resume_checkpoint_restores_cuda_rng(tmp_path):
     model = torch.nn.Linear(4, 2).cuda()
@@ -190,9 +206,9 @@ def test_resume_checkpoint_restores_cuda_rng(tmp_path):
     model.head_of = {}
     r = train_mod.Resume(tmp_path / "resume")
     torch.cuda.manual_seed_all(1)
-    r.save(model, opt, sched, {"step": 1})
+    r.save(model, opt, sched, {"step": 1, "epoch": 0, "batch": 1, "history": [], "best": {}, "probs": {}})
     expected = torch.rand(3, device="cuda")
-    r.load(model, opt, sched, log=lambda m: None)
+    assert r.load(model, opt, sched, log=lambda m: None)["step"] == 1
     assert torch.equal(torch.rand(3, device="cuda"), expected)
 
 
@@ -222,7 +238,7 @@ def test_two_launches_at_once_train_every_run_once(finished_study):
         assert starts_in_log(run_dir) == (1, 0), (run_dir / "log.txt").read_text()[-3000:]
         assert not (run_dir / "claim.json").exists()
     table = pd.read_csv(st.dir / "results.csv")
-    assert len(table) == 2 + 2 + 2  # singles, STILTs both ways, one MTL run scored both ways
+    assert len(table) == 2 + 2  # singles, STILTs both ways
 
 
 def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, finished_study):
@@ -232,11 +248,11 @@ def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, fin
     d = st.dir
     plan = {r.run_id: r for r in st.plan}
 
-    def mid_training():
+    def mid_training():  # a run done, another with a checkpoint before its last epoch's end
         runs = d / "runs"
         done = [p.parent.name for p in runs.glob("*/result.json")] if runs.exists() else []
         mid = [p.parent.parent.name for p in runs.glob("*/resume/state.pt")
-               if not (p.parent.parent / "result.json").exists()] if runs.exists() else []
+               if (checkpoint_state(p.parent.parent) or {"epoch": 99})["epoch"] < st.profile.train.epochs]
         return done and mid and (done, mid)
 
     proc = start_cli("run", prof, log=tmp_path / "first.log")
@@ -369,7 +385,7 @@ def test_failures_are_recorded_dependents_blocked_and_retried(tmp_path, tiny_rob
     """A non-finite loss in single-gen_para (at step 3), out of memory in STILTs gen_sent->gen_para:
     both recorded failed with their reason; the runs that need single-gen_para are blocked; the
     independent single-gen_sent completes; --retry-failed reruns only the failed and blocked runs."""
-    st = study.open_study(rel_profile(tmp_path, tiny_roberta, workers=1))
+    st = study.open_study(rel_profile(tmp_path, tiny_roberta, workers=1, methods=["single", "stilts", "mtl"]))
     by_kind = {(r.kind, tuple(r.spec.tasks)): r.run_id for r in st.plan}
     nan_run, oom_run = by_kind[("single", ("gen_para",))], by_kind[("stilts", ("gen_sent", "gen_para"))]
     current, steps, faults = {}, {}, {"on": True}
@@ -655,4 +671,15 @@ def test_finished_study_keeps_no_checkpoints_and_status_reports_disk_use(finishe
     assert m, r.stdout
     actual = sum(p.stat().st_size for p in st.dir.rglob("*") if p.is_file()) / 1e6
     assert abs(float(m.group(1)) - actual) < 0.2
-    assert "done 5" in r.stdout
+    assert "done 4" in r.stdout
+
+
+def test_leftover_resume_checkpoint_of_a_finished_run_is_removed(one_run_study):
+    """Killed between writing its record and removing its resume checkpoint: the next cleanup removes it."""
+    d, rid = one_run_study
+    assert execute.run_one(d, rid, notebooks=False) == "done"
+    for name in ("resume", "resume.old", "resume.tmp"):
+        (store.run_dir(d, rid) / name).mkdir()
+        (store.run_dir(d, rid) / name / "state.pt").write_bytes(b"x" * 1000)
+    execute.cleanup_checkpoints(d)
+    assert sorted(p.name for p in store.run_dir(d, rid).iterdir()) == ["result.json"]
