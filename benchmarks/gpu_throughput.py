@@ -172,7 +172,8 @@ class TimeModel:
     measured widths), scaled by rows / measured rows."""
 
     def __init__(self, widths, seconds, rows):
-        self.w, self.s, self.rows = np.asarray(widths, float), np.asarray(seconds, float), rows
+        # a longer batch never costs less: timing noise must not give a falling (or negative) model
+        self.w, self.s, self.rows = np.asarray(widths, float), np.maximum.accumulate(np.asarray(seconds, float)), rows
 
     def __call__(self, width, rows=None):
         width = np.asarray(width, float)
@@ -180,9 +181,8 @@ class TimeModel:
             s = self.s[0] * width / self.w[0]
         else:
             s = np.interp(width, self.w, self.s)
-            lo = (self.s[1] - self.s[0]) / (self.w[1] - self.w[0])
             hi = (self.s[-1] - self.s[-2]) / (self.w[-1] - self.w[-2])
-            s = np.where(width < self.w[0], self.s[0] + lo * (width - self.w[0]), s)
+            s = np.where(width < self.w[0], self.s[0] * width / self.w[0], s)
             s = np.where(width > self.w[-1], self.s[-1] + hi * (width - self.w[-1]), s)
         s = np.maximum(s, 0.0)
         return s if rows is None else s * np.asarray(rows, float) / self.rows
