@@ -5,13 +5,12 @@ Contenders (each trains one epoch over the same `examples` training examples of 
 freshly copied pre-trained weights; model loading and Trainer construction are not timed):
   ours         mtlstudy.train._train_step over sampling.single_task_epoch batches (padding to the
                longest in the batch, length-grouped batches, tokens from the memory-mapped cache),
-               and mtlstudy.train.evaluate (no gradient, longest-first, eval batch 256)
+               fused AdamW, and mtlstudy.train.evaluate (no gradient, longest-first, the loop's CPU
+               eval batch, 32)
   hf_default   transformers.Trainer as run_glue.py sets it up by default: pad_to_max_length=True
                (every example padded to 128), default_data_collator, per_device_eval_batch_size 8
   hf_best      the Trainer's best settings: DataCollatorWithPadding (pad to the longest in the
                batch) + length-grouped batches; eval batch = the training batch (see BENCHMARKS.md)
-  ours_proposed  our loop with the CPU changes proposed for train.py (fused AdamW, eval batch 32);
-               measured only while train.py lacks them
 Every repeat runs every contender on every task, in an order rotated per repeat; the table
 reports the median of the repeats and the best (fastest) repeat, which on a shared machine is
 the least disturbed. On a machine shared with other jobs, run it as
@@ -53,20 +52,15 @@ from .tasks import get_task
 
 MODEL = OFFLINE_MINILM
 MAX_LENGTH = 128
-EVAL_BATCH = TrainSettings().eval_batch_size   # what our loop uses by default (256)
 HF_DEFAULT_EVAL_BATCH = 8                       # run_glue.py / TrainingArguments default
 MATMUL_N = 2048
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 CONTENDERS = {
-    "ours": "mtlstudy loop (pad to longest, length-grouped, eval no-grad longest-first)",
-    "ours_proposed": "mtlstudy loop + proposed CPU changes (fused AdamW, eval batch 32)",
+    "ours": "mtlstudy loop (pad to longest, length-grouped, fused AdamW, eval no-grad longest-first)",
     "hf_default": "HF Trainer, run_glue.py default (pad to 128)",
     "hf_best": "HF Trainer, best (DataCollatorWithPadding + group_by_length)",
 }
-# Changes to train.py proposed by the performance work (BENCHMARKS.md). The row "ours_proposed"
-# is measured only while the loop lacks them.
-PROPOSED_CPU_EVAL_BATCH = 32
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -156,26 +150,15 @@ def _settings(batch_size: int) -> TrainSettings:
 
 
 def loop_optimizer(model, cfg: TrainSettings, device: torch.device, fused: bool | None = None):
-    """The optimizer as train.train builds it (train.make_optimizer where it exists), or with
-    `fused` forced on or off."""
-    if fused is None and hasattr(train_mod, "make_optimizer"):
-        return train_mod.make_optimizer(model, cfg, device)
+    """The optimizer as train.train builds it, or with `fused` forced on or off."""
     if fused is None:
-        fused = device.type == "cuda"  # train.train, as of this writing
+        return train_mod.make_optimizer(model, cfg, device)
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
-def loop_has_proposals() -> bool:
-    """Whether our loop already has the proposed CPU changes (fused AdamW, small CPU eval batch)."""
-    opt = loop_optimizer(torch.nn.Linear(1, 1), _settings(8), torch.device("cpu"))
-    return bool(opt.defaults.get("fused")) and cpu_eval_batch() <= PROPOSED_CPU_EVAL_BATCH
-
-
 def cpu_eval_batch() -> int:
-    """The eval batch our loop uses on CPU (train.eval_batch_size_for where it exists)."""
-    if hasattr(train_mod, "eval_batch_size_for"):
-        return train_mod.eval_batch_size_for(_settings(8), torch.device("cpu"))
-    return EVAL_BATCH
+    """The eval batch our loop uses on CPU."""
+    return train_mod.eval_batch_size_for(_settings(8), torch.device("cpu"))
 
 
 def ours_train(base, bt: BenchTask, batch_size: int, pad_id: int, *, group_by_length=True, pad_to=1,
@@ -301,9 +284,6 @@ def run(tasks, glue_dir, examples=256, batch_size=16, repeats=3, threads=None, l
         if kind == "ours":
             return (ours_train(ours_base[bt.name], bt, batch_size, pad_id),
                     ours_eval(ours_base[bt.name], bt, cpu_eval_batch(), pad_id))
-        if kind == "ours_proposed":
-            return (ours_train(ours_base[bt.name], bt, batch_size, pad_id, fused=True),
-                    ours_eval(ours_base[bt.name], bt, PROPOSED_CPU_EVAL_BATCH, pad_id))
         trainer = hf(bt, kind == "hf_best")
         tt = _timed(trainer.train)
         te = _timed(trainer.evaluate)
@@ -321,7 +301,7 @@ def run(tasks, glue_dir, examples=256, batch_size=16, repeats=3, threads=None, l
         t.train()
         t.evaluate()
 
-    kinds = [k for k in CONTENDERS if k != "ours_proposed" or not loop_has_proposals()]
+    kinds = list(CONTENDERS)
     times = {(bt.name, k): {"train": [], "eval": []} for bt in bts for k in kinds}
     matmul = []
     t_all = time.perf_counter()
@@ -409,17 +389,15 @@ def to_markdown(res: dict, command: str) -> str:
             f"MISSED by {goal - value:.2f} ({100 * (1 - value / goal):.0f}% short)"
 
     for t in tasks:
-        for who in [k for k in ("ours", "ours_proposed") if k in res["kinds"]]:
-            me = _row(rows, t, who)
-            name = "" if who == "ours" else ", with the proposed changes"
-            for kind, goal in TARGETS.items():
-                r = _row(rows, t, kind)
-                ratio, best = me["train_ex_s"] / r["train_ex_s"], me["train_ex_s_best"] / r["train_ex_s_best"]
-                lines.append(f"- {t}{name}: training >= {goal:.1f}x {kind}: {ratio:.2f}x, {verdict(ratio, goal)} "
-                             f"[best: {best:.2f}x, {verdict(best, goal)}]")
-            lines.append(f"- {t}{name}: real-token MFU >= {100 * MFU_TARGET:.0f}%: {100 * me['mfu']:.0f}%, "
-                         f"{verdict(me['mfu'], MFU_TARGET, True)} [best: {100 * me['mfu_best']:.0f}%, "
-                         f"{verdict(me['mfu_best'], MFU_TARGET, True)}]")
+        me = _row(rows, t, "ours")
+        for kind, goal in TARGETS.items():
+            r = _row(rows, t, kind)
+            ratio, best = me["train_ex_s"] / r["train_ex_s"], me["train_ex_s_best"] / r["train_ex_s_best"]
+            lines.append(f"- {t}: training >= {goal:.1f}x {kind}: {ratio:.2f}x, {verdict(ratio, goal)} "
+                         f"[best: {best:.2f}x, {verdict(best, goal)}]")
+        lines.append(f"- {t}: real-token MFU >= {100 * MFU_TARGET:.0f}%: {100 * me['mfu']:.0f}%, "
+                     f"{verdict(me['mfu'], MFU_TARGET, True)} [best: {100 * me['mfu_best']:.0f}%, "
+                     f"{verdict(me['mfu_best'], MFU_TARGET, True)}]")
     lines += ["", END]
     return "\n".join(lines)
 
@@ -498,7 +476,6 @@ def ablate(task="rte", glue_dir="../shared/data/glue", examples=256, batch_size=
 
     variants = {
         "train: our loop as is": lambda: ours_train(base, bt, batch_size, pad_id),
-        "train: fused AdamW on CPU": lambda: ours_train(base, bt, batch_size, pad_id, fused=True),
         "train: foreach AdamW (not fused)": lambda: ours_train(base, bt, batch_size, pad_id, fused=False),
         "train: no length grouping": lambda: ours_train(base, bt, batch_size, pad_id, group_by_length=False),
         "train: pad to 128": lambda: ours_train(base, bt, batch_size, pad_id, pad_to=MAX_LENGTH),
@@ -506,10 +483,7 @@ def ablate(task="rte", glue_dir="../shared/data/glue", examples=256, batch_size=
         "train: 1 thread": with_threads(1, lambda: ours_train(base, bt, batch_size, pad_id)),
         f"eval: our loop as is (no_grad, batch {ev})": lambda: ours_eval(base, bt, ev, pad_id),
         f"eval: inference_mode, batch {ev}": lambda: ours_eval(base, bt, ev, pad_id, inference=True),
-        "eval: batch 16": lambda: ours_eval(base, bt, 16, pad_id),
-        "eval: batch 32": lambda: ours_eval(base, bt, 32, pad_id),
-        "eval: batch 64": lambda: ours_eval(base, bt, 64, pad_id),
-        "eval: batch 32, inference_mode": lambda: ours_eval(base, bt, 32, pad_id, inference=True),
+        **{f"eval: batch {n}": (lambda n=n: ours_eval(base, bt, n, pad_id)) for n in (16, 32, 64, 256) if n != ev},
         "eval: eager attention": lambda: ours_eval(eager, bt, ev, pad_id),
         "eval: 1 thread": with_threads(1, lambda: ours_eval(base, bt, ev, pad_id)),
     }

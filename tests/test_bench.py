@@ -24,12 +24,10 @@ def test_bench_writes_the_table(glue_dir, minilm_path, tmp_path):
     assert "notes above stay" in text and "notes below stay" in text and "\nold\n" not in text
     assert text.count(bench.BEGIN) == 1 and text.count(bench.END) == 1
     rows = [line for line in text.splitlines() if line.startswith("| rte |") or line.startswith("| sst2 |")]
-    # the row of the proposed changes is there only while the loop lacks them
-    assert len(rows) == (6 if bench.loop_has_proposals() else 8)
+    assert len(rows) == 6
     for task in ("rte", "sst2"):
-        for kind, label in bench.CONTENDERS.items():
-            if kind != "ours_proposed":
-                assert any(r.startswith(f"| {task} | {label} |") for r in rows), (task, label)
+        for label in bench.CONTENDERS.values():
+            assert any(r.startswith(f"| {task} | {label} |") for r in rows), (task, label)
     assert "GFLOP/s" in text and "real-token MFU" in text and "mtlstudy bench --tasks rte sst2" in text
     for task in ("rte", "sst2"):
         assert f"- {task}: training >= 2.0x hf_default" in text and f"- {task}: real-token MFU >= 40%" in text
