@@ -90,7 +90,7 @@ def cmd_plan(a):
 
 
 def cmd_run(a):
-    from . import study
+    from . import execute, study
 
     st = study.open_study(a.profile, a.overrides)
     counts = study.run(st, executor=a.executor, workers=a.workers, notebooks=False if a.no_notebooks else None,
@@ -101,7 +101,15 @@ def cmd_run(a):
     print(f"results: {st.dir / 'results.csv'}")
     if a.report:
         _report(st.dir, None)
-    return 1 if counts["failed"] or counts["blocked"] else 0
+    if counts["failed"] or counts["blocked"]:
+        return 1
+    if counts["pending"]:  # held by another launcher that is still running, or waiting on such runs
+        held = [r for r in st.plan if execute.is_claimed(st.dir, r.run_id)]
+        print(f"  {counts['pending']} runs not finished: {len(held)} held by another launcher that is still running"
+              f"{' (' + held[0].run_id + ', ...)' if held else ''}, the rest wait on them; "
+              f"run `mtlstudy run {a.profile}` again once it ends")
+        return 3
+    return 0
 
 
 def cmd_run_one(a):

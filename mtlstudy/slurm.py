@@ -61,7 +61,9 @@ def slurm_unavailable_reason() -> str | None:
 
 def executor_parameters(settings: SlurmSettings, job_name: str = "mtlstudy") -> dict[str, Any]:
     """The ``AutoExecutor.update_parameters`` arguments for ``settings`` (without the dependency)."""
-    additional: dict[str, Any] = {"requeue": True}
+    # requeue: a preempted or failed node puts the job back; open_mode append: the requeued job's
+    # log continues the first attempt's instead of overwriting it
+    additional: dict[str, Any] = {"requeue": True, "open_mode": "append"}
     for key, value in settings.additional.items():
         additional[key] = True if value == "" else value
     params: dict[str, Any] = {

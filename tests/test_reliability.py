@@ -22,6 +22,7 @@ import yaml
 
 from mtlstudy import execute, store, study
 from mtlstudy import train as train_mod
+from mtlstudy.cli import main as mtlstudy_main
 from mtlstudy.spec import RunSpec
 from tests.reliability_helpers import (REPO, checkpoint_state, checkpoint_step, cli, dead_pid, kill_group, mtimes,
                                        read_records, rel_profile, start_cli, starts_in_log, wait_for)
@@ -498,6 +499,9 @@ def test_claim_of_a_live_process_is_respected(one_run_study):
         _write_claim(d, rid, host=socket.gethostname(), pid=sleeper.pid, time=time.time(), slurm_job=None)
         assert execute.is_claimed(d, rid)
         assert execute.run_one(d, rid, notebooks=False) == "claimed"
+        assert execute.run_status(d, rid) == "pending"
+        # a second `mtlstudy run` leaves it alone and says the study is not finished (exit 3)
+        assert mtlstudy_main(["run", str(d.parent.parent / "rel.yaml")]) == 3
         assert execute.run_status(d, rid) == "pending"
     finally:
         sleeper.kill()

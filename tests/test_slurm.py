@@ -42,7 +42,8 @@ def test_settings_and_parameters():
     )
     assert params["slurm_partition"] == "gpu" and params["slurm_gres"] == "gpu:2"
     assert params["cpus_per_task"] == 8 and params["mem_gb"] == 32 and params["timeout_min"] == 90
-    assert params["slurm_additional_parameters"] == {"requeue": True, "account": "nlp", "exclusive": True}
+    assert params["slurm_additional_parameters"] == {"requeue": True, "open_mode": "append", "account": "nlp",
+                                                    "exclusive": True}
     assert "slurm_gres" not in executor_parameters(SlurmSettings())
 
 
@@ -68,7 +69,7 @@ def test_two_waves_run_in_order(slurm_cluster, tmp_path):
     assert seen[-1] == (4, 4) and all(total == 4 for _, total in seen)
     # the submission carries the requeue flag and the dependency on wave 1's array
     script = (tmp_path / "logs" / f"{jobs[1][0].job_id.split('_')[0]}_submission.sh").read_text()
-    assert "#SBATCH --requeue" in script
+    assert "#SBATCH --requeue" in script and "#SBATCH --open-mode=append" in script
     assert f"#SBATCH --dependency=afterany:{jobs[0][0].job_id.split('_')[0]}" in script
     print(f"two waves of 2 tiny runs: {elapsed:.1f} s from submit to all done")
 
