@@ -288,7 +288,10 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
     if init_checkpoint is not None:
         load_encoder_from(model, init_checkpoint, reuse_heads=cfg.heads == "by_label_count")
     model.to(device)
-    step_model = torch.compile(model) if cfg.compile else model
+    if cfg.compile:
+        # the encoder in place (its state-dict keys stay): torch.compile(model) would compile only
+        # model.forward, which the step never calls (it calls model.features and the heads)
+        model.encoder.compile(dynamic=True)
     optimizer = make_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
 
@@ -327,7 +330,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
             plan = [[(names[0], b)] for b in sampling.single_task_epoch(
                 sizes[names[0]], cfg.batch_size, rng, lengths[names[0]] if lengths else None)]
         for b in range(state["batch"], n_batches):
-            loss = _train_step(step_model, tasks, plan[b], pad_id, device, amp, cfg, optimizer, scheduler, scaler)
+            loss = _train_step(model, tasks, plan[b], pad_id, device, amp, cfg, optimizer, scheduler, scaler)
             if not math.isfinite(loss):
                 raise TrainingError(f"non-finite loss ({loss}) at step {state['step'] + 1}, epoch {epoch + 1}, batch {b + 1}")
             state["step"] += 1
