@@ -6,7 +6,7 @@ freshly copied pre-trained weights; model loading and Trainer construction are n
   ours         mtlstudy.train._train_step over sampling.single_task_epoch batches (padding to the
                longest in the batch, length-grouped batches, tokens from the memory-mapped cache),
                fused AdamW, and mtlstudy.train.evaluate (no gradient, longest-first, the loop's CPU
-               eval batch, 32)
+               eval batch, 16)
   hf_default   transformers.Trainer as run_glue.py sets it up by default: pad_to_max_length=True
                (every example padded to 128), default_data_collator, per_device_eval_batch_size 8
   hf_best      the Trainer's best settings: DataCollatorWithPadding (pad to the longest in the

@@ -31,7 +31,7 @@ class TrainSettings(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     evals_per_epoch: int = Field(2, gt=0)          # the paper: every half epoch
-    eval_batch_size: Optional[int] = Field(None, gt=0)  # None: 256 on GPU, 32 on CPU (measured: BENCHMARKS.md)
+    eval_batch_size: Optional[int] = Field(None, gt=0)  # None: 256 on GPU, 16 on CPU (measured: BENCHMARKS.md)
     heads: Literal["per_task", "by_label_count"] = "per_task"
     selection: Literal["dev", "split_dev"] = "dev"  # split_dev: choose on one half of dev, score on the other
     sampler: Sampler = "gap"                         # the paper says dynamic sampling

@@ -292,14 +292,14 @@ def test_huge_learning_rate_raises_training_error(tiny_roberta, tmp_path):
 
 
 def test_evaluation_does_not_depend_on_the_eval_batch(stage_one, tiny_roberta):
-    """Padding to the longest of each eval batch must not change a score: the CPU default (32)
+    """Padding to the longest of each eval batch must not change a score: the CPU default (16)
     and the GPU default (256) give what one example at a time gives."""
     record, ckpt = stage_one["per_task"]
     spec, tok, tasks = _prepared(tiny_roberta, ("gen_para",))
     model = model_mod.load_model(str(tiny_roberta), [tasks["gen_para"].task])
     model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
     scores = [train.evaluate(model, tasks, "report", b, tok.pad_token_id, torch.device("cpu"), None)["gen_para"]
-              for b in (1, 7, 32, 256)]
+              for b in (1, 7, 16, 32, 256)]
     assert all(s == scores[0] for s in scores[1:])
 
 
@@ -307,7 +307,7 @@ def test_optimizer_and_eval_batch_defaults():
     cfg = train.TrainSettings()
     opt = train.make_optimizer(torch.nn.Linear(2, 2), cfg, torch.device("cpu"))
     assert opt.defaults["fused"] is True and opt.defaults["lr"] == cfg.lr
-    assert train.eval_batch_size_for(cfg, torch.device("cpu")) == 32
+    assert train.eval_batch_size_for(cfg, torch.device("cpu")) == 16
     assert train.eval_batch_size_for(cfg, torch.device("cuda")) == 256
     assert train.eval_batch_size_for(train.TrainSettings(eval_batch_size=8), torch.device("cpu")) == 8
 
