@@ -49,6 +49,15 @@ def test_student_t_by_hand():
     assert p == pytest.approx(2 * stats.t.sf(abs(t), df=4))
 
 
+def test_constant_seeds_give_scipys_degenerate_result_without_a_warning(recwarn):
+    """Every seed scoring the same (tiny tasks): scipy's answer, and no precision warning in reports."""
+    t, p = analysis.ttest([75.0, 75.0], [80.0, 80.0])
+    assert t == -math.inf and p == 0.0
+    t, p = analysis.ttest([75.0, 75.0], [75.0, 75.0])
+    assert math.isnan(t) and math.isnan(p)
+    assert not [w for w in recwarn if "Precision loss" in str(w.message)]
+
+
 @pytest.mark.parametrize("equal_var", [True, False])
 def test_t_and_p_equal_scipy(df, equal_var):
     cells = analysis.cell_table(df, SIZES, equal_var=equal_var).set_index(["target", "support"])
