@@ -291,6 +291,10 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
     if cfg.compile:
         # the encoder in place (its state-dict keys stay): torch.compile(model) would compile only
         # model.forward, which the step never calls (it calls model.features and the heads)
+        # inductor's own dropout RNG would make a compiled run a different run; with eager's RNG it
+        # follows the seed and agrees with the uncompiled run up to rounding (tested)
+        import torch._inductor.config as inductor_config
+        inductor_config.fallback_random = True
         model.encoder.compile(dynamic=True)
     optimizer = make_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None

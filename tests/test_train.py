@@ -312,19 +312,20 @@ def test_optimizer_and_eval_batch_defaults():
     assert train.eval_batch_size_for(train.TrainSettings(eval_batch_size=8), torch.device("cpu")) == 8
 
 
-def test_compile_compiles_the_encoder_and_keeps_the_result(tiny_roberta, tmp_path, monkeypatch):
-    """`compile: true` must put the encoder's forward through torch.compile (compiling only
-    model.forward would compile nothing: the step calls model.features). A counting backend
-    that runs the captured graphs eagerly gives the same record as no compile."""
-    from torch._dynamo.testing import CompileCounter
+def test_compiled_run_with_inductor_equals_the_uncompiled_run(tiny_roberta, tmp_path):
+    """`compile: true` must compile the encoder (torch.compile(model) would compile only
+    model.forward, which the step never calls: no graph at all). With the real compiler (inductor,
+    CPU) the run gives the same losses and scores as eager, since dropout keeps eager's seeded RNG
+    (fallback_random); this is why `compile` is not part of a run's id."""
+    from torch._dynamo.utils import counters
 
     plain = run(make_spec(tiny_roberta, ("gen_sent",)), tmp_path / "plain")
-    counter = CompileCounter()
-    real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn=None, **kw: real_compile(fn, **{**kw, "backend": counter}))
     torch._dynamo.reset()
+    counters.clear()
     compiled = run(make_spec(tiny_roberta, ("gen_sent",), compile=True), tmp_path / "compiled")
+    graphs = counters["stats"]["unique_graphs"]
     torch._dynamo.reset()
-    assert counter.frame_count >= 1 and counter.op_count > 10
-    assert [h["train_loss"] for h in compiled["history"]] == pytest.approx([h["train_loss"] for h in plain["history"]])
-    assert compiled["best"] == plain["best"]
+    assert graphs >= 1
+    assert [h["train_loss"] for h in compiled["history"]] == pytest.approx(
+        [h["train_loss"] for h in plain["history"]], rel=1e-4)
+    assert {t: b["score"] for t, b in compiled["best"].items()} == {t: b["score"] for t, b in plain["best"].items()}
