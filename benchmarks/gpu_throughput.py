@@ -121,12 +121,9 @@ class Bench:
         self.model = MultiTaskModel(encoder, [GLUE_TASKS[t] for t in ("rte",)]).to(self.device)
         self.params = sum(p.numel() for p in self.model.parameters())
         if compile_:
-            # the encoder's forward, so that model.features() (what _train_step calls) runs compiled and
-            # the state-dict keys stay the same; torch.compile(model) would only compile model.forward
-            self.model.encoder.forward = torch.compile(self.model.encoder.forward, dynamic=True)
+            train_mod.compile_encoder(self.model)  # as train.train does with `compile: true`
         self.cfg = TrainSettings(batch_size=batch_size, eval_batch_size=eval_batch_size, device=device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr,
-                                           weight_decay=self.cfg.weight_decay, fused=self.device.type == "cuda")
+        self.optimizer = train_mod.make_optimizer(self.model, self.cfg, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1.0)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.rng = np.random.default_rng(0)
