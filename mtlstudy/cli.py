@@ -103,11 +103,15 @@ def cmd_run(a):
         _report(st.dir, None)
     if counts["failed"] or counts["blocked"]:
         return 1
-    if counts["pending"]:  # held by another launcher that is still running, or waiting on such runs
-        held = [r for r in st.plan if execute.is_claimed(st.dir, r.run_id)]
-        print(f"  {counts['pending']} runs not finished: {len(held)} held by another launcher that is still running"
-              f"{' (' + held[0].run_id + ', ...)' if held else ''}, the rest wait on them; "
-              f"run `mtlstudy run {a.profile}` again once it ends")
+    if counts["pending"]:  # not finished, not failed: run again (exit 3)
+        held = [r.run_id for r in st.plan if execute.is_claimed(st.dir, r.run_id)]
+        if held:
+            why = (f"{len(held)} held by another launcher that is still running ({held[0]}, ...), the rest wait "
+                   f"on them; run `mtlstudy run {a.profile}` again once it ends")
+        else:
+            why = ("their processes or Slurm jobs ended without a record (cancelled or killed?); "
+                   f"`mtlstudy run {a.profile}` again resumes them from their checkpoints")
+        print(f"  {counts['pending']} runs not finished: {why}")
         return 3
     return 0
 

@@ -61,16 +61,24 @@ def squeue_state(job_id: str) -> str | None:
 
 
 def requeue_now(job_id: str, timeout_s: float = 60.0) -> None:
-    """``scontrol requeue`` a running job, as a preemption would, and let it start again at once.
-
-    Slurm gives a requeued job a begin time about 120 s ahead; once it is back to PENDING this
-    resets the begin time to now so the rerun starts within seconds.
-    """
+    """``scontrol requeue`` a running job, as a preemption would, and let it start again at once."""
     subprocess.run(["scontrol", "requeue", str(job_id)], check=True, capture_output=True, text=True)
+    start_requeued_now(job_id, time.time(), timeout_s)
+
+
+def start_requeued_now(job_id: str, requeued_at: float, timeout_s: float = 60.0) -> None:
+    """Once a requeued job is back to PENDING, reset its begin time (Slurm sets it about 120 s
+    ahead) so the rerun starts within seconds.
+
+    Not before 2 s after the requeue: slurmd revokes the old run's job credential with a
+    one-second timestamp, and a relaunch within that second is killed at once ("Killing
+    non-startable batch JobId=...: Job credential revoked") and leaves the queue.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = squeue_state(job_id)
         if state == "PENDING":
+            time.sleep(max(0.0, requeued_at + 2.0 - time.time()))
             subprocess.run(["scontrol", "update", f"jobid={job_id}", "starttime=now"], check=True,
                            capture_output=True, text=True)
             return

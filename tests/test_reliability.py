@@ -306,7 +306,7 @@ def test_slurm_cancelled_and_requeued_run_resumes_and_completes(tmp_path, tiny_r
     short by killing the run's process right after scancel / scontrol requeue."""
     import threading
 
-    from tests.slurm_fixture import squeue_state
+    from tests.slurm_fixture import start_requeued_now
 
     name = f"slurmrel{os.getpid()}"
     prof = rel_profile(tmp_path, tiny_roberta, name=name, tasks=["gen_sent"], methods=["single"],
@@ -346,6 +346,7 @@ def test_slurm_cancelled_and_requeued_run_resumes_and_completes(tmp_path, tiny_r
         kill_run_process()
         first.wait(timeout=120)
         assert execute.run_status(st.dir, run.run_id) == "pending"
+        assert first.returncode == 3 and "ended without a record" in (tmp_path / "first.log").read_text()
         cancelled_at = checkpoint_step(run_dir)
         assert 0 < cancelled_at < reference["total_steps"]
 
@@ -355,10 +356,10 @@ def test_slurm_cancelled_and_requeued_run_resumes_and_completes(tmp_path, tiny_r
                  proc=second)
         jid = wait_for(running_job, 30, "the running job")
         subprocess.run(["scontrol", "requeue", jid], check=True)
+        requeue_time = time.time()
         kill_run_process()
         requeued_at = checkpoint_step(run_dir)
-        wait_for(lambda: squeue_state(jid) == "PENDING", 60, "the job back in the queue")
-        subprocess.run(["scontrol", "update", f"jobid={jid}", "starttime=now"], check=True)
+        start_requeued_now(jid, requeue_time)
         second.wait(timeout=300)
     finally:
         stop.set()
