@@ -230,7 +230,11 @@ def finished_study(tmp_path_factory, tiny_roberta):
 
 def test_two_launches_at_once_train_every_run_once(finished_study):
     st, codes, logs = finished_study
-    assert codes == [0, 0], logs
+    # the launcher that runs out of work while the other still trains says so and exits 3
+    # ("not finished here: held by another launcher"); the other one finishes the study
+    assert 0 in codes and set(codes) <= {0, 3}, logs
+    for code, log in zip(codes, logs):
+        assert code == 0 or "held by another launcher that is still running" in log, log
     records = read_records(st.dir)
     assert set(records) == {r.run_id for r in st.plan}
     assert all(r["status"] == "done" for r in records.values())
