@@ -231,7 +231,7 @@ def train_and_record(study_dir: str | Path, run_id: str, progress: bool = False)
         record["support_run"] = sup["run_id"]
         record["support_train_size"] = sup["train_sizes"][spec.tasks[0]]
     store.write_json_atomic(out / "result.json", record)
-    (out / "resume").exists() and shutil.rmtree(out / "resume", ignore_errors=True)
+    store.remove_checkpoint(out / "resume")
     return record
 
 
@@ -314,9 +314,7 @@ def cleanup_checkpoints(study_dir: Path):
             continue
         if (folder / "best").exists() and rid not in needed:
             shutil.rmtree(folder / "best", ignore_errors=True)
-        for name in ("resume", "resume.old", "resume.tmp"):
-            if (folder / name).exists():
-                shutil.rmtree(folder / name, ignore_errors=True)
+        store.remove_checkpoint(folder / "resume")
 
 
 def disk_usage(study_dir: Path) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -53,6 +54,13 @@ def library_versions() -> dict[str, str]:
 
 def run_dir(study_dir: Path, run_id: str) -> Path:
     return Path(study_dir) / "runs" / run_id
+
+
+def remove_checkpoint(folder: Path) -> None:
+    """Delete a resume checkpoint folder and the siblings a save leaves while it replaces it
+    (`<folder>.tmp` being written, `<folder>.old` the previous one)."""
+    for suffix in ("", ".tmp", ".old"):
+        shutil.rmtree(Path(folder).with_name(Path(folder).name + suffix), ignore_errors=True)
 
 
 def result_path(study_dir: Path, run_id: str) -> Path:

@@ -27,7 +27,7 @@ from . import metrics, sampling
 from .model import load_model, load_tokenizer, predictions, task_loss
 from .spec import RunSpec, TrainSettings
 from .tasks import get_task
-from .store import write_json_atomic, library_versions
+from .store import library_versions, remove_checkpoint, write_json_atomic
 
 
 class TrainingError(RuntimeError):
@@ -261,8 +261,7 @@ class Resume:
         return None
 
     def remove(self):
-        for suffix in ("", ".tmp", ".old"):
-            shutil.rmtree(self.folder.with_name(self.folder.name + suffix), ignore_errors=True)
+        remove_checkpoint(self.folder)
 
 
 def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
