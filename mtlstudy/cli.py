@@ -95,6 +95,13 @@ def cmd_run(a):
     st = study.open_study(a.profile, a.overrides)
     counts = study.run(st, executor=a.executor, workers=a.workers, notebooks=False if a.no_notebooks else None,
                        retry_failed=a.retry_failed)
+    held = []
+    if counts["pending"]:  # claims first, then records: a run released since is counted done
+        held = [(r.run_id, execute.held_elsewhere(st.dir, r.run_id)) for r in st.plan]
+        held = [(rid, who) for rid, who in held if who != "none"]
+        counts = execute.study_counts(st.dir)
+        if not counts["pending"]:  # finished by another launcher meanwhile
+            execute.collect(st.dir)
     print(f"study {st.profile.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for rid, err in study.failures(st.dir):
         print(f"  failed {rid}: {err}")
@@ -104,10 +111,14 @@ def cmd_run(a):
     if counts["failed"] or counts["blocked"]:
         return 1
     if counts["pending"]:  # not finished, not failed: run again (exit 3)
-        held = [r.run_id for r in st.plan if execute.is_claimed(st.dir, r.run_id)]
+        pending = {rid for rid in execute.load_planned(st.dir) if execute.run_status(st.dir, rid) == "pending"}
+        held = [(rid, who) for rid, who in held if rid in pending]
         if held:
-            why = (f"{len(held)} held by another launcher that is still running ({held[0]}, ...), the rest wait "
-                   f"on them; run `mtlstudy run {a.profile}` again once it ends")
+            rid, who = held[0]
+            where = "on another host outside Slurm, which cannot be checked from here" if who == "unchecked" \
+                else "still running"
+            why = (f"{len(held)} held by another launcher {where} ({rid}, ...), the rest wait on them; "
+                   f"run `mtlstudy run {a.profile}` again once it ends")
         else:
             why = ("their processes or Slurm jobs ended without a record (cancelled or killed?); "
                    f"`mtlstudy run {a.profile}` again resumes them from their checkpoints")

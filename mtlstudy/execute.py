@@ -121,30 +121,36 @@ def _slurm_job_running(job_id: str) -> bool:
 EMPTY_CLAIM_GRACE_S = 60
 
 
-def _claim_is_stale(path: Path) -> bool:
-    """A claim nobody holds any more: of a dead process on this host; of a Slurm job that no
-    longer runs (any host); of this very Slurm job (requeued: it takes its run back); or a file
-    left empty by a process killed between creating and writing it."""
+def _claim_holder(path: Path) -> str:
+    """Who holds a claim: "none" (nobody any more: a dead process on this host; a Slurm job that no
+    longer runs, on any host; this very Slurm job, requeued, which takes its run back; a file left
+    empty by a process killed between creating and writing it), "live" (a process or Slurm job
+    seen running), or "unchecked" (a process on another host outside Slurm: it cannot be checked
+    from here, so it counts as holding the run)."""
     try:
         text = path.read_text()
         other = json.loads(text) if text.strip() else {}
     except FileNotFoundError:
-        return True
+        return "none"
     except (OSError, json.JSONDecodeError):
         other = {}
     if not isinstance(other, dict) or not other:
         try:
-            return time.time() - path.stat().st_mtime > EMPTY_CLAIM_GRACE_S
+            return "none" if time.time() - path.stat().st_mtime > EMPTY_CLAIM_GRACE_S else "live"
         except OSError:
-            return True
+            return "none"
     job = os.environ.get("SLURM_JOB_ID")
     if job and other.get("slurm_job") == job:  # a requeued job
-        return True
+        return "none"
     if other.get("host") == socket.gethostname():
-        return not _pid_alive(int(other.get("pid") or 0), other.get("start"))
+        return "live" if _pid_alive(int(other.get("pid") or 0), other.get("start")) else "none"
     if other.get("slurm_job"):
-        return not _slurm_job_running(other["slurm_job"])
-    return False  # another host, not Slurm: its process cannot be checked from here
+        return "live" if _slurm_job_running(other["slurm_job"]) else "none"
+    return "unchecked"
+
+
+def _claim_is_stale(path: Path) -> bool:
+    return _claim_holder(path) == "none"
 
 
 def claim(study_dir: Path, run_id: str) -> bool:
@@ -172,6 +178,12 @@ def is_claimed(study_dir: Path, run_id: str) -> bool:
     """Claimed by a live process (a stale claim does not count)."""
     path = _claim_path(study_dir, run_id)
     return path.exists() and not _claim_is_stale(path)
+
+
+def held_elsewhere(study_dir: Path, run_id: str) -> str:
+    """Who holds the run's claim: "none", "live" or "unchecked" (see _claim_holder)."""
+    path = _claim_path(study_dir, run_id)
+    return _claim_holder(path) if path.exists() else "none"
 
 
 def release(study_dir: Path, run_id: str):
@@ -349,9 +361,16 @@ def reset_failed(study_dir: Path) -> list[str]:
     return out
 
 
+# how often a launcher looks again at runs another launcher holds
+HELD_POLL_S = 2.0
+
+
 def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progress: bool = True) -> dict:
     """Run every pending run, dependencies first, `workers` at a time. Each run is its own
-    process (`mtlstudy run-one`), pinned to one GPU when GPUs are visible."""
+    process (`mtlstudy run-one`), pinned to one GPU when GPUs are visible. Runs that another
+    launcher is seen training (a live process on this host, a running Slurm job) are waited for,
+    so two launchers on one study both end with it finished; a claim from another host outside
+    Slurm cannot be checked and is left pending (exit 3)."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     study_dir = Path(study_dir)
@@ -365,12 +384,14 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
     done_before = sum(run_status(study_dir, r) == "done" for r in plan)
     bar.update(done_before)
     t0 = time.time()
+    shown = None
+    interrupted = set()  # runs whose process was stopped by a signal: not restarted by this launcher
     with ThreadPoolExecutor(len(slots)) as pool:
         while True:
             status = {r: run_status(study_dir, r) for r in plan}
             failed = {r for r, s in status.items() if s == "failed"}
             ready = [r for r, e in plan.items() if status[r] == "pending" and r not in running.values()
-                     and all(status[d] == "done" for d in e["deps"])
+                     and r not in interrupted and all(status[d] == "done" for d in e["deps"])
                      and not is_claimed(study_dir, r)]
             blocked = [r for r, e in plan.items() if status[r] == "pending" and any(d in failed for d in e["deps"])]
             while ready and free:
@@ -379,21 +400,56 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
                 fut = pool.submit(_subprocess_run, study_dir, rid, notebooks, slot if gpus else None, threads)
                 running[fut] = rid
                 fut.slot = slot
-            if not running:
+            # runs another launcher is seen training: wait for them, then do what depends on them
+            held = [r for r, s in status.items() if s == "pending" and r not in running.values()
+                    and held_elsewhere(study_dir, r) == "live"]
+            if not running and not held:
                 break
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            if running:
+                finished, _ = wait(list(running), timeout=HELD_POLL_S, return_when=FIRST_COMPLETED)
+            else:
+                finished = ()
+                time.sleep(HELD_POLL_S)
             for fut in finished:
-                running.pop(fut)
+                rid = running.pop(fut)
                 free.append(fut.slot)
+                if _record_lost_run(study_dir, rid, fut.result()) == "pending":
+                    interrupted.add(rid)
             n_done = sum(run_status(study_dir, r) in ("done", "failed") for r in plan)
+            if (n_done, len(failed), len(blocked), len(held)) == shown:
+                continue  # the loop wakes every HELD_POLL_S: redraw only on news
+            shown = (n_done, len(failed), len(blocked), len(held))
             bar.n = n_done
             elapsed = time.time() - t0
             new = max(1, n_done - done_before)
-            bar.set_postfix(failed=len(failed), blocked=len(blocked),
+            bar.set_postfix(failed=len(failed), blocked=len(blocked), held_elsewhere=len(held),
                             left=f"{elapsed / new * (len(plan) - n_done - len(blocked)) / 60:.0f}min")
             bar.refresh()
     bar.close()
     return study_counts(study_dir)
+
+
+def _record_lost_run(study_dir: Path, run_id: str, returncode: int) -> str:
+    """A run's process ended without a record (run-one records every failure it can catch): killed
+    by SIGKILL (the kernel's out-of-memory killer, most often) or crashed with a non-zero exit, it
+    is recorded failed, so that it is not restarted in a loop; stopped by another signal (Ctrl-C, a
+    cancel) it stays pending and resumes from its checkpoint on the next `mtlstudy run`. Returns the
+    run's status."""
+    import signal
+
+    status = run_status(study_dir, run_id)
+    if status != "pending" or is_claimed(study_dir, run_id):
+        return status
+    if returncode == -signal.SIGKILL:
+        reason = "killed by SIGKILL without a record (out of memory?)"
+    elif returncode > 0:
+        reason = f"its process exited with code {returncode} without a record (see log.txt)"
+    else:
+        return "pending"
+    store.write_json_atomic(store.result_path(study_dir, run_id), {
+        "run_id": run_id, "status": "failed", "error": reason,
+        "method": load_planned(study_dir)[run_id]["kind"]})
+    return "failed"
 
 
 def _visible_gpus() -> list[str]:
