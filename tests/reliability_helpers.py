@@ -72,14 +72,23 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.05, proc: sub
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def checkpoint_state(run_dir: Path) -> dict | None:
-    """The run's resume checkpoint state (step, epoch, ...), or None (none yet, or being replaced)."""
+def resume_point(run_dir: Path) -> tuple[Path, dict] | None:
+    """The checkpoint a restart resumes from, as Resume.load picks it: resume/, or resume.old/ when
+    a kill came between the two renames that replace one by the next; with its state (step, epoch,
+    ...). None when there is none yet (or it is being replaced right now)."""
     import torch
 
-    try:
-        return torch.load(Path(run_dir) / "resume" / "state.pt", weights_only=True)
-    except Exception:  # noqa: BLE001 - absent or mid-rename
-        return None
+    for folder in (Path(run_dir) / "resume", Path(run_dir) / "resume.old"):
+        try:
+            return folder, torch.load(folder / "state.pt", weights_only=True)
+        except Exception:  # noqa: BLE001 - absent or mid-rename
+            continue
+    return None
+
+
+def checkpoint_state(run_dir: Path) -> dict | None:
+    point = resume_point(run_dir)
+    return None if point is None else point[1]
 
 
 def checkpoint_step(run_dir: Path) -> int | None:

@@ -25,7 +25,8 @@ from mtlstudy import train as train_mod
 from mtlstudy.cli import main as mtlstudy_main
 from mtlstudy.spec import RunSpec
 from tests.reliability_helpers import (REPO, checkpoint_state, checkpoint_step, cli, dead_pid, kill_group, mtimes,
-                                       read_records, rel_profile, start_cli, starts_in_log, wait_for)
+                                       read_records, rel_profile, resume_point, start_cli, starts_in_log,
+                                       wait_for)
 
 
 def single_spec(model, size=320, epochs=4, seed=5) -> dict:
@@ -40,17 +41,18 @@ def same_training(a: dict, b: dict):
     assert a["examples_seen"] == b["examples_seen"] and a["total_steps"] == b["total_steps"]
 
 
-def kill_at_random_step(proc, run_dir: Path, min_step: int, total_steps: int, rng: random.Random) -> int:
-    """SIGKILL `proc` at a random moment after its checkpoint reaches min_step; return that step."""
+def kill_at_random_step(proc, run_dir: Path, min_step: int, total_steps: int, rng: random.Random) -> tuple[Path, int]:
+    """SIGKILL `proc` at a random moment after its checkpoint reaches min_step; return the checkpoint
+    a restart resumes from and its step."""
     wait_for(lambda: (checkpoint_step(run_dir) or 0) >= min_step, 240, f"a checkpoint at step >= {min_step}",
              proc=proc)
     time.sleep(rng.uniform(0.0, 0.6))
     assert proc.poll() is None, "the run finished before it could be killed: make it longer"
     kill_group(proc)
     assert proc.returncode == -signal.SIGKILL
-    step = checkpoint_step(run_dir)
-    assert step is not None and min_step <= step < total_steps
-    return step
+    folder, state = resume_point(run_dir)
+    assert min_step <= state["step"] < total_steps
+    return folder, state["step"]
 
 
 # ---- 1. resume a run --------------------------------------------------------------------------
@@ -65,12 +67,12 @@ def test_killed_single_task_run_resumes_to_the_same_result(tmp_path, tiny_robert
     out = tmp_path / "killed"
     rng = random.Random()
     proc = start_cli("train", "--spec", tmp_path / "spec.json", "--out", out, log=tmp_path / "first.log")
-    step = kill_at_random_step(proc, out, 1, total, rng)
+    folder, step = kill_at_random_step(proc, out, 1, total, rng)
     assert not (out / "result.json").exists()
 
     messages = []  # run again (in this process: the resume code is the same, the start-up is not)
     record = train_mod.train(RunSpec.model_validate(spec), out, progress=False, log=messages.append)
-    assert messages[0] == f"resuming from {out / 'resume'} at step {step}", messages
+    assert messages[0] == f"resuming from {folder} at step {step}", messages
     same_training(record, reference)
 
 
@@ -94,11 +96,11 @@ def test_killed_mtl_run_with_dynamic_sampler_resumes_to_the_same_result(tmp_path
 
     run_dir = store.run_dir(d, mtl.run_id)
     proc = start_cli("run-one", d, mtl.run_id, "--no-notebook", log=tmp_path / "first.log")
-    step = kill_at_random_step(proc, run_dir, per_epoch + 1, total, random.Random())
+    folder, step = kill_at_random_step(proc, run_dir, per_epoch + 1, total, random.Random())
     assert (run_dir / "claim.json").exists()  # left behind by the killed process: stale
 
     assert execute.run_one(d, mtl.run_id, notebooks=False) == "done"  # run again, in this process
-    assert f"resuming from {run_dir / 'resume'} at step {step}" in capsys.readouterr().out
+    assert f"resuming from {folder} at step {step}" in capsys.readouterr().out
     record = store.read_result(d, mtl.run_id)
     assert record["status"] == "done"
     same_training(record, reference)
