@@ -30,6 +30,7 @@ class TrainSettings(BaseModel):
     max_length: int = Field(128, gt=1)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    max_grad_norm: Optional[float] = Field(None, gt=0)  # None: no clipping (the paper names none; run_glue clips at 1.0)
     evals_per_epoch: int = Field(2, gt=0)          # the paper: every half epoch
     eval_batch_size: Optional[int] = Field(None, gt=0)  # None: 256 on GPU, 16 on CPU (measured: BENCHMARKS.md)
     heads: Literal["per_task", "by_label_count"] = "per_task"
@@ -47,7 +48,10 @@ class TrainSettings(BaseModel):
 
     def result_fields(self) -> dict:
         """Settings that change a run's result (device, threads and the like do not)."""
-        return self.model_dump(exclude={"device", "threads", "eval_batch_size", "keep_checkpoint", "compile"})
+        fields = self.model_dump(exclude={"device", "threads", "eval_batch_size", "keep_checkpoint", "compile"})
+        if fields["max_grad_norm"] is None:  # added later: unset, it leaves the ids of earlier runs as they were
+            fields.pop("max_grad_norm")
+        return fields
 
 
 class RunSpec(BaseModel):

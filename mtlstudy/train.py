@@ -397,6 +397,10 @@ def _train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, s
                    for t in logits)
         (scaler.scale(loss) if scaler else loss).backward()
         total += float(loss.detach())
+    if cfg.max_grad_norm is not None:
+        if scaler:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
     if scaler:
         scaler.step(optimizer)
         scaler.update()

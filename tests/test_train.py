@@ -147,6 +147,41 @@ def test_summed_multitask_loss_and_gradient(tiny_roberta_nodropout, micro):
             assert torch.allclose(p, expected, atol=1e-6), name
 
 
+def test_max_grad_norm_scales_the_update_to_that_norm(tiny_roberta_nodropout):
+    """train.max_grad_norm: with SGD at lr 1 the update is the gradient scaled to norm 0.01 (the
+    norm computed here by hand over every parameter); unset, the full gradient (test above)."""
+    spec, tok, tasks = _prepared(tiny_roberta_nodropout, ("gen_nli",), max_grad_norm=0.01)
+    model = model_mod.load_model(spec.model, [tasks[t].task for t in tasks])
+    reference = copy.deepcopy(model)
+    plan = [("gen_nli", np.array([0, 5, 9, 11, 40]))]
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    train._train_step(model, tasks, plan, tok.pad_token_id, torch.device("cpu"), None, spec.train, opt, sched, None)
+
+    batch = data_mod.collate(tasks["gen_nli"].train, plan[0][1], tok.pad_token_id)
+    labels = batch.pop("labels")
+    model_mod.task_loss(tasks["gen_nli"].task, reference(batch, "gen_nli"), labels).backward()
+    grads = [q.grad for q in reference.parameters() if q.grad is not None]
+    norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
+    assert norm > 0.1  # clipping to 0.01 really changes the step
+    moved = 0.0
+    with torch.no_grad():
+        for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
+            expected = q - q.grad * (0.01 / norm) if q.grad is not None else q
+            assert torch.allclose(p, expected, atol=1e-7), name
+            moved += float(((p - q).double() ** 2).sum())
+    assert moved ** 0.5 == pytest.approx(0.01, rel=1e-3)
+
+
+def test_max_grad_norm_is_part_of_the_run_id_only_when_set(tiny_roberta_nodropout):
+    base = make_spec(tiny_roberta_nodropout)
+    assert "max_grad_norm" not in base.train.result_fields()
+    earlier = base.model_dump(mode="json")  # a spec.json written before the setting existed
+    del earlier["train"]["max_grad_norm"]
+    assert RunSpec.model_validate(earlier).run_id() == base.run_id()
+    assert make_spec(tiny_roberta_nodropout, max_grad_norm=1.0).run_id() != base.run_id()
+
+
 def test_split_dev_selects_and_reports_on_different_halves(tiny_roberta, tmp_path, monkeypatch):
     spec, tok, tasks = _prepared(tiny_roberta, ("gen_nli",), selection="split_dev", dev=64)
     td = tasks["gen_nli"]
