@@ -42,11 +42,15 @@ def same_training(a: dict, b: dict):
 
 
 def kill_at_random_step(proc, run_dir: Path, min_step: int, total_steps: int, rng: random.Random) -> tuple[Path, int]:
-    """SIGKILL `proc` at a random moment after its checkpoint reaches min_step; return the checkpoint
-    a restart resumes from and its step."""
-    wait_for(lambda: (checkpoint_step(run_dir) or 0) >= min_step, 240, f"a checkpoint at step >= {min_step}",
-             proc=proc)
-    time.sleep(rng.uniform(0.0, 0.6))
+    """SIGKILL `proc` at a random moment: shortly (0-50 ms) after its checkpoint reaches a random
+    step between min_step and 60% of the run, so that the kill lands anywhere in a training step,
+    an evaluation or a checkpoint write, and never after the end (the tiny model trains 100
+    steps in under a second on an idle machine). Returns the checkpoint a restart resumes from
+    and its step."""
+    target = rng.randint(min_step, max(min_step, int(0.6 * total_steps)))
+    wait_for(lambda: (checkpoint_step(run_dir) or 0) >= target, 240, f"a checkpoint at step >= {target}",
+             poll=0.005, proc=proc)
+    time.sleep(rng.uniform(0.0, 0.05))
     assert proc.poll() is None, "the run finished before it could be killed: make it longer"
     kill_group(proc)
     assert proc.returncode == -signal.SIGKILL
