@@ -271,7 +271,7 @@ def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, fin
     wait_for(lambda: all(execute._claim_is_stale(c) for c in (d / "runs").glob("*/claim.json")), 30,
              "the workers' claims to be stale")
     before = mtimes(d)
-    interrupted = [rid for rid in plan if (store.run_dir(d, rid) / "resume" / "state.pt").exists()
+    interrupted = [rid for rid in plan if resume_point(store.run_dir(d, rid)) is not None
                    and rid not in before]
     assert before and interrupted and len(before) < len(plan)
     # support checkpoints are still there for STILTs runs that have not run yet
