@@ -420,10 +420,13 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
                 continue  # the loop wakes every HELD_POLL_S: redraw only on news
             shown = (n_done, len(failed), len(blocked), len(held))
             bar.n = n_done
-            elapsed = time.time() - t0
-            new = max(1, n_done - done_before)
-            bar.set_postfix(failed=len(failed), blocked=len(blocked), held_elsewhere=len(held),
-                            left=f"{elapsed / new * (len(plan) - n_done - len(blocked)) / 60:.0f}min")
+            new = n_done - done_before
+            left = (time.time() - t0) / new * (len(plan) - n_done - len(blocked)) / 60 if new else None
+            postfix = {"failed": len(failed), "blocked": len(blocked),
+                       "left": "?" if left is None else f"{left:.0f}min"}
+            if held:
+                postfix["held_elsewhere"] = len(held)
+            bar.set_postfix(postfix, refresh=False)
             bar.refresh()
     bar.close()
     return study_counts(study_dir)
