@@ -512,7 +512,8 @@ def test_claim_of_a_live_process_is_respected_and_waited_for(one_run_study):
         assert execute.run_one(d, rid, notebooks=False) == "claimed"
         assert execute.run_status(d, rid) == "pending"
         # a second `mtlstudy run` leaves it alone while its holder lives, and takes it over once it dies
-        second = threading.Thread(target=lambda: launch.update(rc=mtlstudy_main(["run", str(d.parent.parent / "rel.yaml")])))
+        profile = str(d.parent.parent / "rel.yaml")
+        second = threading.Thread(target=lambda: launch.update(rc=mtlstudy_main(["run", profile])), daemon=True)
         second.start()
         time.sleep(3 * execute.HELD_POLL_S)
         assert second.is_alive() and execute.run_status(d, rid) == "pending"
