@@ -144,6 +144,8 @@ def cmd_status(a):
         return 0
     counts = execute.study_counts(st.dir)
     print(f"study {st.profile.name} ({st.dir}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for rid, who in execute.runs_in_flight(st.dir):
+        print(f"  training {rid}: {who}")
     for rid, err in study.failures(st.dir):
         print(f"  failed {rid}: {err}")
     print(f"disk use: {execute.disk_usage(st.dir) / 1e6:.1f} MB")

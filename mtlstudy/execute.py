@@ -186,6 +186,26 @@ def held_elsewhere(study_dir: Path, run_id: str) -> str:
     return _claim_holder(path) if path.exists() else "none"
 
 
+def runs_in_flight(study_dir: Path) -> list[tuple[str, str]]:
+    """(run id, who trains it) for every unfinished run whose claim is held: "pid 123 on host,
+    for 4 min", with the Slurm job where there is one, "(unchecked)" for another host outside Slurm."""
+    out = []
+    for rid in load_planned(study_dir):
+        if run_status(study_dir, rid) != "pending" or (holder := held_elsewhere(study_dir, rid)) == "none":
+            continue
+        try:
+            claim_of = json.loads(_claim_path(study_dir, rid).read_text() or "{}")
+        except (OSError, json.JSONDecodeError):
+            claim_of = {}
+        who = f"pid {claim_of.get('pid', '?')} on {claim_of.get('host', '?')}"
+        if claim_of.get("slurm_job"):
+            who += f", Slurm job {claim_of['slurm_job']}"
+        if claim_of.get("time"):
+            who += f", for {(time.time() - claim_of['time']) / 60:.0f} min"
+        out.append((rid, who + (" (another host outside Slurm: unchecked)" if holder == "unchecked" else "")))
+    return out
+
+
 def release(study_dir: Path, run_id: str):
     _claim_path(study_dir, run_id).unlink(missing_ok=True)
 

@@ -499,7 +499,7 @@ def test_stale_claim_of_a_dead_process_is_taken_over(one_run_study):
     assert not (store.run_dir(d, rid) / "claim.json").exists()
 
 
-def test_claim_of_a_live_process_is_respected_and_waited_for(one_run_study):
+def test_claim_of_a_live_process_is_respected_and_waited_for(one_run_study, capsys):
     import socket
     import threading
 
@@ -517,6 +517,9 @@ def test_claim_of_a_live_process_is_respected_and_waited_for(one_run_study):
         second.start()
         time.sleep(3 * execute.HELD_POLL_S)
         assert second.is_alive() and execute.run_status(d, rid) == "pending"
+        capsys.readouterr()
+        assert mtlstudy_main(["status", profile]) == 0
+        assert f"training {rid}: pid {sleeper.pid} on {socket.gethostname()}, for 0 min" in capsys.readouterr().out
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -536,6 +539,8 @@ def test_claim_from_another_host_outside_slurm_leaves_the_run_pending(one_run_st
     out = capsys.readouterr().out
     assert "1 runs not finished: 1 held by another launcher on another host outside Slurm" in out, out
     assert execute.run_status(d, rid) == "pending"
+    assert execute.runs_in_flight(d) == [(rid, "pid 1 on another-host, for 0 min (another host outside Slurm: "
+                                               "unchecked)")]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT])
