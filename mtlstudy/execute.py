@@ -457,12 +457,14 @@ def _record_lost_run(study_dir: Path, run_id: str, returncode: int) -> str:
     by SIGKILL (the kernel's out-of-memory killer, most often) or crashed with a non-zero exit, it
     is recorded failed, so that it is not restarted in a loop; stopped by another signal (Ctrl-C, a
     cancel) it stays pending and resumes from its checkpoint on the next `mtlstudy run`. Returns the
-    run's status."""
+    run's status ("held" when another launcher has taken it since)."""
     import signal
 
     status = run_status(study_dir, run_id)
-    if status != "pending" or is_claimed(study_dir, run_id):
+    if status != "pending":
         return status
+    if is_claimed(study_dir, run_id):
+        return "held"
     if returncode == -signal.SIGKILL:
         reason = "killed by SIGKILL without a record (out of memory?)"
     elif returncode > 0:
