@@ -250,6 +250,33 @@ def test_two_launches_at_once_train_every_run_once(finished_study):
     assert len(table) == 2 + 2  # singles, STILTs both ways
 
 
+def test_run_process_killed_by_sigkill_is_recorded_failed_then_retried_from_its_checkpoint(tmp_path, tiny_roberta):
+    """The out-of-memory killer takes a worker, not its launcher: the run is recorded failed with
+    that reason (not restarted over and over), `mtlstudy run` exits 1, and --retry-failed resumes
+    it from its last checkpoint."""
+    prof = rel_profile(tmp_path, tiny_roberta, name="oom", tasks=["gen_sent"], methods=["single"],
+                       **{"train.epochs": 6, "data.generated_sizes": {"gen_sent": 640}})
+    st = study.open_study(prof)
+    [run] = st.plan
+    run_dir = store.run_dir(st.dir, run.run_id)
+    launcher = start_cli("run", prof, log=tmp_path / "first.log")
+    try:
+        wait_for(lambda: (checkpoint_step(run_dir) or 0) >= 40, 240, "a checkpoint at step >= 40", poll=0.005,
+                 proc=launcher)
+        os.kill(json.loads((run_dir / "claim.json").read_text())["pid"], signal.SIGKILL)
+        launcher.wait(timeout=120)
+    finally:
+        kill_group(launcher)
+    first = (tmp_path / "first.log").read_text()
+    assert launcher.returncode == 1, first[-3000:]
+    assert f"failed {run.run_id}: killed by SIGKILL without a record (out of memory?)" in first
+    assert starts_in_log(run_dir) == (1, 0)  # not restarted by the launcher
+    again = cli("run", prof, "--retry-failed")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert starts_in_log(run_dir) == (1, 1)  # resumed from its checkpoint, not from scratch
+    assert store.read_result(st.dir, run.run_id)["status"] == "done"
+
+
 def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, finished_study):
     reference, _, _ = finished_study
     prof = rel_profile(tmp_path, tiny_roberta, name="killed")
