@@ -309,6 +309,8 @@ def _failure_reason(e: Exception) -> str:
     text = str(e)
     if type(e).__name__ == "PapermillExecutionError":
         text = f"{e.ename}: {e.evalue}"
+    elif type(e).__name__ == "DeadKernelError":  # the notebook's kernel was killed, most often for memory
+        text = f"the run notebook's kernel died ({text}): killed, out of memory?"
     elif isinstance(e, MemoryError):
         text = f"out of memory: {type(e).__name__}{': ' + text if text else ''}"
     elif "out of memory" in text.lower() or "can't allocate memory" in text.lower():

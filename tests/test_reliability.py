@@ -473,6 +473,21 @@ def test_failure_reasons_are_one_line_and_name_the_cause():
     assert execute._failure_reason(ValueError("a\nb")) == "ValueError: a"
 
 
+def test_a_killed_notebook_kernel_is_named_as_such(tmp_path):
+    """What papermill raises when the run notebook's kernel is SIGKILLed (the OOM killer's usual
+    victim: it holds the model) becomes a one-line reason that says so."""
+    import nbformat
+    import papermill
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")]
+    nbformat.write(nb, tmp_path / "die.ipynb")
+    with pytest.raises(Exception) as caught:
+        papermill.execute_notebook(str(tmp_path / "die.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                                   progress_bar=False)
+    assert execute._failure_reason(caught.value) == "the run notebook's kernel died (Kernel died): killed, out of memory?"
+
+
 def test_non_finite_loss_stops_the_run_at_that_step(tmp_path, tiny_roberta, monkeypatch):
     calls = {"n": 0}
     real = train_mod._train_step
