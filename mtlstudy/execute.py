@@ -441,17 +441,20 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
             if (n_done, len(failed), len(blocked), len(held)) == shown:
                 continue  # the loop wakes every HELD_POLL_S: redraw only on news
             shown = (n_done, len(failed), len(blocked), len(held))
-            bar.n = n_done
-            new = n_done - done_before
-            left = (time.time() - t0) / new * (len(plan) - n_done - len(blocked)) / 60 if new else None
-            postfix = {"failed": len(failed), "blocked": len(blocked),
-                       "left": "?" if left is None else f"{left:.0f}min"}
-            if held:
-                postfix["held_elsewhere"] = len(held)
-            bar.set_postfix(postfix, refresh=False)
-            bar.refresh()
+            _show_progress(bar, n_done, n_done - done_before, len(plan) - n_done - len(blocked), time.time() - t0,
+                           failed=len(failed), blocked=len(blocked), held_elsewhere=len(held))
     bar.close()
     return study_counts(study_dir)
+
+
+def _show_progress(bar, n_done: int, new: int, left: int, elapsed: float, **counts):
+    """The study bar: runs finished, then failures, blocked runs, the time left at the pace of the
+    `new` runs finished so far ("?" before the first), and held runs where there are any."""
+    bar.n = n_done
+    postfix = {k: v for k, v in counts.items() if v or k != "held_elsewhere"}
+    postfix["left"] = f"{elapsed / new * left / 60:.0f}min" if new else "?"
+    bar.set_postfix(postfix, refresh=False)
+    bar.refresh()
 
 
 def _record_lost_run(study_dir: Path, run_id: str, returncode: int) -> str:
@@ -534,7 +537,14 @@ def run_slurm(study_dir: Path, profile: Profile, notebooks: bool = True, progres
     if waves:
         jobs = slurm.submit_waves(run_one, waves, study_dir / "slurm", profile.slurm, job_name=f"mtl-{profile.name}")
         bar = tqdm(total=sum(len(w) for w in waves), desc=f"slurm {profile.name}", disable=not progress, unit="run")
-        slurm.wait_all(jobs, progress=lambda done, total: (setattr(bar, "n", done), bar.refresh()))
+        t0 = time.time()
+
+        def show(done, total):
+            counts = study_counts(study_dir)
+            _show_progress(bar, done, done, total - done - counts["blocked"], time.time() - t0,
+                           failed=counts["failed"], blocked=counts["blocked"])
+
+        slurm.wait_all(jobs, progress=show)
         bar.close()
     return study_counts(study_dir)
 
