@@ -442,7 +442,8 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
                 continue  # the loop wakes every HELD_POLL_S: redraw only on news
             shown = (n_done, len(failed), len(blocked), len(held))
             _show_progress(bar, n_done, n_done - done_before, len(plan) - n_done - len(blocked), time.time() - t0,
-                           failed=len(failed), blocked=len(blocked), held_elsewhere=len(held))
+                           failed=len(failed), blocked=len(blocked),
+                           held_elsewhere=len(held) if n_done < len(plan) else 0)
     bar.close()
     return study_counts(study_dir)
 

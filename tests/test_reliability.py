@@ -239,7 +239,7 @@ def test_two_launches_at_once_train_every_run_once(finished_study):
     # the launcher that runs out of work while the other still trains waits for it, then takes what
     # depends on it: both end with the study done
     assert codes == [0, 0], logs
-    assert all(re.search(r"4/4 \[.*failed=0, blocked=0, left=\d+min\]", log) for log in logs), logs
+    assert all(re.search(r"4/4 \[.*failed=0, blocked=0, (held_elsewhere=\d+, )?left=\d+min\]", log) for log in logs), logs
     records = read_records(st.dir)
     assert set(records) == {r.run_id for r in st.plan}
     assert all(r["status"] == "done" for r in records.values())
