@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ def _add_profile(p):
 def cmd_train(a):
     from .plan import apply_overrides, model_problem
     from .spec import RunSpec
-    from .store import write_json_atomic
+    from .store import remove_checkpoint, write_json_atomic
     from .tasks import get_task
 
     raw = {}
@@ -65,7 +64,7 @@ def cmd_train(a):
     record = train(spec, out, init_checkpoint=Path(a.init_from) if a.init_from else None,
                    reference_scores=reference or None)
     write_json_atomic(out / "result.json", record)
-    shutil.rmtree(out / "resume", ignore_errors=True)  # finished: the record is all that is needed
+    remove_checkpoint(out / "resume")  # finished: the record is all that is needed
     best = {t: round(b["score"], 2) for t, b in record["best"].items()}
     print(f"{spec.run_id()}: best {best}; record in {out / 'result.json'}")
 

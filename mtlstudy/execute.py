@@ -121,20 +121,28 @@ def _slurm_job_running(job_id: str) -> bool:
 EMPTY_CLAIM_GRACE_S = 60
 
 
+def _read_claim(path: Path) -> dict | None:
+    """A claim file's fields; {} for one that is empty or unreadable, None when there is none."""
+    try:
+        text = path.read_text()
+        other = json.loads(text) if text.strip() else {}
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return other if isinstance(other, dict) else {}
+
+
 def _claim_holder(path: Path) -> str:
     """Who holds a claim: "none" (nobody any more: a dead process on this host; a Slurm job that no
     longer runs, on any host; this very Slurm job, requeued, which takes its run back; a file left
     empty by a process killed between creating and writing it), "live" (a process or Slurm job
     seen running), or "unchecked" (a process on another host outside Slurm: it cannot be checked
     from here, so it counts as holding the run)."""
-    try:
-        text = path.read_text()
-        other = json.loads(text) if text.strip() else {}
-    except FileNotFoundError:
+    other = _read_claim(path)
+    if other is None:
         return "none"
-    except (OSError, json.JSONDecodeError):
-        other = {}
-    if not isinstance(other, dict) or not other:
+    if not other:
         try:
             return "none" if time.time() - path.stat().st_mtime > EMPTY_CLAIM_GRACE_S else "live"
         except OSError:
@@ -174,16 +182,15 @@ def claim(study_dir: Path, run_id: str) -> bool:
     return False
 
 
-def is_claimed(study_dir: Path, run_id: str) -> bool:
-    """Claimed by a live process (a stale claim does not count)."""
-    path = _claim_path(study_dir, run_id)
-    return path.exists() and not _claim_is_stale(path)
-
-
 def held_elsewhere(study_dir: Path, run_id: str) -> str:
     """Who holds the run's claim: "none", "live" or "unchecked" (see _claim_holder)."""
     path = _claim_path(study_dir, run_id)
     return _claim_holder(path) if path.exists() else "none"
+
+
+def is_claimed(study_dir: Path, run_id: str) -> bool:
+    """Claimed by a live process, or one on another host that cannot be checked (a stale claim does not count)."""
+    return held_elsewhere(study_dir, run_id) != "none"
 
 
 def runs_in_flight(study_dir: Path) -> list[tuple[str, str]]:
@@ -193,10 +200,7 @@ def runs_in_flight(study_dir: Path) -> list[tuple[str, str]]:
     for rid in load_planned(study_dir):
         if run_status(study_dir, rid) != "pending" or (holder := held_elsewhere(study_dir, rid)) == "none":
             continue
-        try:
-            claim_of = json.loads(_claim_path(study_dir, rid).read_text() or "{}")
-        except (OSError, json.JSONDecodeError):
-            claim_of = {}
+        claim_of = _read_claim(_claim_path(study_dir, rid)) or {}
         who = f"pid {claim_of.get('pid', '?')} on {claim_of.get('host', '?')}"
         if claim_of.get("slurm_job"):
             who += f", Slurm job {claim_of['slurm_job']}"
@@ -412,9 +416,12 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
         while True:
             status = {r: run_status(study_dir, r) for r in plan}
             failed = {r for r, s in status.items() if s == "failed"}
-            ready = [r for r, e in plan.items() if status[r] == "pending" and r not in running.values()
-                     and r not in interrupted and all(status[d] == "done" for d in e["deps"])
-                     and not is_claimed(study_dir, r)]
+            # who holds each unfinished run not started here: "none" (free to take), "live" (another
+            # launcher is seen training it: wait for it, then do what depends on it), "unchecked"
+            holder = {r: held_elsewhere(study_dir, r) for r, s in status.items()
+                      if s == "pending" and r not in running.values()}
+            ready = [r for r, e in plan.items() if holder.get(r) == "none" and r not in interrupted
+                     and all(status[d] == "done" for d in e["deps"])]
             blocked = [r for r, e in plan.items() if status[r] == "pending" and any(d in failed for d in e["deps"])]
             while ready and free:
                 rid = ready.pop(0)
@@ -422,9 +429,7 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
                 fut = pool.submit(_subprocess_run, study_dir, rid, notebooks, slot if gpus else None, threads)
                 running[fut] = rid
                 fut.slot = slot
-            # runs another launcher is seen training: wait for them, then do what depends on them
-            held = [r for r, s in status.items() if s == "pending" and r not in running.values()
-                    and held_elsewhere(study_dir, r) == "live"]
+            held = [r for r, who in holder.items() if who == "live"]
             if not running and not held:
                 break
             if running:
