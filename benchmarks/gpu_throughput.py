@@ -8,7 +8,7 @@ of a whole study (default: the `paper` profile) estimated from it.
 No download: the model is a RobertaModel with random weights built from a RobertaConfig of
 DistilRoBERTa's shape (6 layers, hidden 768, 12 heads, FFN 3072, vocabulary 50,265, 82M
 parameters); speed does not depend on the weights' values. It runs through the real code path:
-mtlstudy.model.MultiTaskModel, mtlstudy.train._train_step (bf16 autocast, fused AdamW, TF32 on
+mtlstudy.model.MultiTaskModel, mtlstudy.train.train_step (bf16 autocast, fused AdamW, TF32 on
 GPU, SDPA attention, padding to the longest in the batch) and mtlstudy.train.evaluate.
 
 What it measures (all in one short run):
@@ -124,7 +124,7 @@ class Bench:
             train_mod.compile_encoder(self.model)  # as train.train does with `compile: true`
         self.cfg = TrainSettings(batch_size=batch_size, eval_batch_size=eval_batch_size, device=device)
         self.optimizer = train_mod.make_optimizer(self.model, self.cfg, self.device)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1.0)
+        self.schedule = train_mod.LinearSchedule(self.optimizer, self.cfg.lr, 1)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.rng = np.random.default_rng(0)
         self.task = get_task("rte")
@@ -142,8 +142,8 @@ class Bench:
             tasks = {"rte": train_mod.TaskData(self.task, tok, tok, tok)}
             self._sync()
             t = time.perf_counter()
-            train_mod._train_step(self.model, tasks, [("rte", np.arange(len(lengths)))], 1, self.device, self.amp,
-                                  self.cfg, self.optimizer, self.scheduler, self.scaler)
+            train_mod.train_step(self.model, tasks, [("rte", np.arange(len(lengths)))], 1, self.device, self.amp,
+                                 self.cfg, self.optimizer, self.scaler)
             self._sync()
             out.append(time.perf_counter() - t)
         return out
@@ -160,7 +160,7 @@ class Bench:
     def checkpoint_seconds(self) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            train_mod.Resume(Path(tmp) / "resume").save(self.model, self.optimizer, self.scheduler, {"step": 0})
+            train_mod.Resume(Path(tmp) / "resume").save(self.model, self.optimizer, self.schedule, {"step": 0})
             return time.perf_counter() - t
 
 
@@ -189,7 +189,7 @@ class TimeModel:
 
 def study_estimate(profile_name: str, t_train: TimeModel, t_eval: TimeModel, eval_batch: int,
                    checkpoint_s: float, log=print) -> dict:
-    from mtlstudy.plan import compute_summary, load_profile, make_plan, task_size
+    from mtlstudy.plan import compute_summary, load_profile, make_plan, run_train_sizes, task_size
 
     path = Path(profile_name)
     profile, user = load_profile(path if path.exists() else REPO / "params" / f"{profile_name}.yaml")
@@ -223,35 +223,18 @@ def study_estimate(profile_name: str, t_train: TimeModel, t_eval: TimeModel, eva
     by_kind: dict[str, float] = {}
     for run in plan:
         spec, cfg = run.spec, run.spec.train
-        sizes = {}
-        for t in spec.trained_tasks:
-            n = task_size(profile, user, t)
-            if t in spec.train_counts:
-                n = min(n, spec.train_counts[t])
-            if t in spec.train_fractions:
-                n = round(spec.train_fractions[t] * n)
-            sizes[t] = n
+        sizes = run_train_sizes(run, profile, user)
         key = (tuple(sizes.items()), cfg.sampler if len(sizes) > 1 else "", cfg.schedule, cfg.epoch_length,
-               cfg.batch_size, cfg.group_by_length, cfg.temperature)
+               cfg.batch_size, cfg.group_by_length, cfg.temperature, cfg.drop_last)
         if key not in epoch_cache:
-            erng = np.random.default_rng(2)
+            # epoch 1's plan, as train.train builds it; a dynamic sampler's later epochs are taken to
+            # cost as much (their length is bounded by the planner's figure, mtlstudy plan)
+            probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature) if len(sizes) > 1 else None
+            epoch = sampling.EpochPlan(sizes, cfg.batch_size, probs, cfg.schedule, cfg.epoch_length, cfg.drop_last)
             lengths = {t: lengths_of(t)[:n] for t, n in sizes.items()}
-            if len(sizes) == 1:
-                (t, n), = sizes.items()
-                batches = sampling.single_task_epoch(n, cfg.batch_size, erng,
-                                                     lengths[t] if cfg.group_by_length else None)
-                widths = np.array([lengths[t][b].max() for b in batches])
-                rows = np.array([len(b) for b in batches])
-            else:
-                # the dynamic samplers start from size-proportional p (epoch 1); later epochs keep
-                # the number of batches; their mix is taken to be epoch 1's
-                probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature)
-                nb = sampling.batches_per_epoch(sampling.slots_per_batch(probs, cfg.batch_size), sizes,
-                                                cfg.epoch_length)
-                plan_ = sampling.plan_epoch(cfg.schedule, probs, sizes, cfg.batch_size, erng, nb,
-                                            lengths if cfg.group_by_length else None)
-                widths = np.array([max(lengths[t][ix].max() for t, ix in b) for b in plan_])
-                rows = np.array([sum(len(ix) for _, ix in b) for b in plan_])
+            batches = epoch.batches(np.random.default_rng(2), lengths if cfg.group_by_length else None)
+            widths = np.array([max(lengths[t][ix].max() for t, ix in b) for b in batches])
+            rows = np.array([sum(len(ix) for _, ix in b) for b in batches])
             epoch_cache[key] = (float(t_train(widths, rows).sum()), int(rows.sum()))
         epoch_s, epoch_ex = epoch_cache[key]
         evals = cfg.epochs * cfg.evals_per_epoch

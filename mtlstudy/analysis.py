@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .sampling import DYNAMIC
+
 ALPHA = 0.1  # the paper's significance level (two-sided)
 PAIR_METHODS = ("mtl", "stilts")
 
-# GLUE train sizes (DESIGN.md section 1); the registry in mtlstudy.tasks is used when importable.
+# GLUE train sizes (docs/protocol.md); the registry in mtlstudy.tasks is used when importable.
 GLUE_SIZES = {"mnli": 392702, "qqp": 363846, "qnli": 104743, "sst2": 67349, "cola": 8551,
               "stsb": 5749, "mrpc": 3668, "rte": 2490, "wnli": 635}
 
@@ -231,9 +233,10 @@ def heuristic_wrong_cells(cells: pd.DataFrame, abstain_below: float | None = Non
 # ----------------------------------------------------------------------------- Tables 1 and 2
 
 def _paper_label(sampler: str) -> str:
-    """Row label of MTL-All with one sampler; size-proportional samplers are called 'size'."""
+    """Row label of MTL-All with one sampler, in the paper's words: size-proportional samplers are
+    'size', the dynamic samplers (the paper's text: gap; its released code: softmax_gap) 'dynamic'."""
     s = sampler.lower()
-    name = "size" if ("size" in s or "prop" in s) else s
+    name = "size" if ("size" in s or "prop" in s) else "dynamic" if s in DYNAMIC else s
     return f"MTL-All ({name})"
 
 
@@ -254,8 +257,10 @@ def summary_table(df: pd.DataFrame, cells: pd.DataFrame, order: list[str]) -> pd
     single = method_means(df, "single")
     if not single.empty:
         table["Single task"] = single.mean(axis=1)
-    for sampler, col in method_means(df, "mtl_all").items():
-        table[_paper_label(sampler)] = col
+    samplers = method_means(df, "mtl_all")
+    labels = [_paper_label(s) for s in samplers.columns]
+    for sampler, label in zip(samplers.columns, labels):  # two dynamic samplers in one study keep their names
+        table[label if labels.count(label) == 1 else f"MTL-All ({sampler})"] = samplers[sampler]
     if len(cells):
         c = cells.assign(sh=np.where(cells["heuristic"] == "mtl", cells["mean_mtl"], cells["mean_stilts"]),
                          best=cells[["mean_mtl", "mean_stilts"]].max(axis=1))
@@ -301,8 +306,10 @@ def paper_comparison(table: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- size ablation
 
 def ablation_summary(df: pd.DataFrame, confidence: float = 0.9) -> pd.DataFrame:
-    """Mean score and t-distribution confidence interval over seeds per target, target
-    fraction, method and K. Columns: target, target_fraction, method, k, n, mean, sd, lo, hi."""
+    """Mean score over seeds per target, target fraction, method and K, with two confidence
+    intervals of the mean: the t-distribution's (lo, hi) and a percentile bootstrap's (boot_lo,
+    boot_hi; what the released plot draws, seaborn-style, 1,000 resamples, seeded). Columns:
+    target, target_fraction, method, k, n, mean, sd, lo, hi, boot_lo, boot_hi."""
     rows = ablation_rows(df)
     out = []
     for key, g in rows.groupby(["target", "target_fraction", "method", "k"]):
@@ -310,10 +317,35 @@ def ablation_summary(df: pd.DataFrame, confidence: float = 0.9) -> pd.DataFrame:
         n, mean = len(x), x.mean()
         sd = x.std(ddof=1) if n > 1 else float("nan")
         half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
+        boot = (np.nan, np.nan)
+        if n > 1 and sd > 0:
+            ci = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=1000,
+                                 method="percentile", random_state=np.random.default_rng(0)).confidence_interval
+            boot = (ci.low, ci.high)
+        elif n > 1:
+            boot = (mean, mean)
         out.append(dict(zip(["target", "target_fraction", "method", "k"], key),
-                        n=n, mean=mean, sd=sd, lo=mean - half, hi=mean + half))
+                        n=n, mean=mean, sd=sd, lo=mean - half, hi=mean + half, boot_lo=boot[0], boot_hi=boot[1]))
     return pd.DataFrame(out, columns=["target", "target_fraction", "method", "k", "n", "mean",
-                                      "sd", "lo", "hi"])
+                                      "sd", "lo", "hi", "boot_lo", "boot_hi"])
+
+
+def ablation_tests(df: pd.DataFrame, alpha: float = ALPHA, equal_var: bool = True) -> pd.DataFrame:
+    """The matrix's t-test at each K of the ablation: MTL seeds against STILTs seeds per target,
+    target fraction and K (Figure 2's curves are 'statistically similar' only where p >= alpha).
+    Columns: target, target_fraction, k, diff, p, significant, winner."""
+    rows = ablation_rows(df)
+    out = []
+    for (target, frac, k), g in rows.groupby(["target", "target_fraction", "k"]):
+        mtl, stilts = (g.loc[g["method"] == m, "score"].to_numpy(float) for m in ("mtl", "stilts"))
+        if not len(mtl) or not len(stilts):
+            continue
+        _, p = ttest(mtl, stilts, equal_var)
+        diff = mtl.mean() - stilts.mean()
+        sig = bool(p < alpha)
+        out.append(dict(target=target, target_fraction=frac, k=k, diff=diff, p=p, significant=sig,
+                        winner=("mtl" if diff > 0 else "stilts") if sig else "none"))
+    return pd.DataFrame(out, columns=["target", "target_fraction", "k", "diff", "p", "significant", "winner"])
 
 
 def crossings(ks, diffs) -> list[float]:
@@ -357,6 +389,19 @@ def agreement(cells_a: pd.DataFrame, cells_b: pd.DataFrame) -> dict:
             + (f" ({100 * frac:.1f}%)" if len(both) else ""))
     return dict(n_a=len(a), n_b=len(b), n_both=len(both), n_same=len(same), fraction=frac,
                 disagree=[c for c in both if a[c] != b[c]], text=text)
+
+
+def sign_agreement(cells_a: pd.DataFrame, cells_b: pd.DataFrame) -> dict:
+    """Cell by cell over every cell studied in both (significant or not): does mean MTL - mean
+    STILTs have the same sign? Returns n, n_same, fraction, text. With the heuristic accuracy of
+    each study, this is how a replication (BERT) is compared with the main study: the paper
+    publishes no BERT table to compare means with."""
+    m = cells_a[["target", "support", "diff"]].merge(cells_b[["target", "support", "diff"]],
+                                                       on=["target", "support"], suffixes=("_a", "_b"))
+    same = int((np.sign(m["diff_a"]) == np.sign(m["diff_b"])).sum())
+    frac = same / len(m) if len(m) else float("nan")
+    text = f"{same} of {len(m)} cells have the same sign of MTL - STILTs" + (f" ({100 * frac:.1f}%)" if len(m) else "")
+    return dict(n=len(m), n_same=same, fraction=frac, text=text)
 
 
 def agreement_table(cells_a: pd.DataFrame, cells_b: pd.DataFrame, labels=("a", "b")) -> pd.DataFrame:

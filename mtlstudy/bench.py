@@ -3,7 +3,7 @@ batch size and threads, in one process; plus model FLOPs utilisation (MFU) on re
 
 Contenders (each trains one epoch over the same `examples` training examples of a task, from
 freshly copied pre-trained weights; model loading and Trainer construction are not timed):
-  ours         mtlstudy.train._train_step over sampling.single_task_epoch batches (padding to the
+  ours         mtlstudy.train.train_step over sampling.single_task_epoch batches (padding to the
                longest in the batch, length-grouped batches, tokens from the memory-mapped cache),
                fused AdamW, and mtlstudy.train.evaluate (no gradient, longest-first, the loop's CPU
                eval batch, 16)
@@ -175,13 +175,12 @@ def ours_train(base, bt: BenchTask, batch_size: int, pad_id: int, *, group_by_le
     try:
         t0 = time.perf_counter()
         optimizer = loop_optimizer(model, cfg, device, fused)
-        n = len(bt.train)
-        total = -(-n // batch_size)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, (total - s) / total))
-        rng = np.random.default_rng([0, 0])
-        plan = sampling.single_task_epoch(n, batch_size, rng, bt.train.lengths() if group_by_length else None)
-        for b in plan:
-            train_mod._train_step(model, tasks, [(bt.name, b)], pad_id, device, None, cfg, optimizer, scheduler, None)
+        plan = sampling.EpochPlan({bt.name: len(bt.train)}, batch_size)
+        batches = plan.batches(np.random.default_rng([0, 0]), {bt.name: bt.train.lengths()} if group_by_length else None)
+        schedule = train_mod.LinearSchedule(optimizer, cfg.lr, 1)
+        for i, batch in enumerate(batches):
+            schedule.set(i / len(batches), (i + 1) / len(batches))
+            train_mod.train_step(model, tasks, batch, pad_id, device, None, cfg, optimizer, None)
         return time.perf_counter() - t0
     finally:
         data_mod.collate = collate
@@ -443,7 +442,7 @@ ABLATE_BEGIN, ABLATE_END = "<!-- ablate:begin -->", "<!-- ablate:end -->"
 
 
 def collate_seconds(bt: BenchTask, batch_size: int, pad_id: int) -> float:
-    """Host time of one epoch's batch preparation alone (collate + merge), as _train_step does it."""
+    """Host time of one epoch's batch preparation alone (collate + merge), as train_step does it."""
     plan = sampling.single_task_epoch(len(bt.train), batch_size, np.random.default_rng([0, 0]), bt.train.lengths())
     t0 = time.perf_counter()
     for b in plan:

@@ -83,9 +83,13 @@ def cmd_plan(a):
             print(f"{r['run_id']:58} {r['method']:8} {r['seed']:>7} {r['deps']:>4}  {r['status']:8} {deps}")
     print(f"runs: {summary['runs']} ({', '.join(f'{k} {v}' for k, v in summary['runs_by_method'].items())}); "
           f"done: {sum(r['status'] == 'done' for r in rows)}")
-    print(f"training example-passes: {summary['example_passes']:,}")
+    bound = "" if summary["exact"] else "at most "
+    print(f"training example-passes: {bound}{summary['example_passes']:,}")
     print(f"naive protocol (every ordered MTL pair, support models per STILTs pair): {summary['naive_runs']} runs, "
-          f"{summary['naive_example_passes']:,} example-passes; this plan needs {summary['ratio']:.2f} of it")
+          f"{bound}{summary['naive_example_passes']:,} example-passes; this plan needs {summary['ratio']:.2f} of it")
+    if not summary["exact"]:
+        print("(an upper bound: a dynamic sampler's epochs after the first depend on dev scores; each counts at "
+              "the most an epoch can hold)")
 
 
 def cmd_run(a):
@@ -277,6 +281,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("mtlstudy: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except Exception as e:  # noqa: BLE001 - one line for every error; MTLSTUDY_TRACEBACK=1 shows the traceback
         if os.environ.get("MTLSTUDY_TRACEBACK") == "1":
             raise

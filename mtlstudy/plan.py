@@ -340,14 +340,18 @@ def make_plan(profile: Profile, user: dict[str, Task]) -> list[PlannedRun]:
                                    deps=sorted(set(sum(refs.values(), []))), kind="mtl"))
                     add(PlannedRun(spec("stilts", [ab.support, ab.target], s, counts=sup_counts, fractions=tf,
                                         support_runs=sup_singles, tags=tags), deps=list(sup_singles), kind="stilts"))
+    for run in runs.values():  # a batch larger than a training set would repeat its examples in a batch
+        for t, n in run_train_sizes(run, profile, user).items():
+            if run.spec.train.batch_size > n:
+                raise ProfileError(f"key 'train.batch_size': {run.spec.train.batch_size} is larger than the "
+                                   f"training set of task {t} ({n} examples in run {run.run_id})")
     return list(runs.values())
 
 
 # ---- compute accounting -------------------------------------------------------------------
 
-def example_passes(run: PlannedRun, profile: Profile, user) -> int:
-    """Training examples processed by a run (epochs x examples per epoch), known before it runs."""
-    cfg = run.spec.train
+def run_train_sizes(run: PlannedRun, profile: Profile, user) -> dict[str, int]:
+    """Training examples of each task a run trains on, after its caps and fractions."""
     sizes = {}
     for t in run.spec.trained_tasks:
         n = task_size(profile, user, t)
@@ -356,19 +360,28 @@ def example_passes(run: PlannedRun, profile: Profile, user) -> int:
         if t in run.spec.train_fractions:
             n = round(run.spec.train_fractions[t] * n)
         sizes[t] = n
-    if len(sizes) == 1:
-        return cfg.epochs * next(iter(sizes.values()))
-    probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature)
-    n = sampling.batches_per_epoch(sampling.slots_per_batch(probs, cfg.batch_size), sizes, cfg.epoch_length,
-                                               cfg.schedule, probs)
-    return cfg.epochs * n * cfg.batch_size
+    return sizes
+
+
+def example_passes(run: PlannedRun, profile: Profile, user) -> tuple[int, bool]:
+    """Training examples a run processes (the sum over its epochs), and whether that is exact.
+    A dynamic sampler's later epochs depend on dev scores: they count at the most any epoch can
+    hold (sampling.epoch_examples_bound), so the figure is an upper bound."""
+    cfg = run.spec.train
+    sizes = run_train_sizes(run, profile, user)
+    probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature) if len(sizes) > 1 else None
+    first = sampling.EpochPlan(sizes, cfg.batch_size, probs, cfg.schedule, cfg.epoch_length, cfg.drop_last).rows
+    if len(sizes) > 1 and cfg.sampler in sampling.DYNAMIC:
+        return first + (cfg.epochs - 1) * sampling.epoch_examples_bound(sizes, cfg.batch_size, cfg.epoch_length), False
+    return cfg.epochs * first, True
 
 
 def compute_summary(plan: list[PlannedRun], profile: Profile, user) -> dict:
     """Runs and example-passes of this plan against the naive protocol: 72 ordered MTL runs per
     seed (both orders trained) and a support model trained for every STILTs pair and seed."""
     by_id = {r.run_id: r for r in plan}
-    cost = {r.run_id: example_passes(r, profile, user) for r in plan}
+    passes = {r.run_id: example_passes(r, profile, user) for r in plan}
+    cost = {rid: n for rid, (n, _) in passes.items()}
     ours = sum(cost.values())
     naive = 0
     naive_runs = 0
@@ -392,5 +405,6 @@ def compute_summary(plan: list[PlannedRun], profile: Profile, user) -> dict:
     for r in plan:
         counts[r.kind] = counts.get(r.kind, 0) + 1
     return {"runs": len(plan), "runs_by_method": counts, "example_passes": ours,
+            "exact": all(exact for _, exact in passes.values()),
             "naive_runs": naive_runs, "naive_example_passes": naive,
             "ratio": ours / naive if naive else math.nan, "by_id": by_id}

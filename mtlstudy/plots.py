@@ -113,9 +113,11 @@ def _k_label(k: float) -> str:
     return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
 
 
-def plot_ablation(summary, crossings=None, confidence: float = 0.9):
-    """Score against K for MTL and STILTs with confidence bands, one panel per target and
-    target fraction; dashed vertical lines where the curves cross."""
+def plot_ablation(summary, crossings=None, confidence: float = 0.9, interval: str = "t"):
+    """Score against K for MTL and STILTs with confidence bands (`interval`: "t" for the
+    t-distribution's, "bootstrap" for the released plot's percentile bootstrap), one panel per
+    target and target fraction; dashed vertical lines where the curves cross."""
+    lo, hi = {"t": ("lo", "hi"), "bootstrap": ("boot_lo", "boot_hi")}[interval]
     panels = list(summary.groupby(["target", "target_fraction"]).groups)
     fig = Figure(figsize=(4.5 * max(len(panels), 1), 3.8))
     axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
@@ -124,7 +126,7 @@ def plot_ablation(summary, crossings=None, confidence: float = 0.9):
         for method, label in (("mtl", "MTL"), ("stilts", "STILTs")):
             m = g[g["method"] == method].sort_values("k")
             ax.plot(m["k"], m["mean"], marker="o", color=METHOD_COLOURS[method], label=label)
-            ax.fill_between(m["k"], m["lo"], m["hi"], color=METHOD_COLOURS[method], alpha=0.2)
+            ax.fill_between(m["k"], m[lo], m[hi], color=METHOD_COLOURS[method], alpha=0.2)
         if crossings is not None:
             row = crossings[(crossings["target"] == target) & (crossings["target_fraction"] == frac)]
             for k in (row["crossings"].iloc[0] if len(row) else []):
@@ -136,7 +138,7 @@ def plot_ablation(summary, crossings=None, confidence: float = 0.9):
         ax.set_xlabel("K (support size = K x target size)")
         ax.set_ylabel(f"{target} dev score")
         ax.set_title(f"{target} at {frac:.0%} of its train set")
-        ax.legend(title=f"{confidence:.0%} CI", fontsize=8)
+        ax.legend(title=f"{confidence:.0%} CI ({interval})", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -202,6 +202,34 @@ def _restore(snap: dict, model, optimizer, scheduler, scaler):
         torch.cuda.set_rng_state_all(snap["cuda_rng"])
 
 
+class LinearSchedule:
+    """The learning rate as a function of progress through the run, in epochs (epoch + batch /
+    batches in that epoch): linear warm-up over the first warmup_ratio of the run, then linear decay
+    to exactly 0 at the end. Defined on progress, not on a step count fixed in advance, because a
+    dynamic sampler's later epochs differ in length (sampling.py). With epochs of equal length it is
+    the step-based linear schedule of the Hugging Face examples."""
+
+    def __init__(self, optimizer, base_lr: float, epochs: int, warmup_ratio: float = 0.0):
+        self.optimizer, self.base_lr, self.epochs = optimizer, base_lr, epochs
+        self.warmup = warmup_ratio * epochs
+
+    def lr(self, start: float, end: float) -> float:
+        """The rate of the step that takes progress from `start` to `end`."""
+        if self.warmup > 0 and end <= self.warmup + 1e-9:
+            return self.base_lr * end / self.warmup
+        return self.base_lr * max(0.0, (self.epochs - start) / (self.epochs - self.warmup))
+
+    def set(self, start: float, end: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr(start, end)
+
+    def state_dict(self) -> dict:  # progress lives in the loop's state; nothing else changes
+        return {"base_lr": self.base_lr}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base_lr = state["base_lr"]
+
+
 class Resume:
     """The latest evaluation's state, saved as safetensors (weights) + a weights-only torch file."""
 
@@ -302,70 +330,66 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
         compile_encoder(model)
     optimizer = make_optimizer(model, cfg, device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    schedule = LinearSchedule(optimizer, cfg.lr, cfg.epochs, cfg.warmup_ratio)
+    dynamic = cfg.sampler in sampling.DYNAMIC and len(names) > 1
 
-    # The epoch length is fixed by epoch 1, so the schedule's length is known now (sampling.py).
-    probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature, reference_scores, None) \
-        if len(names) > 1 else {names[0]: 1.0}
-    if len(names) > 1:
-        n_batches = sampling.batches_per_epoch(sampling.slots_per_batch(probs, cfg.batch_size), sizes, cfg.epoch_length,
-                                               cfg.schedule, probs)
-    else:
-        n_batches = math.ceil(sizes[names[0]] / cfg.batch_size)
-    total_steps = n_batches * cfg.epochs
-    warmup = int(cfg.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
-    eval_points = sorted({max(1, round(n_batches * k / cfg.evals_per_epoch)) for k in range(1, cfg.evals_per_epoch + 1)})
+    def epoch_plan(probs) -> sampling.EpochPlan:
+        return sampling.EpochPlan(sizes, cfg.batch_size, probs, cfg.schedule, cfg.epoch_length, cfg.drop_last)
 
+    first = epoch_plan(sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature, reference_scores, None)
+                       if len(names) > 1 else None)
     resume = Resume(out_dir / "resume")
-    state = resume.load(model, optimizer, scheduler, log, scaler)
+    state = resume.load(model, optimizer, schedule, log, scaler)
     if state is None:
-        log(f"{spec.run_id()}: training from scratch ({total_steps} steps, seed {spec.seed})")
+        log(f"{spec.run_id()}: training from scratch ({cfg.epochs} epochs, {first.num_batches} batches in epoch 1, "
+            f"seed {spec.seed})")
     state = state or {
-        "step": 0, "epoch": 0, "batch": 0, "history": [], "best": {}, "probs": probs,
+        "step": 0, "epoch": 0, "batch": 0, "history": [], "best": {}, "probs": first.probs, "epochs": [],
         "examples_seen": 0, "elapsed": 0.0, "loss_sum": 0.0, "loss_count": 0}
-    probs = state["probs"]
+    state.setdefault("epochs", [])
     history, best = state["history"], state["best"]
     model.train()
-    bar = tqdm(total=total_steps, initial=state["step"], desc=spec.run_id()[:40], disable=not progress,
-               mininterval=2, unit="step")
+    bar = tqdm(total=cfg.epochs * first.num_batches, initial=state["step"], desc=spec.run_id()[:40],
+               disable=not progress, mininterval=2, unit="step")
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
-        rng = np.random.default_rng([spec.seed, epoch])
-        if len(names) > 1:
-            plan = sampling.plan_epoch(cfg.schedule, probs, sizes, cfg.batch_size, rng, n_batches, lengths)
-        else:
-            plan = [[(names[0], b)] for b in sampling.single_task_epoch(
-                sizes[names[0]], cfg.batch_size, rng, lengths[names[0]] if lengths else None)]
-        for b in range(state["batch"], n_batches):
-            loss = _train_step(model, tasks, plan[b], pad_id, device, amp, cfg, optimizer, scheduler, scaler)
+        plan = epoch_plan(state["probs"])
+        batches = plan.batches(np.random.default_rng([spec.seed, epoch]), lengths)
+        n = len(batches)
+        if len(state["epochs"]) == epoch:
+            state["epochs"].append(plan.summary(epoch + 1, batches))
+        bar.total = state["step"] - state["batch"] + n * (cfg.epochs - epoch)  # later epochs: as long as this one
+        eval_points = {max(1, round(n * k / cfg.evals_per_epoch)) for k in range(1, cfg.evals_per_epoch + 1)}
+        for b in range(state["batch"], n):
+            schedule.set(epoch + b / n, epoch + (b + 1) / n)
+            loss = train_step(model, tasks, batches[b], pad_id, device, amp, cfg, optimizer, scaler)
             if not math.isfinite(loss):
                 raise TrainingError(f"non-finite loss ({loss}) at step {state['step'] + 1}, epoch {epoch + 1}, batch {b + 1}")
             state["step"] += 1
-            state["examples_seen"] += sum(len(ix) for _, ix in plan[b])
+            state["examples_seen"] += sum(len(ix) for _, ix in batches[b])
             state["loss_sum"] += loss
             state["loss_count"] += 1
             bar.update(1)
             if b + 1 in eval_points:
                 state["batch"] = b + 1
-                _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state, epoch, b + 1, n_batches,
-                                     probs, scheduler, out_dir, history, best, t0)
-                if b + 1 == n_batches:
+                progress_now = epoch + (b + 1) / n
+                _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state, progress_now,
+                                     schedule.lr(progress_now, progress_now + 1 / n), out_dir)
+                if b + 1 == n:
                     state["epoch"], state["batch"] = epoch + 1, 0
-                    if cfg.sampler in sampling.DYNAMIC and len(names) > 1:
-                        # the evaluation just done gives the current scores: no extra pass
-                        probs = sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature, reference_scores,
-                                                            history[-1]["scores"])
-                        state["probs"] = probs
+                    if dynamic:  # the evaluation just done gives the current scores: no extra pass
+                        state["probs"] = sampling.task_probabilities(
+                            cfg.sampler, sizes, cfg.temperature, reference_scores, history[-1]["selection_scores"])
                 state["elapsed"] += time.time() - t0
                 t0 = time.time()
-                resume.save(model, optimizer, scheduler, state, scaler)
+                resume.save(model, optimizer, schedule, state, scaler)
     bar.close()
     record = {
         "run_id": spec.run_id(), "method": spec.method, "tasks": spec.tasks, "scored_tasks": names,
         "seed": spec.seed, "model": spec.model, "status": "done",
-        "params": spec.model_dump(mode="json"), "train_sizes": sizes, "batches_per_epoch": n_batches,
-        "total_steps": total_steps, "history": history, "best": best,
+        "params": spec.model_dump(mode="json"), "train_sizes": sizes,
+        "batches_per_epoch": state["epochs"][0]["batches"], "total_steps": state["step"], "epochs": state["epochs"],
+        "history": history, "best": best,
         "examples_seen": state["examples_seen"], "wall_seconds": round(state["elapsed"] + time.time() - t0, 2),
         "device": str(device), "precision": str(amp or "fp32"), "versions": library_versions(),
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
@@ -374,8 +398,8 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
     return record
 
 
-def _train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, scheduler, scaler) -> float:
-    """One optimizer step on one batch: sum over tasks of each task's mean loss. With a
+def train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, scaler) -> float:
+    """One optimizer step on one batch (the learning rate is set by the caller): sum over tasks of each task's mean loss. With a
     micro-batch size the batch runs in chunks whose losses are normalised by the full batch's
     per-task counts, so accumulation gives the same gradient as one big batch."""
     counts = {t: len(ix) for t, ix in batch_plan}
@@ -406,26 +430,26 @@ def _train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, s
         scaler.update()
     else:
         optimizer.step()
-    scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return total
 
 
-def _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state, epoch, batch, n_batches, probs,
-                         scheduler, out_dir, history, best, t0):
+def _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state, progress: float, lr: float, out_dir):
+    """Score the dev sets, append to the history, keep each task's best step (and its weights)."""
     eval_batch = eval_batch_size_for(cfg, device)
     select = evaluate(model, tasks, "select", eval_batch, pad_id, device, amp)
     report = select if cfg.selection == "dev" else evaluate(model, tasks, "report", eval_batch,
                                                              pad_id, device, amp)
-    entry = {"step": state["step"], "epoch": round(epoch + batch / n_batches, 4),
+    entry = {"step": state["step"], "epoch": round(progress, 4),
              "examples_seen": state["examples_seen"],
              "train_loss": state["loss_sum"] / max(1, state["loss_count"]),
-             "lr": scheduler.get_last_lr()[0],
+             "lr": lr,
              "scores": {t: m["score"] for t, m in report.items()},
              "selection_scores": {t: m["score"] for t, m in select.items()},
-             "metrics": report, "sampler_probs": dict(probs)}
-    history.append(entry)
+             "metrics": report, "sampler_probs": dict(state["probs"])}
+    state["history"].append(entry)
     state["loss_sum"], state["loss_count"] = 0.0, 0
+    best = state["best"]
     for t, m in select.items():
         if t not in best or m["score"] > best[t]["selection_score"]:  # strict: earliest wins ties
             best[t] = {"step": entry["step"], "epoch": entry["epoch"], "selection_score": m["score"],

@@ -21,7 +21,7 @@ EFFECTS = {("big", "mid"): -3.0, ("big", "small"): 0.0, ("mid", "big"): -3.0,
 STILTS_NOISE = [0.5, -0.5, 0.0]
 MTL_NOISE = [-1.0, 1.0, 0.0]
 KS = [1 / 3, 1 / 2, 1.0, 2.0, 3.0]
-MTL_ALL = {"size": -5.0, "uniform": -8.0}
+MTL_ALL = {"size": -5.0, "uniform": -8.0, "gap": -6.0}  # sampler names as profiles spell them
 
 
 def _history(scores: dict[str, float], probs: bool) -> list[dict]:
@@ -78,7 +78,7 @@ def make_study(root: Path, name: str = "fake", ablation: bool = True, mtl_all: b
             for t, s in [(a, b), (b, a)]:
                 effect = -EFFECTS[t, s] if (t, s) in flip else EFFECTS[t, s]
                 scores[t] = BASE[t] + effect + MTL_NOISE[i]
-                row(rid, "mtl", t, s, seed, scores[t], sampler="dynamic", s_size=SIZES[s])
+                row(rid, "mtl", t, s, seed, scores[t], sampler="gap", s_size=SIZES[s])
             _write_run(study, rid, "mtl", scores, seed)
         if mtl_all:
             for sampler, drop in MTL_ALL.items():
@@ -97,7 +97,7 @@ def make_study(root: Path, name: str = "fake", ablation: bool = True, mtl_all: b
                                           ("mtl", 70 * frac + d + MTL_NOISE[i])):
                         rid = f"abl-{method}-{frac}-{k:.3f}-s{seed}"
                         row(rid, method, "mid", "big", seed, score,
-                            sampler="dynamic" if method == "mtl" else "", frac=frac, k=k,
+                            sampler="gap" if method == "mtl" else "", frac=frac, k=k,
                             t_size=t_size, s_size=s_size)
                         _write_run(study, rid, method, {"mid": score}, seed)
     study.mkdir(parents=True, exist_ok=True)

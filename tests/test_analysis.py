@@ -121,6 +121,9 @@ def test_tables_avg_sh_and_oracle(df, cells):
     assert analysis.format_table(table).at["Avg S.H.", "Mean"] == "70.7*"
     comp = analysis.paper_comparison(table).set_index("method")
     assert comp.at["Avg S.H.", "paper"] == 78.3
+    # MTL-All with the dynamic sampler ('gap' in the profiles) is the paper's "MTL-All (dynamic)", 67.2
+    assert table.loc["MTL-All (dynamic)", "Mean"] == pytest.approx(64)
+    assert comp.at["MTL-All (dynamic)", "paper"] == 67.2
     assert comp.at["Avg S.H.", "difference"] == pytest.approx(70 + 2 / 3 - 78.3)
 
 
@@ -135,6 +138,33 @@ def test_ablation_ci_and_crossing(df):
     assert cross.at[0.5, "text"] == "none"
     assert analysis.crossings([1, 2, 3], [-1, 0, 2]) == [2.0]
     assert analysis.crossings([3, 1, 2], [-2, 1, 3]) == pytest.approx([2.6])
+
+
+def test_ablation_t_test_per_k_and_bootstrap_interval(df):
+    """Figure 2's claim of 'statistically similar' curves is tested per K with the matrix's t-test
+    (scipy's Student test as the reference); the bootstrap interval lies within the seeds' range."""
+    tests = analysis.ablation_tests(df).set_index(["target_fraction", "k"])
+    rows = analysis.ablation_rows(df)
+    for (frac, k), r in tests.iterrows():
+        g = rows[(rows.target_fraction == frac) & (rows.k == k)]
+        ref = stats.ttest_ind(g[g.method == "mtl"].score, g[g.method == "stilts"].score, equal_var=True)
+        assert r["p"] == pytest.approx(ref.pvalue) and r["significant"] == (ref.pvalue < 0.1)
+    assert tests.at[(1.0, 3.0), "winner"] == "mtl" and tests.at[(1.0, 1.0), "winner"] == "none"  # near the crossing
+    assert not tests.at[(0.5, 1.0), "significant"] or tests.at[(0.5, 1.0), "winner"] == "mtl"
+    summary = analysis.ablation_summary(df)
+    for _, r in summary.iterrows():
+        x = rows[(rows.target_fraction == r.target_fraction) & (rows.k == r.k) & (rows.method == r.method)].score
+        assert x.min() - 1e-9 <= r.boot_lo <= r["mean"] <= r.boot_hi <= x.max() + 1e-9
+
+
+def test_sign_agreement_counts_every_cell(tmp_path, study):
+    other = make_study(tmp_path, name="bert", flip=[("small", "mid"), ("big", "small")])
+    a, _ = analysis.study_cells(study)
+    b, _ = analysis.study_cells(other)
+    sign = analysis.sign_agreement(a, b)
+    flipped = {("small", "mid"), ("big", "small")}
+    nonzero = [(t, s) for t, s, d in zip(a.target, a.support, a["diff"]) if d != 0]
+    assert sign["n"] == 6 and sign["n_same"] == 6 - len(flipped & set(nonzero))
 
 
 def test_agreement_of_two_studies(tmp_path, study):

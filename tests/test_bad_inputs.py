@@ -76,6 +76,8 @@ CASES = [
     Case("unknown schedule", ["run", "{base}", "--set", "train.schedule=mixed"], ["key 'train.schedule'"]),
     Case("batch smaller than the tasks trained together", ["run", "{base}", "--set", "train.batch_size=1"],
          ["train.batch_size"]),
+    Case("batch larger than a task's training set", ["plan", "{base}", "--set", "train.batch_size=100000000"],
+         ["key 'train.batch_size'", "100000000", "(40 examples"]),
     Case("unknown executor (profile)", ["run", "{base}", "--set", "executor=cloud"], ["key 'executor'"]),
     Case("unknown executor (flag)", ["run", "{base}", "--executor", "cloud"], ["--executor", "cloud"]),
     Case("slurm requested but absent", ["run", "{base}", "--executor", "slurm"], ["executor slurm", "sbatch"],

@@ -428,7 +428,7 @@ def test_failures_are_recorded_dependents_blocked_and_retried(tmp_path, tiny_rob
     by_kind = {(r.kind, tuple(r.spec.tasks)): r.run_id for r in st.plan}
     nan_run, oom_run = by_kind[("single", ("gen_para",))], by_kind[("stilts", ("gen_sent", "gen_para"))]
     current, steps, faults = {}, {}, {"on": True}
-    real_train, real_step = train_mod.train, train_mod._train_step
+    real_train, real_step = train_mod.train, train_mod.train_step
 
     def traced_train(spec, *a, **kw):
         current["run"] = spec.run_id()
@@ -446,7 +446,7 @@ def test_failures_are_recorded_dependents_blocked_and_retried(tmp_path, tiny_rob
 
     _in_process_workers(monkeypatch)
     monkeypatch.setattr(train_mod, "train", traced_train)
-    monkeypatch.setattr(train_mod, "_train_step", faulty_step)
+    monkeypatch.setattr(train_mod, "train_step", faulty_step)
     counts = study.run(st, progress=False)
     assert counts == {"done": 1, "failed": 2, "blocked": 2, "pending": 0}
     errors = dict(study.failures(st.dir))
@@ -492,14 +492,14 @@ def test_a_killed_notebook_kernel_is_named_as_such(tmp_path):
 
 def test_non_finite_loss_stops_the_run_at_that_step(tmp_path, tiny_roberta, monkeypatch):
     calls = {"n": 0}
-    real = train_mod._train_step
+    real = train_mod.train_step
 
     def step(*a, **kw):
         calls["n"] += 1
         loss = real(*a, **kw)
         return float("inf") if calls["n"] == 7 else loss
 
-    monkeypatch.setattr(train_mod, "_train_step", step)
+    monkeypatch.setattr(train_mod, "train_step", step)
     with pytest.raises(train_mod.TrainingError, match=r"non-finite loss \(inf\) at step 7, epoch 1, batch 7"):
         train_mod.train(RunSpec.model_validate(single_spec(tiny_roberta, size=96, epochs=1)), tmp_path,
                         progress=False, log=lambda m: None)

@@ -82,7 +82,7 @@ def test_slots_per_batch_random():
 
 
 def test_shortest_epoch_mnli_wnli():
-    """DESIGN.md: MNLI + WNLI, uniform, batch 128 -> 64 slots each; WNLI's 635 last 9 batches."""
+    """docs/protocol.md: MNLI + WNLI, uniform, batch 128 -> 64 slots each; WNLI's 635 last 9 batches."""
     sizes = {"mnli": 392_702, "wnli": 635}
     slots = sampling.slots_per_batch(sampling.task_probabilities("uniform", sizes), 128)
     assert slots == {"mnli": 64, "wnli": 64}
@@ -92,10 +92,11 @@ def test_shortest_epoch_mnli_wnli():
         sampling.batches_per_epoch(slots, sizes, "medium")
 
 
-def _plan(schedule, sizes, batch=16, sampler="size", epoch_length="shortest", seed=0, lengths=None):
-    probs = sampling.task_probabilities(sampler, sizes)
-    n = sampling.batches_per_epoch(sampling.slots_per_batch(probs, batch), sizes, epoch_length, schedule, probs)
-    return sampling.plan_epoch(schedule, probs, sizes, batch, np.random.default_rng(seed), n, lengths), n
+def _plan(schedule, sizes, batch=16, sampler="size", epoch_length="shortest", seed=0, lengths=None, probs=None):
+    probs = probs or sampling.task_probabilities(sampler, sizes, reference={t: 100.0 for t in sizes},
+                                                 current={t: 50.0 + 10 * i for i, t in enumerate(sizes)})
+    epoch = sampling.EpochPlan(sizes, batch, probs, schedule, epoch_length)
+    return epoch.batches(np.random.default_rng(seed), lengths), epoch.num_batches
 
 
 def test_heterogeneous_batches_mix_tasks():
@@ -124,7 +125,7 @@ def test_homogeneous_and_partition_batches_hold_one_task():
     assert sorted(porder) == sorted(order)  # the same batches per task ...
     assert porder == sorted(porder, key=list(sizes).index)  # ... one task after the other, in task order
     assert order != porder  # homogeneous shuffles them
-    with pytest.raises(ValueError, match="unknown schedule"):
+    with pytest.raises(ValueError, match="unknown schedule 'mixed'"):
         _plan("mixed", sizes)
 
 
@@ -164,7 +165,7 @@ def test_group_by_length_keeps_selection_random():
     assert spread < spread_plain / 2
 
 
-@pytest.mark.parametrize("schedule", ["heterogeneous", "homogeneous", "partition"])
+@pytest.mark.parametrize("schedule", sampling.SCHEDULES)
 def test_epoch_reproducible_from_seed(schedule):
     sizes = {"a": 300, "b": 90}
 
@@ -184,3 +185,80 @@ def test_single_task_epoch():
     grouped = sampling.single_task_epoch(103, 16, np.random.default_rng(0), lengths)
     assert sorted(np.concatenate(grouped).tolist()) == list(range(103))
     assert sampling.single_task_epoch(103, 16, np.random.default_rng(0), lengths)[0].tolist() == grouped[0].tolist()
+
+
+def test_single_task_epoch_drop_last_like_the_released_loader():
+    """drop_last (the released code's loader groups with zip, dropping the partial batch): 103
+    examples in batches of 16 give 6 full batches; the 7 left out are drawn at random."""
+    epoch = sampling.EpochPlan({"a": 103}, 16, drop_last=True)
+    assert epoch.num_batches == 6 and epoch.rows == 96
+    left_out = set()
+    for seed in range(20):
+        batches = epoch.batches(np.random.default_rng(seed), {"a": np.random.default_rng(1).integers(1, 100, 103)})
+        drawn = np.concatenate([ix for b in batches for _, ix in b])
+        assert [len(ix) for b in batches for _, ix in b] == [16] * 6 and len(set(drawn.tolist())) == 96
+        left_out |= set(range(103)) - set(drawn.tolist())
+    assert len(left_out) > 50  # not always the same (e.g. the longest) examples
+    assert sampling.EpochPlan({"a": 103}, 16).num_batches == 7
+
+
+def test_dynamic_epochs_follow_their_own_probabilities_rte_mnli():
+    """The issue's worked example, checked against the released code's arithmetic by hand: RTE
+    (2,490) with MNLI (392,702), batch 128, shortest. Epoch 1, size-proportional: RTE p = 0.0063
+    -> round(0.81) = 1 slot, MNLI 127 -> the epoch ends when RTE runs out: 2,490 batches. Epoch 2
+    with RTE p = 2/3 -> round(85.33) = 85 slots, MNLI 43 -> 2490 // 85 = 29 batches (MNLI would
+    last 392702 // 43 = 9,132), not 2,490 batches that pass over RTE 85 times."""
+    sizes = {"rte": 2490, "mnli": 392_702}
+    first = sampling.EpochPlan(sizes, 128, sampling.task_probabilities("size", sizes))
+    assert first.slots == {"rte": 1, "mnli": 127} and first.num_batches == 2490
+    second = sampling.EpochPlan(sizes, 128, {"rte": 2 / 3, "mnli": 1 / 3})
+    assert second.slots == {"rte": 85, "mnli": 43} and second.num_batches == 29
+    batches = second.batches(np.random.default_rng(0))
+    assert second.summary(2, batches) == {"epoch": 2, "batches": 29, "examples": {"rte": 29 * 85, "mnli": 29 * 43},
+                                          "probs": {"rte": 2 / 3, "mnli": 1 / 3}}
+    # the planner's bound for any epoch of this pair: RTE keeps >= 1 slot, so at most 2,490 batches
+    assert sampling.epoch_examples_bound(sizes, 128, "shortest") == 2490 * 128
+    assert sampling.epoch_examples_bound({"mnli": 392_702, "wnli": 635}, 128, "shortest") == 635 * 128
+    assert sampling.epoch_examples_bound({"a": 100, "b": 100}, 16, "shortest") == 12 * 16  # 100//12 * 2 >= 16
+    assert sampling.epoch_examples_bound(sizes, 128, "longest") == 392_702 * 128
+
+
+@pytest.mark.parametrize("schedule", ["heterogeneous", "heterogeneous_random"])
+@pytest.mark.parametrize("sampler", ["uniform", "size", "temperature", "gap", "softmax_gap"])
+def test_no_example_repeats_within_a_shortest_epoch(sampler, schedule):
+    rng = np.random.default_rng(3)
+    for _ in range(25):
+        sizes = {t: int(rng.integers(40, 900)) for t in "abc"}
+        batch = int(rng.choice([8, 16, 32]))
+        lengths = {t: rng.integers(3, 60, n) for t, n in sizes.items()}
+        plan, n = _plan(schedule, sizes, batch=batch, sampler=sampler, lengths=lengths, seed=int(rng.integers(99)))
+        assert len(plan) == n
+        for t in sizes:
+            drawn = [i for b in plan for tt, ix in b if tt == t for i in ix.tolist()]
+            assert len(drawn) == len(set(drawn)) and max(drawn) < sizes[t]
+
+
+def test_mtl_batches_come_in_random_length_order():
+    """Length grouping sorts windows of each task's stream; the batch order of a multi-task epoch is
+    then shuffled as a single-task epoch's is, so batch lengths do not climb within windows."""
+    sizes = {"a": 3000, "b": 1000}
+    lengths = {t: np.random.default_rng(5).integers(3, 120, n) for t, n in sizes.items()}
+    plan, n = _plan("heterogeneous", sizes, lengths=lengths)
+    width = [max(lengths[t][ix].max() for t, ix in b) for b in plan]
+    rises = sum(b > a for a, b in zip(width, width[1:]))
+    assert n > 100 and 0.3 < rises / (n - 1) < 0.7  # sorted windows would rise almost every step
+    spread = np.mean([np.ptp(lengths["a"][ix]) for b in plan for t, ix in b if t == "a"])
+    assert spread < 20  # ... while each batch still holds similar lengths
+
+
+def test_released_heterogeneous_batches_have_a_random_task_mix():
+    """heterogeneous_random (the released `heterogeneous`): the same examples per task as fixed
+    slots, pooled and shuffled, so batches hold varying numbers of each task."""
+    sizes = {"a": 600, "b": 200}
+    fixed, n = _plan("heterogeneous", sizes, sampler="size")
+    pooled, m = _plan("heterogeneous_random", sizes, sampler="size")
+    assert n == m == len(pooled) and all(sum(len(ix) for _, ix in b) == 16 for b in pooled)
+    count = lambda plan, t: sum(len(ix) for b in plan for tt, ix in b if tt == t)  # noqa: E731
+    assert {t: count(pooled, t) for t in sizes} == {t: count(fixed, t) for t in sizes} == {"a": 600, "b": 200}
+    mix = [dict((t, len(ix)) for t, ix in b).get("b", 0) for b in pooled]
+    assert len(set(mix)) >= 4 and len({dict((t, len(ix)) for t, ix in b)["b"] for b in fixed}) == 1

@@ -123,16 +123,14 @@ def _prepared(model_path, tasks, **train_kw):
 
 @pytest.mark.parametrize("micro", [None, 3])
 def test_summed_multitask_loss_and_gradient(tiny_roberta_nodropout, micro):
-    """_train_step on a heterogeneous batch (classification + regression rows in one encoder pass)
+    """train_step on a heterogeneous batch (classification + regression rows in one encoder pass)
     equals the sum of each task's mean loss computed separately, in loss and in the SGD update."""
     spec, tok, tasks = _prepared(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), micro_batch_size=micro)
     model = model_mod.load_model(spec.model, [tasks[t].task for t in tasks])
     reference = copy.deepcopy(model)
     plan = [("gen_nli", np.array([0, 5, 9, 11, 40])), ("gen_sim", np.array([3, 4, 17]))]
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    loss = train._train_step(model, tasks, plan, tok.pad_token_id, torch.device("cpu"), None, spec.train, opt, sched,
-                             None)
+    loss = train.train_step(model, tasks, plan, tok.pad_token_id, torch.device("cpu"), None, spec.train, opt, None)
 
     total = 0.0
     for t, ix in plan:
@@ -155,8 +153,7 @@ def test_max_grad_norm_scales_the_update_to_that_norm(tiny_roberta_nodropout):
     reference = copy.deepcopy(model)
     plan = [("gen_nli", np.array([0, 5, 9, 11, 40]))]
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    train._train_step(model, tasks, plan, tok.pad_token_id, torch.device("cpu"), None, spec.train, opt, sched, None)
+    train.train_step(model, tasks, plan, tok.pad_token_id, torch.device("cpu"), None, spec.train, opt, None)
 
     batch = data_mod.collate(tasks["gen_nli"].train, plan[0][1], tok.pad_token_id)
     labels = batch.pop("labels")
@@ -279,19 +276,38 @@ def test_load_encoder_from_direct(stage_one, tiny_roberta):
     assert all(torch.equal(v, fresh_head[k]) for k, v in model.task_heads.state_dict().items())
 
 
-def test_dynamic_sampler_updates_probabilities(tiny_roberta, tmp_path):
-    """gap sampling: epoch 1 uses size-proportional p; epoch 2 uses the gaps to the reference scores
-    measured by the evaluation at the end of epoch 1."""
+def test_dynamic_sampler_updates_probabilities_and_epoch_lengths(tiny_roberta, tmp_path):
+    """gap sampling, worked by hand: epoch 1 uses size-proportional p (96 and 64 -> 0.6, 0.4); each
+    later epoch p_i = max(0, ref_i - cur_i) / sum, with cur the *selection* half's scores at the end
+    of the epoch before (split_dev: the reporting half must not steer training). Each epoch's length
+    follows its own p (shortest: min_i floor(|D_i| / n_i)), and the learning rate, defined on
+    progress through the run, reaches exactly 0 on the last step."""
     ref = {"gen_nli": 90.0, "gen_para": 95.0}
-    record = run(make_spec(tiny_roberta, ("gen_nli", "gen_para"), sampler="gap", epochs=2), tmp_path,
-                 reference_scores=ref)
-    size_p = sampling.task_probabilities("size", {"gen_nli": 96, "gen_para": 64})
-    assert record["history"][0]["sampler_probs"] == pytest.approx(size_p)
-    end_of_epoch_1 = record["history"][1]
-    assert end_of_epoch_1["epoch"] == 1.0
-    expected = sampling.task_probabilities("gap", {"gen_nli": 96, "gen_para": 64}, reference=ref,
-                                           current=end_of_epoch_1["scores"])
-    assert record["history"][2]["sampler_probs"] == pytest.approx(expected)
+    record = run(make_spec(tiny_roberta, ("gen_nli", "gen_para"), sampler="gap", epochs=3, lr=1e-3, dev=64,
+                           selection="split_dev"), tmp_path, reference_scores=ref)
+    epochs, history = record["epochs"], record["history"]
+    assert epochs[0]["probs"] == pytest.approx({"gen_nli": 0.6, "gen_para": 0.4})
+    assert epochs[0]["batches"] == 9 and epochs[0]["examples"] == {"gen_nli": 90, "gen_para": 54}  # slots 10/6: 96//10, 64//6
+    for e in (1, 2):
+        cur = history[2 * e - 1]["selection_scores"]  # the evaluation that ended epoch e
+        gap = {t: max(0.0, (ref[t] - cur[t]) / 100) for t in ref}
+        p = {t: g / sum(gap.values()) for t, g in gap.items()} if sum(gap.values()) else {t: 0.5 for t in ref}
+        assert epochs[e]["probs"] == pytest.approx(p, abs=1e-9)
+        raw = {t: 16 * p[t] for t in p}  # slots by largest remainder, each at least 1
+        slots = {t: max(1, math.floor(r)) for t, r in raw.items()}
+        if sum(slots.values()) < 16:
+            slots[max(raw, key=lambda t: raw[t] - math.floor(raw[t]))] += 16 - sum(slots.values())
+        if sum(slots.values()) > 16:
+            slots[max(slots, key=slots.get)] -= sum(slots.values()) - 16
+        n = min(96 // slots["gen_nli"], 64 // slots["gen_para"])
+        assert epochs[e]["batches"] == n and epochs[e]["examples"] == {t: n * k for t, k in slots.items()}
+    assert history[2]["sampler_probs"] == pytest.approx(epochs[1]["probs"])
+    assert history[1]["scores"] != history[1]["selection_scores"]  # the halves differ, so the test can tell
+    assert record["total_steps"] == sum(e["batches"] for e in epochs)
+    assert len(history) == 6 and [h["epoch"] for h in history][1::2] == [1.0, 2.0, 3.0]
+    for h in history:  # linear decay on progress: lr after the step at progress p is lr0 (1 - p / 3)
+        assert h["lr"] == pytest.approx(1e-3 * (1 - h["epoch"] / 3), abs=1e-7)  # epoch is rounded to 1e-4
+    assert history[-1]["lr"] == 0.0
     assert record["reference_scores"] == ref
 
 
@@ -299,8 +315,8 @@ def test_dynamic_sampler_without_reference_fails_before_training(tiny_roberta, t
     """The default sampler 'gap' needs reference scores: without them the run stops before its first
     step (it used to train a whole epoch, then fail computing epoch 2's p)."""
     steps = []
-    real = train._train_step
-    monkeypatch.setattr(train, "_train_step", lambda *a, **k: (steps.append(1), real(*a, **k))[1])
+    real = train.train_step
+    monkeypatch.setattr(train, "train_step", lambda *a, **k: (steps.append(1), real(*a, **k))[1])
     with pytest.raises(train.TrainingError, match="reference scores") as e:
         run(make_spec(tiny_roberta, ("gen_nli", "gen_para"), sampler="gap", epochs=2), tmp_path,
             reference_scores={"gen_nli": 70.0})
