@@ -173,3 +173,13 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
     assert r.returncode != 0 and "unknown task 'nope'" in r.stderr and r.stderr.count("\n") == 1
     r = run("run", "demo", "--set", "executor=cloud")
     assert r.returncode != 0 and "executor" in r.stderr
+
+
+def test_a_closed_pipe_is_not_an_error():
+    """`mtlstudy plan paper | head -1`: the reader goes away after one line; no error, exit 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "mtlstudy.cli", "plan", "paper"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and first.startswith(b"run id") and err == "", err
