@@ -15,14 +15,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .errors import UserError
 from .sampling import DYNAMIC
+from .tasks import GENERATED_TASKS, GLUE_TASKS
+
+
+class StudyNotFound(UserError, FileNotFoundError):
+    """No finished study (results.csv) where one was asked for."""
+
 
 ALPHA = 0.1  # the paper's significance level (two-sided)
 PAIR_METHODS = ("mtl", "stilts")
 
-# GLUE train sizes (docs/protocol.md); the registry in mtlstudy.tasks is used when importable.
-GLUE_SIZES = {"mnli": 392702, "qqp": 363846, "qnli": 104743, "sst2": 67349, "cola": 8551,
-              "stsb": 5749, "mrpc": 3668, "rte": 2490, "wnli": 635}
+# Train sizes of the registered tasks (GLUE's official sizes and the generated suite's defaults).
+REGISTERED_SIZES = {n: t.train_size for reg in (GLUE_TASKS, GENERATED_TASKS) for n, t in reg.items() if t.train_size}
 
 # The paper's published means over the 9 targets (Tables 1 and 2), by our row labels.
 PAPER_VALUES = {"MTL-All (size)": 73.3, "MTL-All (uniform)": 63.2, "MTL-All (dynamic)": 67.2,
@@ -37,7 +43,7 @@ def load_results(study_dir: Path) -> pd.DataFrame:
     """Read <study_dir>/results.csv with empty strings (not NaN) in the text columns."""
     path = Path(study_dir) / "results.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"no results.csv in {study_dir}")
+        raise StudyNotFound(f"no results.csv in {study_dir}")
     df = pd.read_csv(path, dtype={"run_id": str, "target": str, "support": str, "sampler": str,
                                   "method": str, "model": str, "study": str})
     for col in ("support", "sampler", "model", "study"):
@@ -108,7 +114,7 @@ def task_order(sizes: dict[str, int], tasks=None) -> list[str]:
     names = sizes if tasks is None else [t for t in tasks if t in sizes]
     missing = [] if tasks is None else [t for t in tasks if t not in sizes]
     if missing:
-        raise ValueError(f"no train size for task(s) {', '.join(map(str, missing))}")
+        raise UserError(f"no train size for task(s) {', '.join(map(str, missing))}")
     return sorted(names, key=lambda t: (-sizes[t], t))
 
 
@@ -161,7 +167,7 @@ def cell_table(df: pd.DataFrame, sizes: dict[str, int] | None = None, alpha: flo
     if sampler is not None:
         mtl = mtl[mtl["sampler"] == sampler]
     elif len(samplers) > 1:
-        raise ValueError(f"pairwise MTL rows use several samplers ({', '.join(samplers)}): pass sampler=")
+        raise UserError(f"pairwise MTL rows use several samplers ({', '.join(samplers)}): pass sampler=")
     rows = pd.concat([mtl, rows[rows["method"] == "stilts"]])
     sizes = task_sizes(df) if sizes is None else sizes
     rank = {t: i for i, t in enumerate(task_order(sizes, set(rows["target"]) | set(rows["support"])))}
@@ -455,14 +461,8 @@ def _norm(name: str) -> str:
 
 
 def known_task_sizes(study_dirs=()) -> dict[str, int]:
-    """Train sizes by task name: GLUE, the task registry when importable, then the studies."""
-    sizes = dict(GLUE_SIZES)
-    try:  # the registry of mtlstudy.tasks (GLUE + generated suite); optional
-        from mtlstudy import tasks as registry
-        for reg in (registry.GLUE_TASKS, registry.GENERATED_TASKS):
-            sizes.update({n: t.train_size for n, t in reg.items() if t.train_size})
-    except Exception:
-        pass
+    """Train sizes by task name: the task registry (GLUE, the generated suite), then the studies."""
+    sizes = dict(REGISTERED_SIZES)
     for d in study_dirs:  # tasks only the studies know (a known task keeps its official size)
         for task, size in task_sizes(load_results(d), d).items():
             sizes.setdefault(task, size)
@@ -477,12 +477,12 @@ def _resolve(what: str, value, sizes: dict[str, int]) -> tuple[str | None, float
         except ValueError:
             found = {_norm(n): n for n in sizes}.get(_norm(value))
             if found is None:
-                raise ValueError(f"unknown {what} task '{value}'; known: {', '.join(sorted(sizes))}") from None
+                raise UserError(f"unknown {what} task '{value}'; known: {', '.join(sorted(sizes))}") from None
             return found, float(sizes[found])
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a task name or a train size, got {value!r}")
+        raise UserError(f"{what} must be a task name or a train size, got {value!r}")
     if value <= 0:
-        raise ValueError(f"{what} size must be positive, got {value:g}")
+        raise UserError(f"{what} size must be positive, got {value:g}")
     return None, float(value)
 
 

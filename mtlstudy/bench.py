@@ -47,6 +47,7 @@ import torch
 from . import data as data_mod
 from . import sampling, train as train_mod
 from .model import OFFLINE_MINILM, load_model, load_tokenizer, resolve_model
+from .errors import UserError
 from .spec import TrainSettings
 from .tasks import get_task
 
@@ -272,7 +273,7 @@ def run(tasks, glue_dir, examples=256, batch_size=16, repeats=3, threads=None, l
                for bt in bts for pad in (True, False)}
     for bt in bts:
         if bt.task.num_outputs != 2:
-            raise ValueError(f"bench: task {bt.name} is not a 2-way classification task (use e.g. rte, sst2, mrpc)")
+            raise UserError(f"bench: task {bt.name} is not a 2-way classification task (use e.g. rte, sst2, mrpc)")
 
     def hf(bt, best):
         tr, dv = hf_data[(bt.name, not best)]
@@ -425,7 +426,7 @@ def _env_prefix() -> str:
 def main(args) -> int:
     glue = Path(args.glue_dir)
     if not glue.is_dir():
-        raise ValueError(f"{glue}: GLUE folder not found (--glue-dir)")
+        raise UserError(f"{glue}: GLUE folder not found (--glue-dir)")
     res = run(args.tasks, glue, args.examples, args.batch_size, args.repeats, getattr(args, "threads", None))
     command = _env_prefix() + "mtlstudy bench " + " ".join(
         [f"--tasks {' '.join(args.tasks)}", f"--glue-dir {args.glue_dir}", f"--examples {args.examples}",

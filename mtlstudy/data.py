@@ -18,12 +18,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from . import generated
+from .errors import UserError
 from .tasks import Task
 
 csv.field_size_limit(sys.maxsize)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad or missing data; the message names the file, line or field."""
 
 
@@ -151,21 +152,32 @@ def load_examples(task: Task, split: str, source: DataSource) -> Examples:
 
 # ---- subsampling -------------------------------------------------------------------------
 
-def subsample_indices(n: int, seed: int, count: int | None = None, fraction: float | None = None) -> np.ndarray:
-    """Seeded random subset of range(n), by count or fraction. The subsets for one seed are
-    nested: a smaller one is a prefix of the same permutation, so it lies inside a larger one."""
+def subsample_size(n: int, count: int | None = None, fraction: float | None = None) -> int:
+    """Examples kept of n: `count` caps the set (a cap above n keeps all), then `fraction` of what
+    is left (the ablation's target fraction of a capped task). The planner and the loader both
+    ask this function."""
+    if count is not None:
+        if count <= 0:
+            raise ValueError(f"subsample of {n} examples is empty (count {count})")
+        n = min(n, count)
     if fraction is not None:
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        count = round(fraction * n)
-    if count is None:
+        n = round(fraction * n)
+        if n <= 0:
+            raise ValueError(f"subsample at fraction {fraction} is empty")
+    return n
+
+
+def subsample_indices(n: int, seed: int, count: int | None = None, fraction: float | None = None) -> np.ndarray:
+    """Seeded random subset of range(n) of subsample_size(n, count, fraction) examples. The subsets
+    for one seed are nested: a smaller one is a prefix of the same permutation, so it lies inside a
+    larger one."""
+    size = subsample_size(n, count, fraction)
+    if size == n:
         return np.arange(n)
-    if count <= 0:
-        raise ValueError(f"subsample of {n} examples is empty (count {count})")
-    if count > n:
-        raise ValueError(f"cannot take {count} examples from a set of {n}")
     order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[:count])
+    return np.sort(order[:size])
 
 
 # ---- tokenization cache ------------------------------------------------------------------

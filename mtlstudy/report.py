@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from mtlstudy import analysis, plots
+from mtlstudy.errors import UserError
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 PYTHON_NAMES = {"python", f"python{sys.version_info[0]}", "python%d.%d" % sys.version_info[:2], sys.executable}
@@ -30,10 +31,10 @@ def check_kernel(kernel_name: str) -> None:
     try:
         spec = KernelSpecManager().get_kernel_spec(kernel_name)
     except NoSuchKernel:
-        raise RuntimeError(f"no Jupyter kernel '{kernel_name}': run `python -m ipykernel install "
+        raise UserError(f"no Jupyter kernel '{kernel_name}': run `python -m ipykernel install "
                            f"--sys-prefix` in this environment or pass kernel_name=") from None
     if spec.argv and spec.argv[0] not in PYTHON_NAMES:
-        raise RuntimeError(f"kernel '{kernel_name}' runs {spec.argv[0]}, not {sys.executable}: "
+        raise UserError(f"kernel '{kernel_name}' runs {spec.argv[0]}, not {sys.executable}: "
                            f"pass the kernel_name of a kernelspec in {sys.prefix}")
 
 
@@ -178,7 +179,7 @@ def build_report(study_dir: Path, compare_to: Path | None = None, kernel_name: s
         jobs.append(("analysis_bert", dict(base, compare_to=str(Path(compare_to).resolve()),
                                            alpha=alpha, equal_var=equal_var)))
     if not jobs:
-        raise ValueError(f"nothing to analyse in {study_dir}: no mtl, stilts or mtl_all rows in results.csv")
+        raise UserError(f"nothing to analyse in {study_dir}: no mtl, stilts or mtl_all rows in results.csv")
     pages = [run_notebook(name, out_dir, params, kernel_name, exclude_input)[1] for name, params in jobs]
     summary, matrix = "", ""
     if len(analysis.pairwise_rows(df)):

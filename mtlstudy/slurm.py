@@ -1,4 +1,4 @@
-"""Run training runs on Slurm through submitit, wave after wave.
+"""The Slurm executor: a study's runs through submitit, wave after wave.
 
 Each wave is one job array (``executor.map_array``); wave k carries an ``afterany``
 dependency on every job of wave k-1, so wave k starts only once wave k-1 has left the
@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from .errors import UserError
 
 if TYPE_CHECKING:  # submitit is only imported when jobs are submitted
     import submitit
@@ -40,6 +43,17 @@ class SlurmSettings(BaseModel):
     # extra sbatch options, e.g. {"account": "nlp", "qos": "high", "exclusive": ""};
     # an empty value gives a bare flag (--exclusive)
     additional: dict[str, str] = {}
+
+
+class SlurmUnavailable(UserError):
+    """The Slurm executor was asked for on a machine where Slurm does not answer."""
+
+
+def check_available() -> None:
+    """Raise SlurmUnavailable, naming the reason, unless Slurm answers here."""
+    reason = slurm_unavailable_reason()
+    if reason:
+        raise SlurmUnavailable(f"executor slurm: {reason}")
 
 
 def slurm_unavailable_reason() -> str | None:
@@ -225,3 +239,46 @@ def wait_all(
             left = total - max(last_done, 0)
             raise TimeoutError(f"{left} of {total} Slurm jobs still queued after {timeout_s} s")
         time.sleep(poll_s)
+
+
+# ---- the Slurm executor -------------------------------------------------------------------
+
+def _waves(runs: dict) -> list[list[str]]:
+    depth = {}
+
+    def d(r):
+        if r not in depth:
+            depth[r] = 1 + max((d(x) for x in runs[r]["deps"]), default=-1)
+        return depth[r]
+
+    for r in runs:
+        d(r)
+    return [[r for r in runs if depth[r] == k] for k in range(max(depth.values(), default=-1) + 1)]
+
+
+def run_slurm(study_dir: Path, profile, notebooks: bool = True, progress: bool = True) -> dict:
+    """Submit the pending runs as job arrays, one per dependency wave (afterany: each run checks
+    its own dependencies and is blocked, not lost, when one failed); wait; report."""
+    from .local import show_progress
+    from .results import read_runs, run_status, study_counts
+    from .runner import cleanup_checkpoints, run_one
+
+    check_available()
+    study_dir = Path(study_dir).resolve()
+    runs = read_runs(study_dir)
+    waves = [[(str(study_dir), r, notebooks) for r in w if run_status(study_dir, r) != "done"] for w in _waves(runs)]
+    waves = [w for w in waves if w]
+    if waves:
+        jobs = submit_waves(run_one, waves, study_dir / "slurm", profile.slurm, job_name=f"mtl-{profile.name}")
+        bar = tqdm(total=sum(len(w) for w in waves), desc=f"slurm {profile.name}", disable=not progress, unit="run")
+        t0 = time.time()
+
+        def show(done, total):
+            counts = study_counts(study_dir)
+            show_progress(bar, done, done, total - done - counts["blocked"], time.time() - t0,
+                          failed=counts["failed"], blocked=counts["blocked"])
+
+        wait_all(jobs, progress=show)
+        bar.close()
+    cleanup_checkpoints(study_dir)
+    return study_counts(study_dir)

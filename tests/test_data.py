@@ -235,10 +235,19 @@ def test_subsample_sizes_seeds_nesting():
 
 
 @pytest.mark.parametrize("kw", [dict(fraction=0.0), dict(fraction=1.5), dict(fraction=-0.2), dict(count=0),
-                                dict(fraction=0.0004), dict(count=1001)])
+                                dict(fraction=0.0004)])
 def test_subsample_bad_requests(kw):
     with pytest.raises(ValueError):
         data.subsample_indices(1000, 0, **kw)
+
+
+def test_count_caps_then_fraction_one_rule_for_planner_and_loader():
+    """A capped ablation target at a fraction: the cap first, then the fraction of the capped set
+    (before, the loader ignored the cap when a fraction was given and trained on more than planned)."""
+    assert data.subsample_size(1000, count=200, fraction=0.5) == 100
+    assert len(data.subsample_indices(1000, 0, count=200, fraction=0.5)) == 100
+    assert set(data.subsample_indices(1000, 0, count=200, fraction=0.5)) <= set(data.subsample_indices(1000, 0, count=200))
+    assert len(data.subsample_indices(1000, 0, count=1001)) == 1000  # a cap above the size keeps everything
 
 
 # ---- tokenization cache and collation --------------------------------------------------------

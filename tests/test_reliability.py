@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from mtlstudy import execute, store, study
+from mtlstudy import claims, local, results, runner, store, study
 from mtlstudy import train as train_mod
 from mtlstudy.cli import main as mtlstudy_main
 from mtlstudy.spec import RunSpec
@@ -85,14 +85,14 @@ def test_killed_mtl_run_with_dynamic_sampler_resumes_to_the_same_result(tmp_path
     reference scores): killed after epoch 1 through `mtlstudy run-one`, run again."""
     st = study.open_study(rel_profile(tmp_path, tiny_roberta, methods=["single", "mtl"],
                                       **{"train.epochs": 4, "data.generated_sizes": {"gen_para": 320, "gen_sent": 192}}))
-    d = execute.write_study(st.profile, st.plan, st.user)
-    [mtl] = [r for r in st.plan if r.kind == "mtl"]
-    for r in st.plan:
+    d = results.write_study(st.profile, st.runs, st.user)
+    [mtl] = [r for r in st.runs if r.kind == "mtl"]
+    for r in st.runs:
         if r.kind == "single":
-            assert execute.run_one(d, r.run_id, notebooks=False) == "done"
+            assert runner.run_one(d, r.run_id, notebooks=False) == "done"
     ref_dir = tmp_path / "copy" / d.name
     shutil.copytree(d, ref_dir)
-    reference = execute.train_and_record(ref_dir, mtl.run_id)
+    reference = runner.train_and_record(ref_dir, mtl.run_id)
     capsys.readouterr()
     probs = [tuple(h["sampler_probs"].values()) for h in reference["history"]]
     assert len(set(probs)) >= 3  # the sampler really moved, epoch after epoch
@@ -103,7 +103,7 @@ def test_killed_mtl_run_with_dynamic_sampler_resumes_to_the_same_result(tmp_path
     folder, step = kill_at_random_step(proc, run_dir, per_epoch + 1, total, random.Random())
     assert (run_dir / "claim.json").exists()  # left behind by the killed process: stale
 
-    assert execute.run_one(d, mtl.run_id, notebooks=False) == "done"  # run again, in this process
+    assert runner.run_one(d, mtl.run_id, notebooks=False) == "done"  # run again, in this process
     assert f"resuming from {folder} at step {step}" in capsys.readouterr().out
     record = store.read_result(d, mtl.run_id)
     assert record["status"] == "done"
@@ -241,9 +241,9 @@ def test_two_launches_at_once_train_every_run_once(finished_study):
     assert codes == [0, 0], logs
     assert all(re.search(r"4/4 \[.*failed=0, blocked=0, (held_elsewhere=\d+, )?left=\d+min\]", log) for log in logs), logs
     records = read_records(st.dir)
-    assert set(records) == {r.run_id for r in st.plan}
+    assert set(records) == {r.run_id for r in st.runs}
     assert all(r["status"] == "done" for r in records.values())
-    for r in st.plan:
+    for r in st.runs:
         run_dir = store.run_dir(st.dir, r.run_id)
         assert starts_in_log(run_dir) == (1, 0), (run_dir / "log.txt").read_text()[-3000:]
         assert not (run_dir / "claim.json").exists()
@@ -258,7 +258,7 @@ def test_run_process_killed_by_sigkill_is_recorded_failed_then_retried_from_its_
     prof = rel_profile(tmp_path, tiny_roberta, name="oom", tasks=["gen_sent"], methods=["single"],
                        **{"train.epochs": 6, "data.generated_sizes": {"gen_sent": 640}})
     st = study.open_study(prof)
-    [run] = st.plan
+    [run] = st.runs
     run_dir = store.run_dir(st.dir, run.run_id)
     launcher = start_cli("run", prof, log=tmp_path / "first.log")
     try:
@@ -283,7 +283,7 @@ def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, fin
     prof = rel_profile(tmp_path, tiny_roberta, name="killed")
     st = study.open_study(prof)
     d = st.dir
-    plan = {r.run_id: r for r in st.plan}
+    plan = {r.run_id: r for r in st.runs}
 
     def mid_training():  # a run done, another with a checkpoint before its last epoch's end
         runs = d / "runs"
@@ -296,7 +296,7 @@ def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, fin
     wait_for(mid_training, 300, "one run done and another with a checkpoint, unfinished", poll=0.02, proc=proc)
     kill_group(proc)
     # the workers die with the launcher (one process group): every claim left is a dead process's
-    wait_for(lambda: all(execute._claim_is_stale(c) for c in (d / "runs").glob("*/claim.json")), 30,
+    wait_for(lambda: all(claims._claim_is_stale(c) for c in (d / "runs").glob("*/claim.json")), 30,
              "the workers' claims to be stale")
     before = mtimes(d)
     interrupted = [rid for rid in plan if resume_point(store.run_dir(d, rid)) is not None
@@ -349,7 +349,7 @@ def test_slurm_cancelled_and_requeued_run_resumes_and_completes(tmp_path, tiny_r
                        executor="slurm", slurm=slurm_cluster.model_dump(),
                        **{"data.generated_sizes": {"gen_sent": 640}, "train.epochs": 5})
     st = study.open_study(prof)
-    [run] = st.plan
+    [run] = st.runs
     reference = train_mod.train(run.spec, tmp_path / "reference", progress=False, log=lambda m: None)
     run_dir = store.run_dir(st.dir, run.run_id)
 
@@ -381,7 +381,7 @@ def test_slurm_cancelled_and_requeued_run_resumes_and_completes(tmp_path, tiny_r
         subprocess.run(["scancel", jid], check=True)
         kill_run_process()
         first.wait(timeout=120)
-        assert execute.run_status(st.dir, run.run_id) == "pending"
+        assert results.run_status(st.dir, run.run_id) == "pending"
         assert first.returncode == 3 and "ended without a record" in (tmp_path / "first.log").read_text()
         cancelled_at = checkpoint_step(run_dir)
         assert 0 < cancelled_at < reference["total_steps"]
@@ -416,8 +416,8 @@ def test_slurm_cancelled_and_requeued_run_resumes_and_completes(tmp_path, tiny_r
 def _in_process_workers(monkeypatch):
     """run_local's workers as in-process calls (one at a time), so that faults can be injected."""
     def run(study_dir, run_id, notebooks, gpu, threads):
-        return 0 if execute.run_one(study_dir, run_id, notebooks=False) == "done" else 1
-    monkeypatch.setattr(execute, "_subprocess_run", run)
+        return 0 if runner.run_one(study_dir, run_id, notebooks=False) == "done" else 1
+    monkeypatch.setattr(local, "_subprocess_run", run)
 
 
 def test_failures_are_recorded_dependents_blocked_and_retried(tmp_path, tiny_roberta, monkeypatch):
@@ -425,7 +425,7 @@ def test_failures_are_recorded_dependents_blocked_and_retried(tmp_path, tiny_rob
     both recorded failed with their reason; the runs that need single-gen_para are blocked; the
     independent single-gen_sent completes; --retry-failed reruns only the failed and blocked runs."""
     st = study.open_study(rel_profile(tmp_path, tiny_roberta, workers=1, methods=["single", "stilts", "mtl"]))
-    by_kind = {(r.kind, tuple(r.spec.tasks)): r.run_id for r in st.plan}
+    by_kind = {(r.kind, tuple(r.spec.tasks)): r.run_id for r in st.runs}
     nan_run, oom_run = by_kind[("single", ("gen_para",))], by_kind[("stilts", ("gen_sent", "gen_para"))]
     current, steps, faults = {}, {}, {"on": True}
     real_train, real_step = train_mod.train, train_mod.train_step
@@ -447,7 +447,7 @@ def test_failures_are_recorded_dependents_blocked_and_retried(tmp_path, tiny_rob
     _in_process_workers(monkeypatch)
     monkeypatch.setattr(train_mod, "train", traced_train)
     monkeypatch.setattr(train_mod, "train_step", faulty_step)
-    counts = study.run(st, progress=False)
+    counts = study.run(st, progress=False).counts
     assert counts == {"done": 1, "failed": 2, "blocked": 2, "pending": 0}
     errors = dict(study.failures(st.dir))
     assert errors[nan_run].startswith("TrainingError: non-finite loss (nan) at step 3,")
@@ -458,21 +458,21 @@ def test_failures_are_recorded_dependents_blocked_and_retried(tmp_path, tiny_rob
 
     faults["on"] = False
     steps.clear()
-    counts = study.run(st, progress=False)  # without --retry-failed: failed stays failed, nothing runs
+    counts = study.run(st, progress=False).counts  # without --retry-failed: failed stays failed, nothing runs
     assert counts["failed"] == 2 and not steps
-    counts = study.run(st, retry_failed=True, progress=False)
+    counts = study.run(st, retry_failed=True, progress=False).counts
     assert counts == {"done": 5, "failed": 0, "blocked": 0, "pending": 0}
     assert mtimes(st.dir)[independent] == done_before[independent]
-    assert set(steps) == {r.run_id for r in st.plan} - {independent}
+    assert set(steps) == {r.run_id for r in st.runs} - {independent}
 
 
 def test_failure_reasons_are_one_line_and_name_the_cause():
-    assert execute._failure_reason(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB\nmore")) \
+    assert runner.failure_reason(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB\nmore")) \
         == "out of memory: CUDA out of memory. Tried to allocate 2 GiB"
-    assert execute._failure_reason(MemoryError()).startswith("out of memory")
-    assert execute._failure_reason(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+    assert runner.failure_reason(MemoryError()).startswith("out of memory")
+    assert runner.failure_reason(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
                                                 "allocate 123 bytes")).startswith("out of memory")
-    assert execute._failure_reason(ValueError("a\nb")) == "ValueError: a"
+    assert runner.failure_reason(ValueError("a\nb")) == "ValueError: a"
 
 
 def test_a_killed_notebook_kernel_is_named_as_such(tmp_path):
@@ -487,33 +487,7 @@ def test_a_killed_notebook_kernel_is_named_as_such(tmp_path):
     with pytest.raises(Exception) as caught:
         papermill.execute_notebook(str(tmp_path / "die.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
                                    progress_bar=False)
-    assert execute._failure_reason(caught.value) == "the run notebook's kernel died (Kernel died): killed, out of memory?"
-
-
-def test_non_finite_loss_stops_the_run_at_that_step(tmp_path, tiny_roberta, monkeypatch):
-    calls = {"n": 0}
-    real = train_mod.train_step
-
-    def step(*a, **kw):
-        calls["n"] += 1
-        loss = real(*a, **kw)
-        return float("inf") if calls["n"] == 7 else loss
-
-    monkeypatch.setattr(train_mod, "train_step", step)
-    with pytest.raises(train_mod.TrainingError, match=r"non-finite loss \(inf\) at step 7, epoch 1, batch 7"):
-        train_mod.train(RunSpec.model_validate(single_spec(tiny_roberta, size=96, epochs=1)), tmp_path,
-                        progress=False, log=lambda m: None)
-    assert calls["n"] == 7
-
-
-def test_dynamic_sampler_without_reference_scores_fails_before_training(tmp_path, tiny_roberta):
-    spec = RunSpec.model_validate({**single_spec(tiny_roberta, size=96, epochs=1), "method": "mtl",
-                                   "tasks": ["gen_sent", "gen_para"],
-                                   "data": {"generated_sizes": {"gen_sent": 48, "gen_para": 48}}})
-    assert spec.train.sampler == "gap"
-    with pytest.raises(train_mod.TrainingError, match="reference scores"):
-        train_mod.train(spec, tmp_path, progress=False, log=lambda m: None)
-    assert not (tmp_path / "resume").exists()
+    assert runner.failure_reason(caught.value) == "the run notebook's kernel died (Kernel died): killed, out of memory?"
 
 
 # ---- 5. two launches at once: claims ------------------------------------------------------------
@@ -522,8 +496,8 @@ def test_dynamic_sampler_without_reference_scores_fails_before_training(tmp_path
 def one_run_study(tmp_path, tiny_roberta):
     st = study.open_study(rel_profile(tmp_path, tiny_roberta, tasks=["gen_sent"], methods=["single"],
                                       **{"train.epochs": 1}))
-    execute.write_study(st.profile, st.plan, st.user)
-    return st.dir, st.plan[0].run_id
+    results.write_study(st.profile, st.runs, st.user)
+    return st.dir, st.runs[0].run_id
 
 
 def _write_claim(study_dir, run_id, **fields):
@@ -538,8 +512,8 @@ def test_stale_claim_of_a_dead_process_is_taken_over(one_run_study):
 
     d, rid = one_run_study
     _write_claim(d, rid, host=socket.gethostname(), pid=dead_pid(), time=time.time(), slurm_job=None)
-    assert not execute.is_claimed(d, rid)
-    assert execute.run_one(d, rid, notebooks=False) == "done"
+    assert not claims.is_claimed(d, rid)
+    assert runner.run_one(d, rid, notebooks=False) == "done"
     assert not (store.run_dir(d, rid) / "claim.json").exists()
 
 
@@ -552,15 +526,15 @@ def test_claim_of_a_live_process_is_respected_and_waited_for(one_run_study, caps
     launch = {}
     try:
         _write_claim(d, rid, host=socket.gethostname(), pid=sleeper.pid, time=time.time(), slurm_job=None)
-        assert execute.is_claimed(d, rid)
-        assert execute.run_one(d, rid, notebooks=False) == "claimed"
-        assert execute.run_status(d, rid) == "pending"
+        assert claims.is_claimed(d, rid)
+        assert runner.run_one(d, rid, notebooks=False) == "claimed"
+        assert results.run_status(d, rid) == "pending"
         # a second `mtlstudy run` leaves it alone while its holder lives, and takes it over once it dies
         profile = str(d.parent.parent / "rel.yaml")
         second = threading.Thread(target=lambda: launch.update(rc=mtlstudy_main(["run", profile])), daemon=True)
         second.start()
-        time.sleep(3 * execute.HELD_POLL_S)
-        assert second.is_alive() and execute.run_status(d, rid) == "pending"
+        time.sleep(3 * local.HELD_POLL_S)
+        assert second.is_alive() and results.run_status(d, rid) == "pending"
         capsys.readouterr()
         assert mtlstudy_main(["status", profile]) == 0
         assert f"training {rid}: pid {sleeper.pid} on {socket.gethostname()}, for 0 min" in capsys.readouterr().out
@@ -569,7 +543,7 @@ def test_claim_of_a_live_process_is_respected_and_waited_for(one_run_study, caps
         sleeper.wait()
     second.join(timeout=240)
     assert launch == {"rc": 0}
-    assert execute.run_status(d, rid) == "done"
+    assert results.run_status(d, rid) == "done"
     assert starts_in_log(store.run_dir(d, rid)) == (1, 0)
 
 
@@ -578,12 +552,12 @@ def test_claim_from_another_host_outside_slurm_leaves_the_run_pending(one_run_st
     the run twice; it says why the study is not finished and exits 3."""
     d, rid = one_run_study
     _write_claim(d, rid, host="another-host", pid=1, time=time.time(), slurm_job=None)
-    assert execute.held_elsewhere(d, rid) == "unchecked"
+    assert claims.held_elsewhere(d, rid) == "unchecked"
     assert mtlstudy_main(["run", str(d.parent.parent / "rel.yaml")]) == 3
     out = capsys.readouterr().out
     assert "1 runs not finished: 1 held by another launcher on another host outside Slurm" in out, out
-    assert execute.run_status(d, rid) == "pending"
-    assert execute.runs_in_flight(d) == [(rid, "pid 1 on another-host, for 0 min (another host outside Slurm: "
+    assert results.run_status(d, rid) == "pending"
+    assert claims.runs_in_flight(d) == [(rid, "pid 1 on another-host, for 0 min (another host outside Slurm: "
                                                "unchecked)")]
 
 
@@ -598,14 +572,14 @@ def test_run_process_killed_without_a_record_is_not_restarted_in_a_loop(one_run_
         starts.append(run_id)
         return -signum
 
-    monkeypatch.setattr(execute, "_subprocess_run", killed_worker)
-    counts = execute.run_local(d, workers=1, notebooks=False, progress=False)
+    monkeypatch.setattr(local, "_subprocess_run", killed_worker)
+    counts = local.run_local(d, workers=1, notebooks=False, progress=False)
     assert starts == [rid]
     if signum == signal.SIGKILL:
         assert counts["failed"] == 1
         assert dict(study.failures(d))[rid] == "killed by SIGKILL without a record (out of memory?)"
     else:
-        assert counts["pending"] == 1 and execute.run_status(d, rid) == "pending"
+        assert counts["pending"] == 1 and results.run_status(d, rid) == "pending"
 
 
 def test_claim_of_a_zombie_or_of_a_reused_pid_is_stale(one_run_study):
@@ -615,19 +589,19 @@ def test_claim_of_a_zombie_or_of_a_reused_pid_is_stale(one_run_study):
 
     d, rid = one_run_study
     zombie = subprocess.Popen(["true"])  # exits; not waited for, so it stays a zombie
-    wait_for(lambda: (execute._proc_stat(zombie.pid) or ["Z"])[0] == "Z", 10, "the zombie")
+    wait_for(lambda: (claims._proc_stat(zombie.pid) or ["Z"])[0] == "Z", 10, "the zombie")
     path = _write_claim(d, rid, host=socket.gethostname(), pid=zombie.pid, time=time.time(), slurm_job=None)
-    assert execute._claim_is_stale(path)
+    assert claims._claim_is_stale(path)
     zombie.wait()
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
-        start = execute._pid_start(sleeper.pid)
+        start = claims._pid_start(sleeper.pid)
         path = _write_claim(d, rid, host=socket.gethostname(), pid=sleeper.pid, start=start, time=time.time())
-        assert not execute._claim_is_stale(path)
+        assert not claims._claim_is_stale(path)
         path = _write_claim(d, rid, host=socket.gethostname(), pid=sleeper.pid, start=str(int(start) - 1),
                             time=time.time())
-        assert execute._claim_is_stale(path)
-        assert execute.run_one(d, rid, notebooks=False) == "done"
+        assert claims._claim_is_stale(path)
+        assert runner.run_one(d, rid, notebooks=False) == "done"
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -638,27 +612,27 @@ def test_empty_claim_left_by_a_kill_between_create_and_write_is_recovered(one_ru
     path = _write_claim(d, rid)  # O_EXCL create happened, the JSON never got written
     old = time.time() - 600
     os.utime(path, (old, old))
-    assert not execute.is_claimed(d, rid)
-    assert execute.run_one(d, rid, notebooks=False) == "done"
+    assert not claims.is_claimed(d, rid)
+    assert runner.run_one(d, rid, notebooks=False) == "done"
 
 
 def test_run_finished_by_another_launcher_just_before_the_claim_is_not_trained_again(one_run_study, monkeypatch):
     """The window between run_one's status check and its claim: another process finishes the run
     (and releases its claim) in between. The claimant must see the record and not train."""
     d, rid = one_run_study
-    finished = execute.train_and_record(d, rid)
+    finished = runner.train_and_record(d, rid)
     path = store.result_path(d, rid)
     saved = path.read_text()
     path.unlink()
-    real_claim = execute.claim
+    real_claim = runner.claim
 
     def claim_after_other_finished(study_dir, run_id):
         path.write_text(saved)
         return real_claim(study_dir, run_id)
 
-    monkeypatch.setattr(execute, "claim", claim_after_other_finished)
-    monkeypatch.setattr(execute, "train_and_record", lambda *a, **k: pytest.fail("trained a finished run"))
-    assert execute.run_one(d, rid, notebooks=False) == "done"
+    monkeypatch.setattr(runner, "claim", claim_after_other_finished)
+    monkeypatch.setattr(runner, "train_and_record", lambda *a, **k: pytest.fail("trained a finished run"))
+    assert runner.run_one(d, rid, notebooks=False) == "done"
     assert store.read_result(d, rid)["history"] == finished["history"]
     assert not (store.run_dir(d, rid) / "claim.json").exists()
 
@@ -672,14 +646,14 @@ def test_claim_from_another_node_is_stale_once_its_slurm_job_has_ended(one_run_s
         wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
                                         text=True).stdout.strip() == "RUNNING", 60, "the job to run")
         _write_claim(d, rid, host="another-node", pid=1, time=time.time(), slurm_job=job)
-        assert execute.is_claimed(d, rid)
-        assert execute.run_one(d, rid, notebooks=False) == "claimed"
+        assert claims.is_claimed(d, rid)
+        assert runner.run_one(d, rid, notebooks=False) == "claimed"
     finally:
         subprocess.run(["scancel", job])
     wait_for(lambda: not subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip(),
              60, "the job to end")
-    assert not execute.is_claimed(d, rid)
-    assert execute.run_one(d, rid, notebooks=False) == "done"
+    assert not claims.is_claimed(d, rid)
+    assert runner.run_one(d, rid, notebooks=False) == "done"
 
 
 # ---- 7. safe by construction ------------------------------------------------------------------
@@ -744,22 +718,28 @@ def test_no_code_evaluation_or_unsafe_loading_in_the_package():
     assert not bad, bad
 
 
-def test_papermill_injects_run_parameters_as_literals(tmp_path, monkeypatch):
-    """The run notebook gets study_dir and run_id as string literals, whatever characters they hold."""
-    import ast
+def test_run_notebook_gets_its_parameters_as_literals(tmp_path, monkeypatch):
+    """The run notebook, executed by the real papermill, receives study_dir and run_id exactly,
+    whatever characters they hold: a stand-in notebook writes what it received to a file, and no
+    shell or code in the folder name runs."""
+    import nbformat
 
-    import papermill
-    from papermill.translators import PythonTranslator
-
-    seen = {}
-    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, parameters, **kw: seen.update(parameters))
-    nasty = tmp_path / "a\"b'c\\d\n$(touch x); __import__('os')"
+    stand_in = tmp_path / "echo.ipynb"
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('study_dir = ""\nrun_id = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import json, pathlib\n"
+        "pathlib.Path(study_dir, 'runs', run_id, 'seen.json').write_text(json.dumps([study_dir, run_id]))")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, stand_in)
+    monkeypatch.setattr(runner, "NOTEBOOK", stand_in)
+    nasty = tmp_path / "a\"b'c\\d $(touch x); __import__('os')"
     (nasty / "runs" / "r").mkdir(parents=True)
-    execute._execute_notebook(nasty, "r")
-    assert seen == {"study_dir": str(nasty.resolve()), "run_id": "r"}
-    for value in seen.values():
-        code = PythonTranslator.translate(value)
-        assert ast.literal_eval(code) == value
+    runner._execute_notebook(nasty, "r")
+    assert json.loads((nasty / "runs" / "r" / "seen.json").read_text()) == [str(nasty.resolve()), "r"]
+    assert not (tmp_path / "x").exists() and not Path("x").exists()
+    assert (nasty / "runs" / "r" / "run.ipynb").exists()
 
 
 # ---- 8. disk ------------------------------------------------------------------------------------
@@ -780,9 +760,9 @@ def test_finished_study_keeps_no_checkpoints_and_status_reports_disk_use(finishe
 def test_leftover_resume_checkpoint_of_a_finished_run_is_removed(one_run_study):
     """Killed between writing its record and removing its resume checkpoint: the next cleanup removes it."""
     d, rid = one_run_study
-    assert execute.run_one(d, rid, notebooks=False) == "done"
+    assert runner.run_one(d, rid, notebooks=False) == "done"
     for name in ("resume", "resume.old", "resume.tmp"):
         (store.run_dir(d, rid) / name).mkdir()
         (store.run_dir(d, rid) / name / "state.pt").write_bytes(b"x" * 1000)
-    execute.cleanup_checkpoints(d)
+    runner.cleanup_checkpoints(d)
     assert sorted(p.name for p in store.run_dir(d, rid).iterdir()) == ["result.json"]

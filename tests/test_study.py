@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mtlstudy import execute, store, study
+from mtlstudy import results, runner, store, study
 from mtlstudy.plan import ProfileError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,12 +45,12 @@ def mtimes(study_dir: Path) -> dict[str, float]:
 
 def test_paper_plan_counts_and_dependencies():
     st = study.open_study(REPO / "params" / "paper.yaml")
-    kinds = pd.Series([r.kind for r in st.plan]).value_counts().to_dict()
+    kinds = pd.Series([r.kind for r in st.runs]).value_counts().to_dict()
     assert kinds == {"single": 9 * 5, "mtl": 36 * 5, "stilts": 72 * 5, "mtl_all": 3 * 5}
-    by_id = {r.run_id: r for r in st.plan}
-    assert len(by_id) == len(st.plan)  # ids are unique
-    singles = {(r.spec.tasks[0], r.spec.seed): r.run_id for r in st.plan if r.kind == "single"}
-    for r in st.plan:
+    by_id = {r.run_id: r for r in st.runs}
+    assert len(by_id) == len(st.runs)  # ids are unique
+    singles = {(r.spec.tasks[0], r.spec.seed): r.run_id for r in st.runs if r.kind == "single"}
+    for r in st.runs:
         if r.kind == "stilts":
             support, target = r.spec.tasks
             assert support != target
@@ -59,13 +59,13 @@ def test_paper_plan_counts_and_dependencies():
             assert sorted(r.deps) == sorted(singles[(t, s)] for t in r.spec.tasks for s in st.profile.seeds)
         elif r.kind == "single":
             assert r.deps == [] and r.spec.train.keep_checkpoint == "best"
-    pairs = {frozenset(r.spec.tasks) for r in st.plan if r.kind == "mtl"}
+    pairs = {frozenset(r.spec.tasks) for r in st.runs if r.kind == "mtl"}
     assert len(pairs) == 36
 
 
 def test_run_id_changes_with_results_not_with_devices():
     st = study.open_study(REPO / "params" / "paper.yaml")
-    base = st.plan[0].spec
+    base = st.runs[0].spec
     assert base.model_copy(update={"train": base.train.model_copy(update={"device": "cuda:1"})}).run_id() == base.run_id()
     assert base.model_copy(update={"train": base.train.model_copy(update={"lr": 3e-5})}).run_id() != base.run_id()
     assert base.model_copy(update={"seed": 1}).run_id() != base.run_id()
@@ -92,7 +92,7 @@ def test_overrides_and_validation(tmp_path):
 
 def test_tiny_study_runs_once_and_reruns_only_what_is_missing(tmp_path, tiny_roberta):
     st = study.open_study(tiny_profile(tmp_path, tiny_roberta))
-    counts = study.run(st, progress=False)
+    counts = study.run(st, progress=False).counts
     assert counts == {"done": 6, "failed": 0, "blocked": 0, "pending": 0}
     first = mtimes(st.dir)
     table = pd.read_csv(st.dir / "results.csv")
@@ -117,11 +117,11 @@ def test_tiny_study_runs_once_and_reruns_only_what_is_missing(tmp_path, tiny_rob
 
 def test_run_notebook_writes_the_same_record_as_the_python_call(tmp_path, tiny_roberta):
     st = study.open_study(tiny_profile(tmp_path, tiny_roberta, methods=["single"], tasks=["gen_sent"]))
-    execute.write_study(st.profile, st.plan, st.user)
-    rid = st.plan[0].run_id
-    direct = execute.train_and_record(st.dir, rid)
+    results.write_study(st.profile, st.runs, st.user)
+    rid = st.runs[0].run_id
+    direct = runner.train_and_record(st.dir, rid)
     store.result_path(st.dir, rid).unlink()
-    assert execute.run_one(st.dir, rid, notebooks=True) == "done"
+    assert runner.run_one(st.dir, rid, notebooks=True) == "done"
     via_notebook = store.read_result(st.dir, rid)
     assert (store.run_dir(st.dir, rid) / "run.ipynb").exists()
     assert via_notebook["history"] == direct["history"]
@@ -141,7 +141,7 @@ def test_failed_run_is_recorded_and_independent_runs_complete(tmp_path, tiny_rob
     st = study.open_study(tiny_profile(tmp_path, tiny_roberta, tasks=["gen_sent", "broken"],
                                        methods=["single", "stilts"], user_tasks=[str(bad)],
                                        **{"data.source": "glue_dir", "data.glue_dir": str(tmp_path / "glue")}))
-    counts = study.run(st, progress=False)
+    counts = study.run(st, progress=False).counts
     # single-broken fails on its data; stilts gen_sent->broken runs and fails the same way;
     # stilts broken->gen_sent is blocked; the independent single-gen_sent completes
     assert counts == {"done": 1, "failed": 2, "blocked": 1, "pending": 0}
@@ -150,12 +150,13 @@ def test_failed_run_is_recorded_and_independent_runs_complete(tmp_path, tiny_rob
     assert "train.tsv:3" in errors[single] and "label '7'" in errors[single]
 
 
+@pytest.mark.slurm
 def test_tiny_study_on_slurm_equals_local(tmp_path, tiny_roberta, slurm_cluster):
     local = study.open_study(tiny_profile(tmp_path / "a", tiny_roberta))
     study.run(local, progress=False)
     on_slurm = study.open_study(tiny_profile(tmp_path / "b", tiny_roberta, executor="slurm",
                                              slurm=slurm_cluster.model_dump()))
-    counts = study.run(on_slurm, progress=False)
+    counts = study.run(on_slurm, progress=False).counts
     assert counts["done"] == 6, study.failures(on_slurm.dir)
     a = pd.read_csv(local.dir / "results.csv").drop(columns=["study"])
     b = pd.read_csv(on_slurm.dir / "results.csv").drop(columns=["study"])

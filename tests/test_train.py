@@ -243,6 +243,7 @@ def test_stilts_stage_two_starts_from_best_checkpoint(stage_one, tiny_roberta, t
     real = train.load_encoder_from
 
     def spy(model, folder, reuse_heads):
+        captured["before"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         real(model, folder, reuse_heads)
         captured["folder"], captured["reuse"] = folder, reuse_heads
         captured["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -259,10 +260,11 @@ def test_stilts_stage_two_starts_from_best_checkpoint(stage_one, tiny_roberta, t
     key = captured["head_of"][target]
     head = {k: v for k, v in state.items() if k.startswith(f"task_heads.{key}.")}
     assert head
-    if head_reused:
+    if head_reused:  # the support's 2-way head, trained in stage one, is the target's head now
         assert all(torch.equal(v, saved[k]) for k, v in head.items())
-    else:
-        assert not any(k in saved and saved[k].shape == v.shape and torch.equal(v, saved[k]) for k, v in head.items())
+        assert not all(torch.equal(v, captured["before"][k]) for k, v in head.items())
+    else:  # the target's head is the fresh one the model was built with, untouched by the load
+        assert all(torch.equal(v, captured["before"][k]) for k, v in head.items())
 
 
 def test_load_encoder_from_direct(stage_one, tiny_roberta):

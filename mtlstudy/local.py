@@ -1,0 +1,149 @@
+"""The local executor: a pool of worker processes on this machine, one run per visible GPU (or
+N CPU workers), dependencies first; each run is a `mtlstudy run-one` subprocess (runner.py).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from . import store
+from .claims import held_elsewhere, is_claimed
+from .results import RunIndex, read_runs, run_status
+from .runner import cleanup_checkpoints
+
+# how often a launcher looks again at runs another launcher holds
+HELD_POLL_S = 2.0
+
+
+def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progress: bool = True) -> dict:
+    """Run every pending run, dependencies first, `workers` at a time. Each run is its own
+    process (`mtlstudy run-one`), pinned to one GPU when GPUs are visible. Runs that another
+    launcher is seen training (a live process on this host, a running Slurm job) are waited for,
+    so two launchers on one study both end with it finished; a claim from another host outside
+    Slurm cannot be checked and is left pending (exit 3). Statuses are kept in a RunIndex: a
+    record is read again only when its run ends here or another launcher lets it go."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    study_dir = Path(study_dir)
+    index = RunIndex(study_dir)
+    total = len(index.runs)
+    gpus = _visible_gpus()
+    slots = list(range(workers)) if not gpus else gpus[:workers] if workers <= len(gpus) else gpus
+    threads = max(1, (os.cpu_count() or 1) // len(slots))
+    free = list(slots)
+    running = {}
+    bar = tqdm(total=total, desc=f"study {study_dir.name}", disable=not progress, unit="run")
+    done_before = sum(s == "done" for s in index.status.values())
+    bar.update(done_before)
+    t0 = time.time()
+    shown = None
+    interrupted = set()  # runs whose process was stopped by a signal: not restarted by this launcher
+    was_held = set()
+    with ThreadPoolExecutor(len(slots)) as pool:
+        while True:
+            # who holds each unfinished run not started here: "none" (free to take), "live" (another
+            # launcher is seen training it: wait for it, then do what depends on it), "unchecked"
+            mine = set(running.values())
+            holder = {r: held_elsewhere(study_dir, r) for r, s in index.status.items()
+                      if s == "pending" and r not in mine}
+            for rid in [r for r in was_held if holder.get(r, "none") == "none"]:
+                index.refresh(rid)  # let go by another launcher: finished there, or free now
+            held = [r for r, who in holder.items() if who == "live"]
+            was_held = set(held)
+            ready = [r for r in index.runs if holder.get(r) == "none" and r not in interrupted and index.ready(r)]
+            while ready and free:
+                rid = ready.pop(0)
+                slot = free.pop(0)
+                fut = pool.submit(_subprocess_run, study_dir, rid, notebooks, slot if gpus else None, threads)
+                running[fut] = rid
+                fut.slot = slot
+            if not running and not held:
+                break
+            if running:
+                finished, _ = wait(list(running), timeout=HELD_POLL_S, return_when=FIRST_COMPLETED)
+            else:
+                finished = ()
+                time.sleep(HELD_POLL_S)
+            for fut in finished:
+                rid = running.pop(fut)
+                free.append(fut.slot)
+                if _record_lost_run(study_dir, rid, fut.result()) == "pending":
+                    interrupted.add(rid)
+                index.refresh(rid)
+            failed, blocked = len(index.failed()), len(index.blocked())
+            n_done = sum(s in ("done", "failed") for s in index.status.values())
+            if (n_done, failed, blocked, len(held)) == shown:
+                continue  # the loop wakes every HELD_POLL_S: redraw only on news
+            shown = (n_done, failed, blocked, len(held))
+            show_progress(bar, n_done, n_done - done_before, total - n_done - blocked, time.time() - t0,
+                          failed=failed, blocked=blocked, held_elsewhere=len(held) if n_done < total else 0)
+    bar.close()
+    cleanup_checkpoints(study_dir, index)
+    return index.counts()
+
+
+def show_progress(bar, n_done: int, new: int, left: int, elapsed: float, **counts):
+    """The study bar: runs finished, then failures, blocked runs, the time left at the pace of the
+    `new` runs finished so far ("?" before the first), and held runs where there are any."""
+    bar.n = n_done
+    postfix = {k: v for k, v in counts.items() if v or k != "held_elsewhere"}
+    postfix["left"] = f"{elapsed / new * left / 60:.0f}min" if new else "?"
+    bar.set_postfix(postfix, refresh=False)
+    bar.refresh()
+
+
+def _record_lost_run(study_dir: Path, run_id: str, returncode: int) -> str:
+    """A run's process ended without a record (run-one records every failure it can catch): killed
+    by SIGKILL (the kernel's out-of-memory killer, most often) or crashed with a non-zero exit, it
+    is recorded failed, so that it is not restarted in a loop; stopped by another signal (Ctrl-C, a
+    cancel) it stays pending and resumes from its checkpoint on the next `mtlstudy run`. Returns the
+    run's status ("held" when another launcher has taken it since)."""
+    import signal
+
+    status = run_status(study_dir, run_id)
+    if status != "pending":
+        return status
+    if is_claimed(study_dir, run_id):
+        return "held"
+    if returncode == -signal.SIGKILL:
+        reason = "killed by SIGKILL without a record (out of memory?)"
+    elif returncode > 0:
+        reason = f"its process exited with code {returncode} without a record (see log.txt)"
+    else:
+        return "pending"
+    store.write_json_atomic(store.result_path(study_dir, run_id), {
+        "run_id": run_id, "status": "failed", "error": reason,
+        "method": read_runs(study_dir)[run_id]["kind"]})
+    return "failed"
+
+
+def _visible_gpus() -> list[str]:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip()]
+    try:
+        import torch
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def _subprocess_run(study_dir, run_id, notebooks, gpu, threads):
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    cmd = [sys.executable, "-m", "mtlstudy.cli", "run-one", str(study_dir), run_id]
+    if not notebooks:
+        cmd.append("--no-notebook")
+    log = store.run_dir(study_dir, run_id) / "log.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        return subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
