@@ -153,6 +153,14 @@ def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir
     if not isinstance(raw, dict):
         raise ProfileError(f"{path}: a profile must be a mapping of keys to values")
     apply_overrides(raw, overrides)
+    return profile_from_dict(raw, path, path.parent)
+
+
+def profile_from_dict(raw: dict, path: str | Path, folder: Path) -> tuple[Profile, dict[str, Task]]:
+    """Validate a profile given as a dict; `path` names it in errors, and relative `user_tasks`
+    and `data.glue_dir` paths resolve against `folder` (a glue_dir that exists relative to the
+    working directory is taken from there)."""
+    folder = Path(folder)
     try:
         profile = Profile.model_validate(raw)
     except ValidationError as e:
@@ -162,7 +170,7 @@ def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir
         raise ProfileError(f"{path}: key '{key}': {msg}") from None
     user = {}
     for p in profile.user_tasks:
-        t = load_task_file(p if Path(p).is_absolute() else path.parent / p)
+        t = load_task_file(p if Path(p).is_absolute() else folder / p)
         user[t.name] = t
     for name in profile.tasks + ([profile.ablation.target, profile.ablation.support] if profile.ablation else []):
         try:
@@ -176,7 +184,7 @@ def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir
             except ValueError as e:
                 raise ProfileError(f"{path}: key '{key}': {e}") from None
     if profile.data.source == "glue_dir" and profile.data.glue_dir is not None and not Path(profile.data.glue_dir).is_absolute():
-        profile.data.glue_dir = (path.parent / profile.data.glue_dir).resolve() if not Path(profile.data.glue_dir).exists() \
+        profile.data.glue_dir = (folder / profile.data.glue_dir).resolve() if not Path(profile.data.glue_dir).exists() \
             else Path(profile.data.glue_dir).resolve()
     return profile, user
 
