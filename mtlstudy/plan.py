@@ -144,16 +144,22 @@ def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir
         path = Path(params_dir) / f"{path_or_name}.yaml"
     if not path.is_file():
         raise ProfileError(f"{path}: profile not found")
+    raw = read_profile_file(path)
+    apply_overrides(raw, overrides)
+    return profile_from_dict(raw, path, path.parent)
+
+
+def read_profile_file(path: Path) -> dict:
+    """A profile file's keys, not yet validated. Errors are one line naming the file."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as e:
         raise ProfileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     except UnicodeDecodeError as e:
         raise ProfileError(f"{path}: not UTF-8 text (byte {e.start})") from None
     if not isinstance(raw, dict):
         raise ProfileError(f"{path}: a profile must be a mapping of keys to values")
-    apply_overrides(raw, overrides)
-    return profile_from_dict(raw, path, path.parent)
+    return raw
 
 
 def profile_from_dict(raw: dict, path: str | Path, folder: Path) -> tuple[Profile, dict[str, Task]]:

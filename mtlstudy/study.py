@@ -9,7 +9,7 @@ import yaml
 
 from . import execute
 from .plan import (PlannedRun, Profile, ProfileError, apply_overrides, check_inputs, load_profile, make_plan,
-                   profile_from_dict)
+                   profile_from_dict, read_profile_file)
 
 REPO = Path(__file__).resolve().parent.parent  # the repository: params/, notebooks/, outputs/
 PARAMS_DIRS = [Path.cwd() / "params", REPO / "params"]
@@ -51,23 +51,17 @@ REQUIRED_KEYS = [k for k, f in Profile.model_fields.items() if f.is_required()]
 def study_from_values(values: dict, base: str | Path | None = None, overrides=(), stage_profile: str = "paper") -> Study:
     """The study of a stage notebook: the profile keys among its variables `values` (papermill
     -f params/x.yaml injects a profile's keys; a value None means "not given") over the profile
-    `base`, then `overrides` (KEY=VALUE strings, as `mtlstudy run --set`; a list, or its YAML
-    text as papermill's -p gives it). Without `base`: the
-    injected keys alone when they make a whole profile, else `stage_profile` under them. Relative
-    `user_tasks` and `data.glue_dir` resolve against the base profile's folder (the working
-    directory when there is none); a relative `output_dir` against the repository (notebooks/'s
-    parent), wherever the kernel runs."""
+    `base`, then `overrides` (KEY=VALUE strings, as `mtlstudy run --set`; a list, or its YAML text
+    as papermill's -p gives it). Without `base`: the injected keys alone when they make a whole
+    profile, else `stage_profile` under them. Relative `user_tasks` and `data.glue_dir` resolve
+    against the base profile's folder (the working directory when there is none); a relative
+    `output_dir` against the repository, wherever the kernel runs."""
     given = {k: copy.deepcopy(v) for k, v in values.items() if k in Profile.model_fields and v is not None}
     if base is None and not all(k in given for k in REQUIRED_KEYS):
         base = stage_profile
     if base is not None:
         path = profile_path(base)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ProfileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise ProfileError(f"{path}: a profile must be a mapping of keys to values")
+        raw = read_profile_file(path)
         where, folder = f"{path} with the notebook's parameters", path.parent
     else:
         raw, where, folder = {}, "the notebook's parameters", Path.cwd()
@@ -86,11 +80,10 @@ def study_from_values(values: dict, base: str | Path | None = None, overrides=()
 
 
 def resolve_path(path: str | Path) -> Path:
-    """A path given to a notebook: absolute as given; relative, against the repository (where
+    """A path given to a notebook, made absolute: a relative one against the repository (where
     `mtlstudy run` and `make demo` write outputs/), not the kernel's working directory
     (JupyterLab starts kernels in notebooks/)."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else REPO / path
+    return (REPO / Path(path).expanduser()).resolve()  # an absolute path replaces REPO
 
 
 def find_study(study_dir: str | Path) -> Path:
