@@ -43,9 +43,10 @@ def stage(title, profile, methods):
         params(f'base_profile = None  # a profile name in params/ or a YAML path; None: "{profile}", '
                "or the injected keys alone when they make a whole profile\n"
                f"methods = {methods}\n"
-               'overrides = []  # KEY=VALUE strings, as `mtlstudy run --set`, e.g. ["train.epochs=1", "seeds=[1,2]"]\n'
+               "overrides = []  # profile changes, written as mtlstudy run --set takes them\n"
                "workers = None  # None: the profile's\n"
-               "executor = None  # None: the profile's (local or slurm)"),
+               "executor = None  # None: the profile's (local or slurm)\n"
+               "report = True  # False: no HTML report at the end"),
         "from mtlstudy import analysis, study\n"
         f"st = study.study_from_values(dict(globals()), base=base_profile, overrides=overrides, stage_profile={profile!r})\n"
         "print(f'{st.profile.name}: {len(st.plan)} runs in {st.dir}')",
@@ -54,7 +55,7 @@ def stage(title, profile, methods):
         "results = analysis.load_results(st.dir)\n"
         "print(f'results.csv: {len(results)} rows')\n"
         "results.groupby(['method', 'target'])['score'].agg(['count', 'mean']).round(2)",
-        "from mtlstudy.report import build_report\nbuild_report(st.dir)",
+        "from mtlstudy.report import build_report\nbuild_report(st.dir) if report else None",
     ])
 
 

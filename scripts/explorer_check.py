@@ -8,7 +8,8 @@ package (the dev extra). --study is the study to explore, relative to the reposi
 without one (or when outputs/demo has no results.csv) a small finished study with known answers
 (tests/fake_study.py) is written under --out and typed into the notebook's parameters cell.
 JupyterLab runs token-less on a free port of 127.0.0.1 with autosave off, and the notebook is
-closed without saving: notebooks/explore.ipynb is left as it was (checked at the end).
+closed without saving: notebooks/explore.ipynb is left as it was (checked at the end), and the
+checkpoint folder JupyterLab writes beside it is removed unless it was there before.
 Screenshots go to --out. Prints one line per step; exits 1 with the reason when a step fails.
 """
 from __future__ import annotations
@@ -81,6 +82,8 @@ def check(study: str | None, out: Path, chromium: str, timeout_s: float = 120) -
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
     before = NOTEBOOK.read_bytes()
+    checkpoints = NOTEBOOK.parent / ".ipynb_checkpoints"  # JupyterLab writes one on opening a notebook
+    had_checkpoints = checkpoints.exists()
     default = REPO / "outputs" / "demo"
     if study is None and not (default / "results.csv").is_file():
         sys.path.insert(0, str(REPO / "tests"))
@@ -159,6 +162,8 @@ def check(study: str | None, out: Path, chromium: str, timeout_s: float = 120) -
         except subprocess.TimeoutExpired:
             lab.kill()
         shutil.rmtree(home, ignore_errors=True)
+        if not had_checkpoints:
+            shutil.rmtree(checkpoints, ignore_errors=True)
     result["notebook_unchanged"] = NOTEBOOK.read_bytes() == before
     result["seconds"] = round(time.time() - t0, 1)
     print(f"notebooks/explore.ipynb unchanged: {result['notebook_unchanged']}; screenshots in {out}; "

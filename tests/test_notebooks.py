@@ -51,6 +51,10 @@ SHRINK_BY_PROFILE = {
                       "ablation.ks=[0.5, 2]"],
 }
 SHARED, SHARED_NAME = ("bert", "mtl_all", "paper", "paper_code"), "nb_glue"  # one study folder, see above
+# The executions that build the HTML report (`report` parameter; it takes a kernel per analysis): the
+# stage notebooks on their own profiles build it for the studies of pairs.ipynb with those profiles.
+REPORTS = {("pairs", "demo"), ("pairs", "paper"), ("pairs", "paper_code"), ("bert", "bert"), ("mtl_all", "mtl_all"),
+           ("size_ablation", "size_ablation")}
 # Runs of each shrunk profile (2 tasks, 1 seed): single 2, STILTs 2 (both orders), MTL 1 pair,
 # MTL-All 1 per sampler; the ablation: 1 target single + per K a support single, an MTL and a STILTs run.
 RUNS = {"demo": 6, "paper": 8, "paper_code": 8, "bert": 5, "mtl_all": 5, "size_ablation": 7}
@@ -107,13 +111,13 @@ def stage_run(tmp_path_factory, request):
             study_dir = out_dir / (SHARED_NAME if profile in SHARED else profile_values(profile)["name"])
             shutil.rmtree(study_dir / "report", ignore_errors=True)  # the figures checked are this execution's
             nb = execute(notebook, out_dir / f"{notebook}-{profile}.ipynb",
-                         dict(profile_values(profile), overrides=overrides))
+                         dict(profile_values(profile), overrides=overrides, report=(notebook, profile) in REPORTS))
             done[notebook, profile] = nb, study_dir
         return done[notebook, profile]
     return run
 
 
-def check_stage(nb: dict, study_dir: Path, profile: str):
+def check_stage(nb: dict, study_dir: Path, profile: str, report: bool):
     runs = RUNS[profile]
     assert printed(nb, "study_from_values").startswith(f"{study_dir.name}: {runs} runs in {study_dir}")
     assert ast.literal_eval(printed(nb, "study.run(")) == {"done": runs, "failed": 0, "blocked": 0, "pending": 0}
@@ -128,6 +132,9 @@ def check_stage(nb: dict, study_dir: Path, profile: str):
     mine = profile_values(profile)  # and the profile's own choices kept
     assert info["profile"]["methods"] == mine["methods"] and info["profile"]["train"]["sampler"] == \
         mine.get("train", {}).get("sampler", "gap") and info["profile"]["train"]["heads"] == mine.get("train", {}).get("heads", "per_task")
+    if not report:
+        assert printed(nb, "build_report") == "" and not (study_dir / "report").exists()
+        return
     assert printed(nb, "build_report").strip().endswith(f"{study_dir / 'report' / 'index.html'}')")
     for fig in FIGURES[profile]:
         assert (study_dir / "report" / "figures" / f"{fig}.png").stat().st_size > 1000, fig
@@ -136,7 +143,7 @@ def check_stage(nb: dict, study_dir: Path, profile: str):
 @pytest.mark.parametrize("profile", PROFILES)
 def test_pairs_notebook_runs_with_every_profile(stage_run, profile):
     nb, study_dir = stage_run("pairs", profile)
-    check_stage(nb, study_dir, profile)
+    check_stage(nb, study_dir, profile, report=("pairs", profile) in REPORTS)
     results = __import__("pandas").read_csv(study_dir / "results.csv")
     methods = set(profile_values(profile).get("methods", ["single", "stilts", "mtl"]))
     if "ablation" in methods:
@@ -149,12 +156,12 @@ def test_pairs_notebook_runs_with_every_profile(stage_run, profile):
 @pytest.mark.parametrize("notebook", sorted(STAGES))
 def test_stage_notebook_runs_with_its_profile(stage_run, notebook):
     """The stage notebook on its own profile, in the folder of the pairs notebook's study of that
-    profile: the same runs, all done, so nothing is trained again and the report is rebuilt."""
+    profile: the same runs, all done, so nothing is trained again; it builds the report."""
     profile = STAGES[notebook]
     _, study_dir = stage_run("pairs", profile)
     trained = {p: p.stat().st_mtime_ns for p in (study_dir / "runs").glob("*/result.json")}
     nb, _ = stage_run(notebook, profile)
-    check_stage(nb, study_dir, profile)
+    check_stage(nb, study_dir, profile, report=True)
     assert {p: p.stat().st_mtime_ns for p in (study_dir / "runs").glob("*/result.json")} == trained
 
 
@@ -166,7 +173,7 @@ def test_pairs_notebook_with_base_profile_from_the_command_line(stage_run, tmp_p
     overrides = SHRINK + SHRINK_BY_PROFILE["demo"] + [f"output_dir={study_dir.parent}"]
     out = tmp_path / "pairs.ipynb"
     proc = subprocess.run([str(Path(sys.executable).parent / "papermill"), str(NB / "pairs.ipynb"), str(out),
-                           "-p", "base_profile", "demo", "-p", "overrides", json.dumps(overrides)],
+                           "-p", "base_profile", "demo", "-p", "overrides", json.dumps(overrides), "-p", "report", "False"],
                           cwd=NB, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -297,17 +304,13 @@ def test_a_missing_study_names_the_absolute_path(tmp_path):
     assert e.value.ename == "FileNotFoundError" and f"study not found at {missing}" in e.value.evalue
 
 
-def test_analysis_pages_show_the_parameters_once(finished, tmp_path):
-    """report.run_notebook's HTML: papermill's injected cell, with the defaults not given, and no
-    second parameters cell with the notebook's default paths."""
-    main, _, _, _ = finished
-    out = tmp_path / "report"
-    (out / "tables").mkdir(parents=True)
-    (out / "figures").mkdir()
-    _, page = report.run_notebook("analysis_pairs", out, {"study_dir": str(main), "report_dir": str(out)})
-    html = page.read_text()
+def test_analysis_pages_show_the_parameters_once(stage_run):
+    """The report's analysis pages (report.run_notebook): papermill's injected cell, with the defaults
+    not given, and no second parameters cell with the notebook's default paths."""
+    _, study_dir = stage_run("pairs", "demo")
+    html = (study_dir / "report" / "analysis_pairs.html").read_text()
     assert "outputs/demo" not in html  # the default study_dir
-    assert html.count("Parameters") == 1 and str(main) in html
+    assert html.count("Parameters") == 1 and str(study_dir) in html
     assert "not given: the notebook" in html and "abstain_below" in html
 
 
