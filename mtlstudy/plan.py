@@ -145,22 +145,36 @@ def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir
         path = Path(params_dir) / f"{path_or_name}.yaml"
     if not path.is_file():
         raise ProfileError(f"{path}: profile not found")
+    raw = read_profile_file(path)
+    apply_overrides(raw, overrides)
+    return profile_from_dict(raw, path, path.parent)
+
+
+def read_profile_file(path: Path) -> dict:
+    """A profile file's keys, not yet validated. Errors are one line naming the file."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as e:
         raise ProfileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     except UnicodeDecodeError as e:
         raise ProfileError(f"{path}: not UTF-8 text (byte {e.start})") from None
     if not isinstance(raw, dict):
         raise ProfileError(f"{path}: a profile must be a mapping of keys to values")
-    apply_overrides(raw, overrides)
+    return raw
+
+
+def profile_from_dict(raw: dict, path: str | Path, folder: Path) -> tuple[Profile, dict[str, Task]]:
+    """Validate a profile given as a dict; `path` names it in errors, and relative `user_tasks`
+    and `data.glue_dir` paths resolve against `folder` (a glue_dir that exists relative to the
+    working directory is taken from there)."""
+    folder = Path(folder)
     try:
         profile = Profile.model_validate(raw)
     except ValidationError as e:
         raise ProfileError(validation_message(e, f"{path}: ")) from None
     user = {}
     for p in profile.user_tasks:
-        t = load_task_file(p if Path(p).is_absolute() else path.parent / p)
+        t = load_task_file(p if Path(p).is_absolute() else folder / p)
         user[t.name] = t
     for name in profile.tasks + ([profile.ablation.target, profile.ablation.support] if profile.ablation else []):
         try:
@@ -174,7 +188,7 @@ def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir
             except ValueError as e:
                 raise ProfileError(f"{path}: key '{key}': {e}") from None
     if profile.data.source == "glue_dir" and profile.data.glue_dir is not None and not Path(profile.data.glue_dir).is_absolute():
-        profile.data.glue_dir = (path.parent / profile.data.glue_dir).resolve() if not Path(profile.data.glue_dir).exists() \
+        profile.data.glue_dir = (folder / profile.data.glue_dir).resolve() if not Path(profile.data.glue_dir).exists() \
             else Path(profile.data.glue_dir).resolve()
     return profile, user
 

@@ -57,6 +57,7 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, kernel_name: str = 
                  exclude_input: bool = False, cell_timeout: int = 600) -> tuple[Path, Path]:
     """Execute notebooks/<name>.ipynb with papermill into out_dir and render it to HTML.
     A cell running longer than `cell_timeout` seconds fails the notebook."""
+    import nbformat
     import papermill
     from nbconvert import HTMLExporter
 
@@ -73,9 +74,30 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, kernel_name: str = 
             raise RuntimeError(f"{name}.ipynb failed: {e.ename}: {e.evalue} (see {executed})") from None
     exporter = HTMLExporter()
     exporter.exclude_input = exclude_input
-    body, _ = exporter.from_filename(str(executed))
+    body, _ = exporter.from_notebook_node(parameters_once(nbformat.read(executed, as_version=4)))
     page.write_text(body, encoding="utf-8")
     return executed, page
+
+
+def parameters_once(nb):
+    """Show the parameters once: where papermill injected values, the notebook's default
+    parameters cell is left out and its assignments that were not injected are added to the
+    injected cell, so that one cell lists every value the run used."""
+    def tags(c):
+        return c.metadata.get("tags", [])
+
+    injected = next((c for c in nb.cells if "injected-parameters" in tags(c)), None)
+    if injected is None:
+        return nb
+    given = set(re.findall(r"^(\w+)\s*=", injected.source, re.M))
+    for cell in nb.cells:
+        if "parameters" in tags(cell):
+            rest = [line for line in cell.source.splitlines()
+                    if (m := re.match(r"(\w+)\s*=", line)) and m.group(1) not in given]
+            if rest:
+                injected.source = injected.source.rstrip("\n") + "\n# not given: the notebook's defaults\n" + "\n".join(rest)
+    nb.cells = [c for c in nb.cells if "parameters" not in tags(c)]
+    return nb
 
 
 def write_cells_page(study_dir: Path, out_dir: Path, alpha: float = analysis.ALPHA,

@@ -5,14 +5,20 @@ slurm.py (the executors), claims.py.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import results
-from .errors import UserError
-from .plan import PlannedRun, Profile, ProfileError, check_inputs, load_profile, make_plan
+import yaml
 
-PARAMS_DIRS = [Path.cwd() / "params", Path(__file__).resolve().parent.parent / "params"]
+from . import results
+from .analysis import StudyNotFound
+from .errors import UserError
+from .plan import (PlannedRun, Profile, ProfileError, apply_overrides, check_inputs, load_profile, make_plan,
+                   profile_from_dict, read_profile_file)
+
+REPO = Path(__file__).resolve().parent.parent  # the repository: params/, notebooks/, outputs/
+PARAMS_DIRS = [Path.cwd() / "params", REPO / "params"]
 
 
 @dataclass
@@ -27,10 +33,13 @@ class Study:
 
 
 def profile_path(name_or_path: str | Path) -> Path:
-    """A path, or a profile name looked up in ./params and the repository's params/."""
+    """A path (relative: to the working directory, else to the repository), or a profile name
+    looked up in ./params and the repository's params/."""
     p = Path(name_or_path)
     if p.exists():
         return p
+    if not p.is_absolute() and (REPO / p).is_file():
+        return REPO / p
     for d in PARAMS_DIRS:
         if (d / f"{name_or_path}.yaml").exists():
             return d / f"{name_or_path}.yaml"
@@ -42,20 +51,56 @@ def open_study(name_or_path: str | Path, overrides: list[str] = ()) -> Study:
     return Study(profile, user, make_plan(profile, user))
 
 
-def study_from_values(values: dict, base: str | Path | None = None) -> Study:
-    """A study from papermill-injected profile keys (`papermill -f params/x.yaml`), over `base`."""
-    import tempfile
+REQUIRED_KEYS = [k for k, f in Profile.model_fields.items() if f.is_required()]
 
-    import yaml
 
-    raw = yaml.safe_load(profile_path(base).read_text()) if base else {}
-    raw.update({k: v for k, v in values.items() if k in Profile.model_fields})
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=".", delete=False) as f:
-        yaml.safe_dump(raw, f)
-    try:
-        return open_study(f.name)
-    finally:
-        Path(f.name).unlink()
+def study_from_values(values: dict, base: str | Path | None = None, overrides=(), stage_profile: str = "paper") -> Study:
+    """The study of a stage notebook: the profile keys among its variables `values` (papermill
+    -f params/x.yaml injects a profile's keys; a value None means "not given") over the profile
+    `base`, then `overrides` (KEY=VALUE strings, as `mtlstudy run --set`; a list, or its YAML text
+    as papermill's -p gives it). Without `base`: the injected keys alone when they make a whole
+    profile, else `stage_profile` under them. Relative `user_tasks` and `data.glue_dir` resolve
+    against the base profile's folder (the working directory when there is none); a relative
+    `output_dir` against the repository, wherever the kernel runs."""
+    given = {k: copy.deepcopy(v) for k, v in values.items() if k in Profile.model_fields and v is not None}
+    if base is None and not all(k in given for k in REQUIRED_KEYS):
+        base = stage_profile
+    if base is not None:
+        path = profile_path(base)
+        raw = read_profile_file(path)
+        where, folder = f"{path} with the notebook's parameters", path.parent
+    else:
+        raw, where, folder = {}, "the notebook's parameters", Path.cwd()
+    raw.update(given)
+    if isinstance(overrides, str):  # papermill's -p passes a list as its text
+        try:
+            overrides = yaml.safe_load(overrides)
+        except yaml.YAMLError:
+            pass
+    if not isinstance(overrides, (list, tuple)) or not all(isinstance(o, str) for o in overrides):
+        raise ProfileError(f"overrides: expected a list of KEY=VALUE strings like '[\"train.epochs=1\"]', got {overrides!r}")
+    apply_overrides(raw, overrides, where="overrides")
+    profile, user = profile_from_dict(raw, where, folder)
+    profile.output_dir = resolve_path(profile.output_dir)
+    return Study(profile, user, make_plan(profile, user))
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path given to a notebook, made absolute: a relative one against the repository (where
+    `mtlstudy run` and `make demo` write outputs/), not the kernel's working directory
+    (JupyterLab starts kernels in notebooks/)."""
+    return (REPO / Path(path).expanduser()).resolve()  # an absolute path replaces REPO
+
+
+def find_study(study_dir: str | Path) -> Path:
+    """The absolute folder of a finished study (with results.csv) named by a notebook's
+    `study_dir` (see resolve_path); FileNotFoundError naming the absolute path otherwise."""
+    path = resolve_path(study_dir)
+    if not (path / "results.csv").is_file():
+        why = "no such folder" if not path.is_dir() else "no results.csv in it (has the study finished?)"
+        rel = "" if Path(study_dir).expanduser().is_absolute() else f" (study_dir {str(study_dir)!r} is relative to the repository {REPO})"
+        raise StudyNotFound(f"study not found at {path}: {why}{rel}")
+    return path
 
 
 def plan(study: Study):

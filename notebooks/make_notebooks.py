@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 from mtlstudy import analysis, plots
+from mtlstudy.study import find_study, resolve_path
 
-study = Path(study_dir)
-out = Path(report_dir) if report_dir else study / "report"
+study = find_study(study_dir)  # a relative study_dir is relative to the repository, wherever the kernel runs
+out = resolve_path(report_dir) if report_dir else study / "report"
 tables, figures = out / "tables", out / "figures"
 tables.mkdir(parents=True, exist_ok=True)
 figures.mkdir(parents=True, exist_ok=True)
@@ -33,6 +34,8 @@ def params(text: str):
 
 def notebook(cells) -> nbformat.NotebookNode:
     nb = new_notebook(cells=[c if not isinstance(c, str) else new_code_cell(c) for c in cells])
+    for i, cell in enumerate(nb.cells):  # fixed ids: regenerating an unchanged notebook changes nothing
+        cell.id = f"cell-{i}"
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     return nb
@@ -42,7 +45,7 @@ PAIRS = notebook([
     new_markdown_cell("# Pairwise MTL vs STILTs (Figure 1, Table 1)\n\n"
                       "Per (target, support) cell: mean MTL minus mean STILTs over seeds, and a "
                       "two-sided two-sample t-test at `alpha`."),
-    params('study_dir = "outputs/demo"  # the study folder (results.csv, runs/)\n'
+    params('study_dir = "outputs/demo"  # the study folder (results.csv, runs/); relative: to the repository\n'
            'report_dir = ""  # where tables/ and figures/ go; default <study_dir>/report\n'
            "alpha = 0.1  # significance level of the two-sided t-test\n"
            "equal_var = True  # Student's pooled test (released code); False: Welch's\n"
@@ -149,7 +152,7 @@ BERT = notebook([
            'report_dir = ""\nalpha = 0.1\nequal_var = True'),
     SETUP,
     '''\
-other = Path(compare_to)
+other = find_study(compare_to)
 df_b = analysis.load_results(other)
 cells_a = analysis.cell_table(df, sizes, alpha=alpha, equal_var=equal_var)
 sizes_b = analysis.task_sizes(df_b, other)
@@ -177,14 +180,15 @@ EXPLORE = notebook([
     new_markdown_cell("# Explore a study\n\nChoose a target, a support and a method: per-seed "
                       "scores, the MTL vs STILTs t-test of the cell, learning curves and the "
                       "sampler's task weights over time. Run all cells in JupyterLab."),
-    params('study_dir = "outputs/demo"  # the study folder\nalpha = 0.1\nequal_var = True\n'
+    params('study_dir = "outputs/demo"  # the study folder; relative: to the repository\nalpha = 0.1\nequal_var = True\n'
            "interactive = True  # False skips the widgets (headless runs: nbclient can block on them)"),
     '''\
 from pathlib import Path
 from IPython.display import display
 from mtlstudy import analysis, plots
+from mtlstudy.study import find_study
 
-study = Path(study_dir)
+study = find_study(study_dir)  # a relative study_dir is relative to the repository, wherever the kernel runs
 df = analysis.load_results(study)
 tasks = analysis.task_order(analysis.task_sizes(df, study), set(df["target"]))''',
     '''\

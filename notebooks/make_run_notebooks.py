@@ -33,15 +33,29 @@ STAGES = {
 
 def stage(title, profile, methods):
     return notebook([
-        new_markdown_cell(f"# {title}\nRun with `papermill -f params/{profile}.yaml` (every profile key is a "
-                          "parameter) or with `-p base_profile NAME`."),
-        params(f'base_profile = "{profile}"\nmethods = {methods}\nworkers = None\nexecutor = None'),
-        "from mtlstudy import study, analysis\n"
-        "st = study.study_from_values(dict(globals()), base=base_profile)\n"
-        "print(st.profile.name, len(st.runs), 'runs')",
+        new_markdown_cell(
+            f"# {title}\n"
+            f"Runs the profile `{profile}` unless told otherwise: `papermill -f params/NAME.yaml` injects a "
+            "profile's keys (every profile key is a parameter), `-p base_profile NAME` runs another profile, "
+            "and `-p overrides '[\"train.epochs=1\", \"seeds=[1,2]\"]'` changes keys as `mtlstudy run --set` "
+            "does. In JupyterLab: edit the parameters cell, then Run All. A relative `output_dir` is "
+            "relative to the repository, wherever the kernel runs."),
+        params(f'base_profile = None  # a profile name in params/ or a YAML path; None: "{profile}", '
+               "or the injected keys alone when they make a whole profile\n"
+               f"methods = {methods}\n"
+               "overrides = []  # profile changes, written as mtlstudy run --set takes them\n"
+               "workers = None  # None: the profile's\n"
+               "executor = None  # None: the profile's (local or slurm)\n"
+               "report = True  # False: no HTML report at the end"),
+        "from mtlstudy import analysis, study\n"
+        f"st = study.study_from_values(dict(globals()), base=base_profile, overrides=overrides, stage_profile={profile!r})\n"
+        "print(f'{st.profile.name}: {len(st.runs)} runs in {st.dir}')",
         "outcome = study.run(st, executor=executor, workers=workers)\noutcome.counts",
         "study.failures(st.dir)",
-        "study.report(st)",
+        "results = analysis.load_results(st.dir)\n"
+        "print(f'results.csv: {len(results)} rows')\n"
+        "results.groupby(['method', 'target'])['score'].agg(['count', 'mean']).round(2)",
+        "study.report(st) if report else None",
     ])
 
 
