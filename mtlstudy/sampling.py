@@ -135,7 +135,10 @@ def plan_epoch(schedule: str, probs: dict[str, float], sizes: dict[str, int], ba
     lengths = lengths or {}
     if schedule == "heterogeneous":
         streams = {t: _Stream(sizes[t], rng, lengths.get(t), slots[t]) for t in sizes}
-        return [[(t, streams[t].take(slots[t])) for t in sizes] for _ in range(num_batches)]
+        batches = [[(t, streams[t].take(slots[t])) for t in sizes] for _ in range(num_batches)]
+        if lengths:  # grouped streams come out sorted by length: without this, every epoch runs short to long
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
     if schedule not in ("homogeneous", "partition"):
         raise ValueError(f"unknown schedule '{schedule}'; known: heterogeneous, homogeneous, partition")
     counts = slots_per_batch(probs, num_batches) if num_batches >= len(probs) else \
