@@ -575,7 +575,7 @@ def collect(study_dir: Path) -> Path:
         if rec:
             rows.extend(store.result_rows(rec, {"study": study_dir.name}))
     cols = ["run_id", "method", "target", "support", "seed", "score", "best_step", "sampler", "target_fraction",
-            "k", "target_train_size", "support_train_size", "model", "study"]
+            "k", "target_train_size", "support_train_size", "model", "study", "majority_score"]
     df = pd.DataFrame(rows, columns=cols).sort_values(["method", "target", "support", "seed", "run_id"])
     out = study_dir / "results.csv"
     tmp = out.with_suffix(f".csv.{os.getpid()}.tmp")  # two launchers may collect at the same moment

@@ -33,3 +33,19 @@ def compute(metric: str, predictions, labels) -> dict[str, float]:
     else:
         raise ValueError(f"unknown metric '{metric}'")
     return {k: float(v) * 100 for k, v in out.items()}
+
+
+def majority_score(metric: str, train_labels, dev_labels) -> float:
+    """The score of a constant predictor on dev: the most frequent training label (the smallest
+    on ties) for classification, the training mean for regression. A constant has no
+    correlation, so under `spearman` this is 0 by definition (see compute). The level below
+    which a run has learned nothing: a run whose best score is here predicts one class."""
+    train_labels, dev_labels = np.asarray(train_labels), np.asarray(dev_labels)
+    if len(train_labels) == 0:
+        raise ValueError(f"metric {metric}: no training labels")
+    if metric == "spearman":
+        constant = float(np.mean(train_labels))
+    else:
+        values, counts = np.unique(train_labels, return_counts=True)
+        constant = values[np.argmax(counts)]
+    return compute(metric, np.full(len(dev_labels), constant, dtype=train_labels.dtype), dev_labels)["score"]
