@@ -125,6 +125,25 @@ def heuristic(target_size: float, support_size: float, abstain_below: float | No
     return "mtl" if support_size > target_size else "stilts"
 
 
+COLLAPSE_MARGIN = 1.0  # points above the majority level that still count as "learned nothing"
+
+
+def collapsed_runs(df: pd.DataFrame, margin: float = COLLAPSE_MARGIN) -> pd.DataFrame:
+    """The (run, task) rows whose best dev score is at (within `margin` points of) or below the
+    task's majority level: the score of predicting the most frequent training label (a constant
+    for regression, whose correlation is 0), so the run predicts one class. Columns run_id,
+    method, target, support, seed, score, majority_score, reason. Rows without a majority_score
+    (results from before it was recorded) are never flagged."""
+    cols = ["run_id", "method", "target", "support", "seed", "score", "majority_score", "reason"]
+    if "majority_score" not in df or not len(df):
+        return pd.DataFrame(columns=cols)
+    hit = df[df["majority_score"].notna() & (df["score"] <= df["majority_score"] + margin)].copy()
+    hit["reason"] = [f"best dev score {r.score:.2f} is at {r.target}'s majority level {r.majority_score:.2f} "
+                     f"(the score of always predicting its most frequent label; a constant for regression)"
+                     for r in hit.itertuples()]
+    return hit[cols].reset_index(drop=True)
+
+
 # ----------------------------------------------------------------------------- cells
 
 def ttest(mtl_scores, stilts_scores, equal_var: bool = True) -> tuple[float, float]:

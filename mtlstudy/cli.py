@@ -104,6 +104,10 @@ def cmd_run(a):
     print(f"study {st.profile.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for rid, err in study.failures(st.dir):
         print(f"  failed {rid}: {err}")
+    from .analysis import collapsed_runs
+
+    for r in collapsed_runs(execute.results_frame(st.dir)).itertuples():
+        print(f"  collapsed {r.run_id} ({r.target}): {r.reason}")
     print(f"results: {st.dir / 'results.csv'}")
     if a.report:
         _report(st.dir, None)
@@ -147,6 +151,10 @@ def cmd_status(a):
         print(f"  training {rid}: {who}")
     for rid, err in study.failures(st.dir):
         print(f"  failed {rid}: {err}")
+    from .analysis import collapsed_runs
+
+    for r in collapsed_runs(execute.results_frame(st.dir)).itertuples():
+        print(f"  collapsed {r.run_id} ({r.target}): {r.reason}")
     print(f"disk use: {execute.disk_usage(st.dir) / 1e6:.1f} MB")
 
 

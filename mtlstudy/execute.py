@@ -566,6 +566,17 @@ def plan_table(study_dir: Path, plan: list[PlannedRun], profile, user):
 
 def collect(study_dir: Path) -> Path:
     """results.csv: one row per (finished run, scored task)."""
+    study_dir = Path(study_dir)
+    df = results_frame(study_dir)
+    out = study_dir / "results.csv"
+    tmp = out.with_suffix(f".csv.{os.getpid()}.tmp")  # two launchers may collect at the same moment
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    return out
+
+
+def results_frame(study_dir: Path):
+    """The rows of results.csv, from the finished runs' records."""
     import pandas as pd
 
     study_dir = Path(study_dir)
@@ -576,9 +587,4 @@ def collect(study_dir: Path) -> Path:
             rows.extend(store.result_rows(rec, {"study": study_dir.name}))
     cols = ["run_id", "method", "target", "support", "seed", "score", "best_step", "sampler", "target_fraction",
             "k", "target_train_size", "support_train_size", "model", "study", "majority_score"]
-    df = pd.DataFrame(rows, columns=cols).sort_values(["method", "target", "support", "seed", "run_id"])
-    out = study_dir / "results.csv"
-    tmp = out.with_suffix(f".csv.{os.getpid()}.tmp")  # two launchers may collect at the same moment
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out)
-    return out
+    return pd.DataFrame(rows, columns=cols).sort_values(["method", "target", "support", "seed", "run_id"])

@@ -187,3 +187,17 @@ def test_several_samplers_need_a_choice(df):
     with pytest.raises(ValueError, match="several samplers"):
         analysis.cell_table(twice, SIZES)
     assert len(analysis.cell_table(twice, SIZES, sampler="uniform")) == 6
+
+
+def test_collapsed_runs_are_those_at_the_majority_level():
+    df = pd.DataFrame({
+        "run_id": ["a", "a", "b", "c", "d", "e"], "method": ["mtl", "mtl", "stilts", "single", "single", "single"],
+        "target": ["nli", "para", "nli", "sim", "para", "para"], "support": ["para", "nli", "para", "", "", ""],
+        "seed": [1, 1, 1, 1, 1, 1], "score": [36.46, 80.0, 36.0, 0.5, 66.0, 70.0],
+        "majority_score": [36.46, 65.07, 36.46, 0.0, 65.07, float("nan")]})
+    out = analysis.collapsed_runs(df)
+    # at the level, below it, a regression run at correlation ~0, within the 1-point margin; not: 80 vs 65, no level
+    assert list(zip(out["run_id"], out["target"])) == [("a", "nli"), ("b", "nli"), ("c", "sim"), ("d", "para")]
+    assert "majority level 36.46" in out["reason"][0] and "36.46" in out["reason"][0]
+    assert analysis.collapsed_runs(df, margin=0.0)["run_id"].tolist() == ["a", "b"]
+    assert analysis.collapsed_runs(df.drop(columns="majority_score")).empty  # old results: nothing flagged
