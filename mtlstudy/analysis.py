@@ -290,6 +290,47 @@ def summary_table(df: pd.DataFrame, cells: pd.DataFrame, order: list[str]) -> pd
     return out
 
 
+ROW_DEFINITIONS = {
+    "Single task": "each target trained alone, mean over seeds.",
+    "MTL-All": "one model trained on all tasks at once with the named task sampler, scored on each target.",
+    "Avg STILTs": "per target, the mean over supports of STILTs (train on the support, then fine-tune on the target).",
+    "Avg MTL": "per target, the mean over supports of pairwise MTL (target and support trained together).",
+    "Avg S.H.": "per target, for each support the method the size heuristic picks (MTL when the support is "
+                "larger than the target, else STILTs), averaged over supports.",
+    ORACLE: "per target, the maximum over supports of the better of MTL and STILTs (an upper bound no rule "
+            "can beat without seeing dev scores).",
+}
+
+
+def row_definition(row: str) -> str:
+    """The one-sentence definition of a Table 1/2 row ('MTL-All (size)' -> the MTL-All sentence)."""
+    return ROW_DEFINITIONS.get(row) or ROW_DEFINITIONS.get(row.split(" (")[0], "")
+
+
+def why_not_significant(cells: pd.DataFrame, alpha: float = ALPHA, equal_var: bool = True) -> str:
+    """Why no cell reaches p < alpha: seeds per method, the seeds' spread, and the difference of
+    means the t-test would need at that spread, against the largest one seen. '' when a cell is
+    significant or there are no cells."""
+    if not len(cells) or cells["significant"].any():
+        return ""
+    n = int(min(cells["n_mtl"].min(), cells["n_stilts"].min()))
+    if n < 2:
+        return (f"No cell can be significant: a t-test needs at least 2 seeds per method, and some cells "
+                f"have {n}.")
+    # pooled per-cell spread over the cells' own t statistics: |diff| / |t| = s.e. of the difference
+    se = (cells["diff"].abs() / cells["t"].abs()).replace([np.inf, -np.inf], np.nan).dropna()
+    dof = 2 * n - 2
+    crit = stats.t.ppf(1 - alpha / 2, dof)
+    text = (f"No cell is significant at alpha {alpha:g}: with {n} seeds per method the t-test has {dof} "
+            f"degrees of freedom (critical |t| {crit:.2f})")
+    if len(se):
+        sd = float(np.median(se)) / math.sqrt(2 / n)
+        text += (f"; the seeds' standard deviation is about {sd:.1f} points (median over cells), so a "
+                 f"difference of means needs about {crit * float(np.median(se)):.1f} points, and the largest "
+                 f"here is {cells['diff'].abs().max():.1f}. More seeds or larger tasks (less spread) would tell")
+    return text + "."
+
+
 def mtl_all_table(df: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """Table 2: single task and MTL-All per sampler, per target and their mean."""
     return summary_table(df, pd.DataFrame(), order)

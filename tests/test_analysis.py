@@ -201,3 +201,25 @@ def test_collapsed_runs_are_those_at_the_majority_level():
     assert "majority level 36.46" in out["reason"][0] and "36.46" in out["reason"][0]
     assert analysis.collapsed_runs(df, margin=0.0)["run_id"].tolist() == ["a", "b"]
     assert analysis.collapsed_runs(df.drop(columns="majority_score")).empty  # old results: nothing flagged
+
+
+def test_why_not_significant_names_seeds_spread_and_needed_difference():
+    def frame(shift):
+        rows = [dict(run_id=f"{m}{s}", method=m, target="t", support="s", seed=s, score=v, sampler="size" if m == "mtl" else "",
+                     k=float("nan"), target_fraction=1.0, support_train_size=10)
+                for m, vals in (("mtl", [70.0 + shift, 72.0 + shift]), ("stilts", [70.5, 71.0])) for s, v in zip((1, 2), vals)]
+        rows += [dict(r, target="s", support="t", run_id=r["run_id"] + "b") for r in rows]
+        return pd.DataFrame(rows)
+
+    sizes = {"t": 100, "s": 10}
+    cells = analysis.cell_table(frame(0.0), sizes)
+    assert not cells["significant"].any()
+    text = analysis.why_not_significant(cells)
+    crit = stats.t.ppf(0.95, 2)
+    assert "with 2 seeds per method" in text and "2 degrees of freedom" in text and f"{crit:.2f}" in text
+    need = float(text.split("needs about ")[1].split(" points")[0])
+    # moving the MTL seeds by the needed difference (from a difference of +0.25) brings p to about alpha
+    p = analysis.cell_table(frame(need - 0.25), sizes)["p"].iloc[0]
+    assert 0.08 < p < 0.12
+    sig = analysis.cell_table(frame(20.0), sizes)
+    assert sig["significant"].all() and analysis.why_not_significant(sig) == ""
