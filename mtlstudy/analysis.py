@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 ALPHA = 0.1  # the paper's significance level (two-sided)
+COLLAPSE_MARGIN = 1.0  # points above the majority level that still count as "learned nothing"
 PAIR_METHODS = ("mtl", "stilts")
 
 # GLUE train sizes (DESIGN.md section 1); the registry in mtlstudy.tasks is used when importable.
@@ -77,6 +78,57 @@ def history_frame(run: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+RUN_SETTINGS = ("lr", "batch_size", "epochs", "max_length", "sampler", "schedule", "epoch_length", "heads",
+                "selection", "warmup_ratio", "weight_decay", "max_grad_norm", "group_by_length")
+
+
+def run_summary(run: dict) -> pd.DataFrame:
+    """A run's parameters and cost as a two-column table (what, value): method, tasks, seed,
+    model, train sizes, the training settings, steps, examples seen, wall time and device."""
+    params = run.get("params") or {}
+    train = params.get("train") or {}
+    rows = [("method", run.get("method")), ("tasks", ", ".join(run.get("tasks") or [])),
+            ("seed", run.get("seed")), ("model", run.get("model")),
+            ("train sizes", ", ".join(f"{t} {n}" for t, n in (run.get("train_sizes") or {}).items()))]
+    if run.get("init_checkpoint"):
+        rows.append(("starts from", run["init_checkpoint"]))
+    rows += [(k, train[k]) for k in RUN_SETTINGS if k in train]
+    rows += [("batches per epoch", run.get("batches_per_epoch")), ("steps", run.get("total_steps")),
+             ("examples seen", run.get("examples_seen")), ("wall time (s)", run.get("wall_seconds")),
+             ("device", f"{run.get('device', '?')} ({run.get('precision', '?')})")]
+    return pd.DataFrame(rows, columns=["what", "value"]).astype({"value": str})
+
+
+def run_scores(run: dict, margin: float = COLLAPSE_MARGIN) -> pd.DataFrame:
+    """Per scored task: best dev score, the epoch it was reached, the majority level and whether
+    the run collapsed there (see collapsed_runs)."""
+    majority = run.get("majority_scores") or {}
+    rows = []
+    for t, b in (run.get("best") or {}).items():
+        m = majority.get(t, float("nan"))
+        rows.append(dict(task=t, best_score=b["score"], best_epoch=b.get("epoch"), majority_score=m,
+                         collapsed=bool(b["score"] <= m + margin) if not pd.isna(m) else None))
+    return pd.DataFrame(rows, columns=["task", "best_score", "best_epoch", "majority_score", "collapsed"])
+
+
+def task_mix(run: dict) -> pd.DataFrame:
+    """Share of each task in the examples trained on, per epoch (index: epoch; columns: tasks).
+    From the record's `epochs` list (examples per task); older records have only the sampler's
+    probabilities at each evaluation, which are used instead (index: the evaluation's epoch)."""
+    epochs = run.get("epochs") or []
+    if epochs:
+        counts = pd.DataFrame([e.get("examples", {}) for e in epochs],
+                              index=pd.Index([e["epoch"] for e in epochs], name="epoch")).fillna(0)
+        return counts.div(counts.sum(axis=1), axis=0)
+    h = history_frame(run)
+    probs = [c for c in h.columns if c.startswith("prob:")]
+    if h.empty or not probs:
+        return pd.DataFrame()
+    out = h.set_index("epoch")[probs]
+    out.columns = [c.split(":", 1)[1] for c in probs]
+    return out
+
+
 def pairwise_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of the pairwise comparison: MTL and STILTs, not the size ablation."""
     return df[df["method"].isin(PAIR_METHODS) & df["k"].isna()]
@@ -123,9 +175,6 @@ def heuristic(target_size: float, support_size: float, abstain_below: float | No
         if ratio < abstain_below:
             return None
     return "mtl" if support_size > target_size else "stilts"
-
-
-COLLAPSE_MARGIN = 1.0  # points above the majority level that still count as "learned nothing"
 
 
 def collapsed_runs(df: pd.DataFrame, margin: float = COLLAPSE_MARGIN) -> pd.DataFrame:

@@ -193,6 +193,40 @@ def plot_sampler_weights(run: dict, ax=None, title: str | None = None):
     return fig
 
 
+def plot_run(run: dict):
+    """One run at a glance: its training loss and dev scores over epochs (left) and the share of
+    each task in the examples it trained on, per epoch (right; multi-task runs only)."""
+    h = analysis.history_frame(run)
+    mix = analysis.task_mix(run)
+    multi = len(run.get("scored_tasks") or run.get("tasks") or []) > 1 and not mix.empty
+    fig = Figure(figsize=(11 if multi else 6.5, 3.8))
+    axes = fig.subplots(1, 2 if multi else 1)
+    ax = axes[0] if multi else axes
+    if not h.empty:
+        ax.plot(h["epoch"], h["train_loss"], "k-o", markersize=3, label="training loss (mean since last eval)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax2 = ax.twinx()
+    for t in [c.split(":", 1)[1] for c in h.columns if c.startswith("score:")]:
+        ax2.plot(h["epoch"], h[f"score:{t}"], "--s", markersize=3, label=f"{t} dev score")
+    ax2.set_ylabel("dev score")
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="best")
+    ax.set_title(run.get("run_id", ""), fontsize=9)
+    if multi:
+        bottom = None
+        for t in mix.columns:
+            axes[1].bar(mix.index.astype(str), mix[t], bottom=bottom, label=t)
+            bottom = mix[t] if bottom is None else bottom + mix[t]
+        axes[1].set_xlabel("epoch" if run.get("epochs") else "epoch of the evaluation (sampler probabilities)")
+        axes[1].set_ylabel("share of examples" if run.get("epochs") else "sampling probability")
+        axes[1].set_ylim(0, 1)
+        axes[1].set_title("task mix per epoch", fontsize=9)
+        axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_cell(study_dir: Path, df, target: str, support: str):
     """The runs behind one matrix cell: learning curves of the target for its MTL and STILTs
     runs (left) and the MTL runs' sampler weights (right)."""
