@@ -102,13 +102,16 @@ def run_summary(run: dict) -> pd.DataFrame:
 def run_scores(run: dict, margin: float = COLLAPSE_MARGIN) -> pd.DataFrame:
     """Per scored task: best dev score, the epoch it was reached, the majority level and whether
     the run collapsed there (see collapsed_runs)."""
-    majority = run.get("majority_scores") or {}
+    majority, constant = run.get("majority_scores") or {}, run.get("constant_scores") or {}
     rows = []
     for t, b in (run.get("best") or {}).items():
         m = majority.get(t, float("nan"))
+        level = constant.get(t, m)
         rows.append(dict(task=t, best_score=b["score"], best_epoch=b.get("epoch"), majority_score=m,
-                         collapsed=bool(b["score"] <= m + margin) if not pd.isna(m) else None))
-    return pd.DataFrame(rows, columns=["task", "best_score", "best_epoch", "majority_score", "collapsed"])
+                         one_class_score=level,
+                         collapsed=bool(b["score"] <= level + margin) if not pd.isna(level) else None))
+    return pd.DataFrame(rows, columns=["task", "best_score", "best_epoch", "majority_score", "one_class_score",
+                                       "collapsed"])
 
 
 def task_mix(run: dict) -> pd.DataFrame:
@@ -177,18 +180,28 @@ def heuristic(target_size: float, support_size: float, abstain_below: float | No
     return "mtl" if support_size > target_size else "stilts"
 
 
+def collapse_level(df: pd.DataFrame) -> pd.Series:
+    """Per row, the level at which a run has learned nothing: the best one-class predictor's
+    score (constant_score) where recorded, else the majority level (majority_score)."""
+    level = df["majority_score"] if "majority_score" in df else pd.Series(np.nan, index=df.index)
+    if "constant_score" in df:
+        level = df["constant_score"].fillna(level)
+    return level
+
+
 def collapsed_runs(df: pd.DataFrame, margin: float = COLLAPSE_MARGIN) -> pd.DataFrame:
     """The (run, task) rows whose best dev score is at (within `margin` points of) or below the
-    task's majority level: the score of predicting the most frequent training label (a constant
-    for regression, whose correlation is 0), so the run predicts one class. Columns run_id,
-    method, target, support, seed, score, majority_score, reason. Rows without a majority_score
-    (results from before it was recorded) are never flagged."""
-    cols = ["run_id", "method", "target", "support", "seed", "score", "majority_score", "reason"]
-    if "majority_score" not in df or not len(df):
+    score of predicting one class: the best one-class predictor (constant_score; under acc_f1
+    predicting the minority class can beat the majority class), else the majority level; for
+    regression a constant, whose correlation is 0. Columns run_id, method, target, support, seed,
+    score, level, reason. Rows with no level recorded (older results) are never flagged."""
+    cols = ["run_id", "method", "target", "support", "seed", "score", "level", "reason"]
+    if not len(df) or not ({"majority_score", "constant_score"} & set(df.columns)):
         return pd.DataFrame(columns=cols)
-    hit = df[df["majority_score"].notna() & (df["score"] <= df["majority_score"] + margin)].copy()
-    hit["reason"] = [f"best dev score {r.score:.2f} is at {r.target}'s majority level {r.majority_score:.2f} "
-                     f"(the score of always predicting its most frequent label; a constant for regression)"
+    df = df.assign(level=collapse_level(df))
+    hit = df[df["level"].notna() & (df["score"] <= df["level"] + margin)].copy()
+    hit["reason"] = [f"best dev score {r.score:.2f} is at {r.target}'s one-class level {r.level:.2f} "
+                     f"(the best score of always predicting one label; of a constant, for regression)"
                      for r in hit.itertuples()]
     return hit[cols].reset_index(drop=True)
 

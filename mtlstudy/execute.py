@@ -586,5 +586,5 @@ def results_frame(study_dir: Path):
         if rec:
             rows.extend(store.result_rows(rec, {"study": study_dir.name}))
     cols = ["run_id", "method", "target", "support", "seed", "score", "best_step", "sampler", "target_fraction",
-            "k", "target_train_size", "support_train_size", "model", "study", "majority_score"]
+            "k", "target_train_size", "support_train_size", "model", "study", "majority_score", "constant_score"]
     return pd.DataFrame(rows, columns=cols).sort_values(["method", "target", "support", "seed", "run_id"])

@@ -149,15 +149,17 @@ def header_html(study_dir: Path, df: pd.DataFrame, alpha: float, equal_var: bool
     prof = info.get("profile") if isinstance(info.get("profile"), dict) else {}
     sizes = analysis.task_sizes(df, study_dir)
     majority = df.groupby("target")["majority_score"].first() if "majority_score" in df else pd.Series(dtype=float)
+    level = df.assign(level=analysis.collapse_level(df)).groupby("target")["level"].first()
     tasks = [t for t in (prof.get("tasks") or analysis.task_order(sizes, set(df["target"])))]
     task_text = ", ".join(
         f"{html.escape(t)} ({sizes.get(t, '?')} train" +
-        (f"; majority level {majority[t]:.1f}" if t in majority and pd.notna(majority[t]) else "") + ")"
+        (f"; majority level {majority[t]:.1f}" if t in majority and pd.notna(majority[t]) else "") +
+        (f", best one-class level {level[t]:.1f}" if t in level and pd.notna(level[t]) else "") + ")"
         for t in tasks)
     seeds = prof.get("seeds") or sorted(set(df["seed"]))
     rows = [("description", html.escape(prof.get("description") or "(none)")),
             ("model", html.escape(prof.get("model") or analysis.study_model(df))),
-            ("tasks (train size; score of always predicting the most frequent label)", task_text),
+            ("tasks (train size; score of always predicting the most frequent training label, and of the best single label)", task_text),
             ("seeds", f"{len(seeds)}: {html.escape(', '.join(map(str, seeds)))}"),
             ("methods", html.escape(", ".join(prof.get("methods") or sorted(set(df["method"])))))]
     train = prof.get("train") or {}
@@ -191,14 +193,15 @@ def table_html(table: pd.DataFrame, caption: str) -> str:
 def collapsed_html(df: pd.DataFrame) -> str:
     """The runs that learned nothing, with the reason; or a line saying there are none."""
     bad = analysis.collapsed_runs(df)
-    if "majority_score" not in df:
+    if not ({"majority_score", "constant_score"} & set(df.columns)):
         return "<p>No majority levels recorded (results from before they were): collapsed runs not checked.</p>"
     if bad.empty:
         return (f"<p>None: every run's best dev score is more than {analysis.COLLAPSE_MARGIN:g} point above its "
-                "task's majority level.</p>")
+                "task's one-class level (the best score of always predicting one label).</p>")
     items = "".join(f"<li>{html.escape(r.run_id)} ({html.escape(r.method)}, target {html.escape(r.target)}, "
                     f"seed {r.seed}): {html.escape(r.reason)}</li>" for r in bad.itertuples())
-    return f"<p>{len(bad)} run scores at the majority level: they predict one class.</p><ul>{items}</ul>"
+    return (f"<p>{len(bad)} (run, task) scores at the one-class level: those runs predict one class (they "
+            f"learned nothing).</p><ul>{items}</ul>")
 
 
 def write_index(study_dir: Path, out_dir: Path, pages: list[Path], summary: str, matrix: str,

@@ -372,6 +372,8 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
         "reference_scores": reference_scores or {},
         "majority_scores": {t: metrics.majority_score(td.task.metric, td.train.labels, td.report.labels)
                             for t, td in tasks.items()},
+        "constant_scores": {t: metrics.constant_score(td.task.metric, td.train.labels, td.report.labels)
+                            for t, td in tasks.items()},
     }
     return record
 

@@ -198,9 +198,26 @@ def test_collapsed_runs_are_those_at_the_majority_level():
     out = analysis.collapsed_runs(df)
     # at the level, below it, a regression run at correlation ~0, within the 1-point margin; not: 80 vs 65, no level
     assert list(zip(out["run_id"], out["target"])) == [("a", "nli"), ("b", "nli"), ("c", "sim"), ("d", "para")]
-    assert "majority level 36.46" in out["reason"][0] and "36.46" in out["reason"][0]
+    assert "one-class level 36.46" in out["reason"][0] and "score 36.46" in out["reason"][0]
     assert analysis.collapsed_runs(df, margin=0.0)["run_id"].tolist() == ["a", "b"]
     assert analysis.collapsed_runs(df.drop(columns="majority_score")).empty  # old results: nothing flagged
+    # acc_f1: the most frequent training label (0) scores 21.4, predicting 1 scores 65.1: a run at
+    # 65.1 predicts one class and is flagged by the constant_score level
+    f1 = df.assign(majority_score=21.4, constant_score=[36.46, 65.07, 36.46, 0.0, 65.07, 70.0])
+    out = analysis.collapsed_runs(f1)
+    assert list(zip(out["run_id"], out["target"])) == [("a", "nli"), ("b", "nli"), ("c", "sim"), ("d", "para"),
+                                                       ("e", "para")]
+
+
+def test_constant_score_is_the_best_one_class_predictor():
+    from mtlstudy import metrics
+
+    train, dev = [0, 0, 0, 1, 1], [1, 1, 1, 0]  # majority label 0; predicting 1: acc 75, F1 85.7
+    assert metrics.majority_score("acc_f1", train, dev) == pytest.approx(12.5)
+    assert metrics.constant_score("acc_f1", train, dev) == pytest.approx((75 + 600 / 7) / 2)
+    assert metrics.constant_score("accuracy", [0, 1, 2, 2], [1, 1, 0]) == pytest.approx(200 / 3)
+    assert metrics.constant_score("mcc", [0, 1], [0, 1, 1]) == 0.0
+    assert metrics.constant_score("spearman", [0.5, 1.0], [1.0, 2.0]) == 0.0
 
 
 def test_why_not_significant_names_seeds_spread_and_needed_difference():

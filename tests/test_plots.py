@@ -55,7 +55,7 @@ def _record(epochs=True):
            "train_sizes": {"a": 300, "b": 100}, "batches_per_epoch": 10, "total_steps": 20, "examples_seen": 320,
            "wall_seconds": 12.5, "device": "cpu", "precision": "fp32", "history": history,
            "best": {"a": {"score": 53, "epoch": 2.0}, "b": {"score": 60.5, "epoch": 0.5}},
-           "majority_scores": {"a": 40.0, "b": 60.0}}
+           "majority_scores": {"a": 40.0, "b": 20.0}, "constant_scores": {"a": 40.0, "b": 60.0}}
     if epochs:
         rec["epochs"] = [{"epoch": 1, "batches": 10, "examples": {"a": 120, "b": 40}, "probs": {"a": 0.75, "b": 0.25}},
                          {"epoch": 2, "batches": 10, "examples": {"a": 100, "b": 60}, "probs": {"a": 0.6, "b": 0.4}}]

@@ -100,7 +100,9 @@ def test_majority_scores_in_record_and_results_rows(mtl_runs):
         if t == "gen_para":  # acc_f1
             ref = (ref + 100 * f1_score(y_dev, pred, zero_division=0.0)) / 2
         assert record["majority_scores"][t] == pytest.approx(ref)
+        assert record["constant_scores"][t] >= record["majority_scores"][t]
     assert {r["target"]: r["majority_score"] for r in store.result_rows(record)} == record["majority_scores"]
+    assert {r["target"]: r["constant_score"] for r in store.result_rows(record)} == record["constant_scores"]
 
 
 def test_earliest_checkpoint_kept_on_ties(tiny_roberta, tmp_path, monkeypatch):
