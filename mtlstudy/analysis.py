@@ -25,6 +25,7 @@ class StudyNotFound(UserError, FileNotFoundError):
 
 
 ALPHA = 0.1  # the paper's significance level (two-sided)
+COLLAPSE_MARGIN = 1.0  # points above the majority level that still count as "learned nothing"
 PAIR_METHODS = ("mtl", "stilts")
 
 # Train sizes of the registered tasks (GLUE's official sizes and the generated suite's defaults).
@@ -85,6 +86,60 @@ def history_frame(run: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+RUN_SETTINGS = ("lr", "batch_size", "epochs", "max_length", "sampler", "schedule", "epoch_length", "heads",
+                "selection", "warmup_ratio", "weight_decay", "max_grad_norm", "group_by_length")
+
+
+def run_summary(run: dict) -> pd.DataFrame:
+    """A run's parameters and cost as a two-column table (what, value): method, tasks, seed,
+    model, train sizes, the training settings, steps, examples seen, wall time and device."""
+    params = run.get("params") or {}
+    train = params.get("train") or {}
+    rows = [("method", run.get("method")), ("tasks", ", ".join(run.get("tasks") or [])),
+            ("seed", run.get("seed")), ("model", run.get("model")),
+            ("train sizes", ", ".join(f"{t} {n}" for t, n in (run.get("train_sizes") or {}).items()))]
+    if run.get("init_checkpoint"):
+        rows.append(("starts from", run["init_checkpoint"]))
+    rows += [(k, train[k]) for k in RUN_SETTINGS if k in train]
+    rows += [("batches per epoch", run.get("batches_per_epoch")), ("steps", run.get("total_steps")),
+             ("examples seen", run.get("examples_seen")), ("wall time (s)", run.get("wall_seconds")),
+             ("device", f"{run.get('device', '?')} ({run.get('precision', '?')})")]
+    return pd.DataFrame(rows, columns=["what", "value"]).astype({"value": str})
+
+
+def run_scores(run: dict, margin: float = COLLAPSE_MARGIN) -> pd.DataFrame:
+    """Per scored task: best dev score, the epoch it was reached, the majority level and whether
+    the run collapsed there (see collapsed_runs)."""
+    majority, constant = run.get("majority_scores") or {}, run.get("constant_scores") or {}
+    rows = []
+    for t, b in (run.get("best") or {}).items():
+        m = majority.get(t, float("nan"))
+        level = constant.get(t, m)
+        rows.append(dict(task=t, best_score=b["score"], best_epoch=b.get("epoch"), majority_score=m,
+                         one_class_score=level,
+                         collapsed=bool(b["score"] <= level + margin) if not pd.isna(level) else None))
+    return pd.DataFrame(rows, columns=["task", "best_score", "best_epoch", "majority_score", "one_class_score",
+                                       "collapsed"])
+
+
+def task_mix(run: dict) -> pd.DataFrame:
+    """Share of each task in the examples trained on, per epoch (index: epoch; columns: tasks).
+    From the record's `epochs` list (examples per task); older records have only the sampler's
+    probabilities at each evaluation, which are used instead (index: the evaluation's epoch)."""
+    epochs = run.get("epochs") or []
+    if epochs:
+        counts = pd.DataFrame([e.get("examples", {}) for e in epochs],
+                              index=pd.Index([e["epoch"] for e in epochs], name="epoch")).fillna(0)
+        return counts.div(counts.sum(axis=1), axis=0)
+    h = history_frame(run)
+    probs = [c for c in h.columns if c.startswith("prob:")]
+    if h.empty or not probs:
+        return pd.DataFrame()
+    out = h.set_index("epoch")[probs]
+    out.columns = [c.split(":", 1)[1] for c in probs]
+    return out
+
+
 def pairwise_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of the pairwise comparison: MTL and STILTs, not the size ablation."""
     return df[df["method"].isin(PAIR_METHODS) & df["k"].isna()]
@@ -131,6 +186,32 @@ def heuristic(target_size: float, support_size: float, abstain_below: float | No
         if ratio < abstain_below:
             return None
     return "mtl" if support_size > target_size else "stilts"
+
+
+def collapse_level(df: pd.DataFrame) -> pd.Series:
+    """Per row, the level at which a run has learned nothing: the best one-class predictor's
+    score (constant_score) where recorded, else the majority level (majority_score)."""
+    level = df["majority_score"] if "majority_score" in df else pd.Series(np.nan, index=df.index)
+    if "constant_score" in df:
+        level = df["constant_score"].fillna(level)
+    return level
+
+
+def collapsed_runs(df: pd.DataFrame, margin: float = COLLAPSE_MARGIN) -> pd.DataFrame:
+    """The (run, task) rows whose best dev score is at (within `margin` points of) or below the
+    score of predicting one class: the best one-class predictor (constant_score; under acc_f1
+    predicting the minority class can beat the majority class), else the majority level; for
+    regression a constant, whose correlation is 0. Columns run_id, method, target, support, seed,
+    score, level, reason. Rows with no level recorded (older results) are never flagged."""
+    cols = ["run_id", "method", "target", "support", "seed", "score", "level", "reason"]
+    if not len(df) or not ({"majority_score", "constant_score"} & set(df.columns)):
+        return pd.DataFrame(columns=cols)
+    df = df.assign(level=collapse_level(df))
+    hit = df[df["level"].notna() & (df["score"] <= df["level"] + margin)].copy()
+    hit["reason"] = [f"best dev score {r.score:.2f} is at {r.target}'s one-class level {r.level:.2f} "
+                     f"(the best score of always predicting one label; of a constant, for regression)"
+                     for r in hit.itertuples()]
+    return hit[cols].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- cells
@@ -280,6 +361,47 @@ def summary_table(df: pd.DataFrame, cells: pd.DataFrame, order: list[str]) -> pd
     out["Mean"] = out.mean(axis=1)
     out.index.name = "method"
     return out
+
+
+ROW_DEFINITIONS = {
+    "Single task": "each target trained alone, mean over seeds.",
+    "MTL-All": "one model trained on all tasks at once with the named task sampler, scored on each target.",
+    "Avg STILTs": "per target, the mean over supports of STILTs (train on the support, then fine-tune on the target).",
+    "Avg MTL": "per target, the mean over supports of pairwise MTL (target and support trained together).",
+    "Avg S.H.": "per target, for each support the method the size heuristic picks (MTL when the support is "
+                "larger than the target, else STILTs), averaged over supports.",
+    ORACLE: "per target, the maximum over supports of the better of MTL and STILTs (an upper bound no rule "
+            "can beat without seeing dev scores).",
+}
+
+
+def row_definition(row: str) -> str:
+    """The one-sentence definition of a Table 1/2 row ('MTL-All (size)' -> the MTL-All sentence)."""
+    return ROW_DEFINITIONS.get(row) or ROW_DEFINITIONS.get(row.split(" (")[0], "")
+
+
+def why_not_significant(cells: pd.DataFrame, alpha: float = ALPHA, equal_var: bool = True) -> str:
+    """Why no cell reaches p < alpha: seeds per method, the seeds' spread, and the difference of
+    means the t-test would need at that spread, against the largest one seen. '' when a cell is
+    significant or there are no cells."""
+    if not len(cells) or cells["significant"].any():
+        return ""
+    n = int(min(cells["n_mtl"].min(), cells["n_stilts"].min()))
+    if n < 2:
+        return (f"No cell can be significant: a t-test needs at least 2 seeds per method, and some cells "
+                f"have {n}.")
+    # pooled per-cell spread over the cells' own t statistics: |diff| / |t| = s.e. of the difference
+    se = (cells["diff"].abs() / cells["t"].abs()).replace([np.inf, -np.inf], np.nan).dropna()
+    dof = 2 * n - 2
+    crit = stats.t.ppf(1 - alpha / 2, dof)
+    text = (f"No cell is significant at alpha {alpha:g}: with {n} seeds per method the t-test has {dof} "
+            f"degrees of freedom (critical |t| {crit:.2f})")
+    if len(se):
+        sd = float(np.median(se)) / math.sqrt(2 / n)
+        text += (f"; the seeds' standard deviation is about {sd:.1f} points (median over cells), so a "
+                 f"difference of means needs about {crit * float(np.median(se)):.1f} points, and the largest "
+                 f"here is {cells['diff'].abs().max():.1f}. More seeds or larger tasks (less spread) would tell")
+    return text + "."
 
 
 def mtl_all_table(df: pd.DataFrame, order: list[str]) -> pd.DataFrame:

@@ -103,6 +103,8 @@ def cmd_run(a):
     print(f"study {st.profile.name}: " + ", ".join(f"{k} {v}" for k, v in outcome.counts.items()))
     for rid, err in outcome.failures:
         print(f"  failed {rid}: {err}")
+    for rid, target, reason in outcome.collapsed:
+        print(f"  collapsed {rid} ({target}): {reason}")
     print(f"results: {st.dir / 'results.csv'}")
     if a.report:
         print(f"report: {study.report(st)}")
@@ -132,6 +134,8 @@ def cmd_status(a):
         print(f"  training {rid}: {who}")
     for rid, err in now.failures:
         print(f"  failed {rid}: {err}")
+    for rid, target, reason in now.collapsed:
+        print(f"  collapsed {rid} ({target}): {reason}")
     print(f"disk use: {now.disk_bytes / 1e6:.1f} MB")
 
 

@@ -33,3 +33,30 @@ def compute(metric: str, predictions, labels) -> dict[str, float]:
     else:
         raise ValueError(f"unknown metric '{metric}'")
     return {k: float(v) * 100 for k, v in out.items()}
+
+
+def majority_score(metric: str, train_labels, dev_labels) -> float:
+    """The score of a constant predictor on dev: the most frequent training label (the smallest
+    on ties) for classification, the training mean for regression. A constant has no
+    correlation, so under `spearman` this is 0 by definition (see compute). The level below
+    which a run has learned nothing: a run whose best score is here predicts one class."""
+    train_labels, dev_labels = np.asarray(train_labels), np.asarray(dev_labels)
+    if len(train_labels) == 0:
+        raise ValueError(f"metric {metric}: no training labels")
+    if metric == "spearman":
+        constant = float(np.mean(train_labels))
+    else:
+        values, counts = np.unique(train_labels, return_counts=True)
+        constant = values[np.argmax(counts)]
+    return compute(metric, np.full(len(dev_labels), constant, dtype=train_labels.dtype), dev_labels)["score"]
+
+
+def constant_score(metric: str, train_labels, dev_labels) -> float:
+    """The best score on dev of any one-class predictor (over the classes seen in training); 0
+    for regression. Under acc_f1 it can exceed majority_score: predicting the minority class 1
+    gives an F1 that predicting 0 does not. A run at this level may still predict one class."""
+    train_labels, dev_labels = np.asarray(train_labels), np.asarray(dev_labels)
+    if metric == "spearman":
+        return majority_score(metric, train_labels, dev_labels)
+    return max(compute(metric, np.full(len(dev_labels), c, dtype=train_labels.dtype), dev_labels)["score"]
+               for c in np.unique(train_labels))

@@ -145,10 +145,16 @@ def plot_ablation(summary, crossings=None, confidence: float = 0.9, interval: st
 
 # ----------------------------------------------------------------------------- runs
 
+SEED_STYLES = ["-", "--", ":", "-."]
+SEED_MARKERS = ["o", "s", "^", "D"]
+
+
 def plot_learning_curves(runs: list[tuple[str, dict]], task: str, ax=None, title: str | None = None):
-    """Dev score of `task` over training for each (label, result.json dict); the label's first
-    word picks the colour (mtl, stilts, single, mtl_all). A dot marks each run's best score."""
+    """Dev score of `task` over training (x in epochs) for each (label, result.json dict); the
+    label's first word picks the colour (mtl, stilts, single, mtl_all), the run's seed (its
+    place among the seeds shown) the line style and marker. A filled marker at each run's best."""
     fig, ax = _axes(ax, (6, 4))
+    seeds = sorted({run.get("seed") for _, run in runs}, key=str)
     for label, run in runs:
         h = analysis.history_frame(run)
         col = f"score:{task}"
@@ -156,9 +162,11 @@ def plot_learning_curves(runs: list[tuple[str, dict]], task: str, ax=None, title
             continue
         x = "epoch" if h["epoch"].notna().all() else "step"
         colour = METHOD_COLOURS.get(label.split()[0], None)
-        ax.plot(h[x], h[col], color=colour, alpha=0.8, label=label)
+        i = seeds.index(run.get("seed")) % len(SEED_STYLES)
+        ax.plot(h[x], h[col], color=colour, alpha=0.8, label=label, linestyle=SEED_STYLES[i],
+                marker=SEED_MARKERS[i], markersize=3)
         best = h[col].idxmax()
-        ax.plot(h.at[best, x], h.at[best, col], "o", color=colour)
+        ax.plot(h.at[best, x], h.at[best, col], SEED_MARKERS[i], color=colour, markersize=8)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{task} dev score")
     ax.set_title(title or f"learning curves: {task}")
@@ -187,6 +195,40 @@ def plot_sampler_weights(run: dict, ax=None, title: str | None = None):
     return fig
 
 
+def plot_run(run: dict):
+    """One run at a glance: its training loss and dev scores over epochs (left) and the share of
+    each task in the examples it trained on, per epoch (right; multi-task runs only)."""
+    h = analysis.history_frame(run)
+    mix = analysis.task_mix(run)
+    multi = len(run.get("scored_tasks") or run.get("tasks") or []) > 1 and not mix.empty
+    fig = Figure(figsize=(11 if multi else 6.5, 3.8))
+    axes = fig.subplots(1, 2 if multi else 1)
+    ax = axes[0] if multi else axes
+    if not h.empty:
+        ax.plot(h["epoch"], h["train_loss"], "k-o", markersize=3, label="training loss (mean since last eval)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax2 = ax.twinx()
+    for t in [c.split(":", 1)[1] for c in h.columns if c.startswith("score:")]:
+        ax2.plot(h["epoch"], h[f"score:{t}"], "--s", markersize=3, label=f"{t} dev score")
+    ax2.set_ylabel("dev score")
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="best")
+    ax.set_title(run.get("run_id", ""), fontsize=9)
+    if multi:
+        bottom = None
+        for t in mix.columns:
+            axes[1].bar(mix.index.astype(str), mix[t], bottom=bottom, label=t)
+            bottom = mix[t] if bottom is None else bottom + mix[t]
+        axes[1].set_xlabel("epoch" if run.get("epochs") else "epoch of the evaluation (sampler probabilities)")
+        axes[1].set_ylabel("share of examples" if run.get("epochs") else "sampling probability")
+        axes[1].set_ylim(0, 1)
+        axes[1].set_title("task mix per epoch", fontsize=9)
+        axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_cell(study_dir: Path, df, target: str, support: str):
     """The runs behind one matrix cell: learning curves of the target for its MTL and STILTs
     runs (left) and the MTL runs' sampler weights (right)."""
@@ -200,13 +242,21 @@ def plot_cell(study_dir: Path, df, target: str, support: str):
     fig = Figure(figsize=(11, 3.8))
     ax_l, ax_r = fig.subplots(1, 2)
     plot_learning_curves(runs, target, ax=ax_l, title=f"target {target}, support {support}")
-    mtl = [run for label, run in runs if label.startswith("mtl")]
+    mtl = [run for label, run in runs if label.startswith("mtl") and sampler_varies(run)]
     if mtl:
         plot_sampler_weights(mtl[0], ax=ax_r, title=f"sampler weights ({mtl[0].get('run_id', '')})")
-    else:
-        ax_r.set_axis_off()
+    else:  # constant weights (a size or uniform sampler) say nothing over time: one panel
+        fig.delaxes(ax_r)
+        fig.set_size_inches(6.5, 3.8)
     fig.tight_layout()
     return fig
+
+
+def sampler_varies(run: dict) -> bool:
+    """True when the run's task probabilities change over training (a dynamic sampler)."""
+    h = analysis.history_frame(run)
+    probs = h[[c for c in h.columns if c.startswith("prob:")]]
+    return bool(len(probs.columns)) and bool((probs.max() - probs.min()).abs().max() > 1e-9)
 
 
 def style_table(table):

@@ -115,7 +115,8 @@ def write_cells_page(study_dir: Path, out_dir: Path, alpha: float = analysis.ALP
         fig.savefig(out_dir / "cells" / f"{name}.png", dpi=100, bbox_inches="tight")
         detail = analysis.cell_detail(df, r.target, r.support, alpha, equal_var)
         runs = pd.concat([analysis.runs_for(df, r.target, r.support, m) for m in analysis.PAIR_METHODS])
-        runs = runs[["method", "seed", "run_id", "score", "best_step"]]
+        runs = runs.assign(best_epoch=[_best_epoch(study_dir, rid, r.target) for rid in runs["run_id"]])
+        runs = runs[["method", "seed", "run_id", "score", "best_epoch"]]
         parts += [f'<h2 id="{name}">target {html.escape(r.target)}, support {html.escape(r.support)}</h2>',
                   f"<p>{html.escape(detail['text'])}</p>",
                   runs.to_html(index=False, float_format="%.2f"),
@@ -123,6 +124,12 @@ def write_cells_page(study_dir: Path, out_dir: Path, alpha: float = analysis.ALP
     page = out_dir / "cells.html"
     page.write_text(_html_page(f"Cells: {study_dir.name}", "\n".join(parts)), encoding="utf-8")
     return page, cells, order
+
+
+def _best_epoch(study_dir: Path, run_id: str, task: str) -> float:
+    """The epoch of a run's best evaluation of `task` (the curves' x unit), NaN when unknown."""
+    run = analysis.load_run(study_dir, run_id) or {}
+    return (run.get("best", {}).get(task) or {}).get("epoch", float("nan"))
 
 
 def matrix_html(cells, order: list[str]) -> str:
@@ -153,10 +160,79 @@ def _html_page(title: str, body: str) -> str:
             f"<style>{style}</style></head><body>{body}</body></html>")
 
 
-def write_index(study_dir: Path, out_dir: Path, pages: list[Path], summary: str, matrix: str) -> Path:
-    """index.html linking the notebook pages, figures, tables and the cell pages."""
+def _rows_html(rows: list[tuple[str, str]]) -> str:
+    return "<table>" + "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                               f"<td style='text-align:left'>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
+def header_html(study_dir: Path, df: pd.DataFrame, alpha: float, equal_var: bool) -> str:
+    """What the study is: the profile's description, model, tasks (train size, majority level),
+    seeds, methods, training settings, and the test that decides the cells."""
+    info = analysis.load_study_info(study_dir)
+    prof = info.get("profile") if isinstance(info.get("profile"), dict) else {}
+    sizes = analysis.task_sizes(df, study_dir)
+    majority = df.groupby("target")["majority_score"].first() if "majority_score" in df else pd.Series(dtype=float)
+    level = df.assign(level=analysis.collapse_level(df)).groupby("target")["level"].first()
+    tasks = [t for t in (prof.get("tasks") or analysis.task_order(sizes, set(df["target"])))]
+    task_text = ", ".join(
+        f"{html.escape(t)} ({sizes.get(t, '?')} train" +
+        (f"; majority level {majority[t]:.1f}" if t in majority and pd.notna(majority[t]) else "") +
+        (f", best one-class level {level[t]:.1f}" if t in level and pd.notna(level[t]) else "") + ")"
+        for t in tasks)
+    seeds = prof.get("seeds") or sorted(set(df["seed"]))
+    rows = [("description", html.escape(prof.get("description") or "(none)")),
+            ("model", html.escape(prof.get("model") or analysis.study_model(df))),
+            ("tasks (train size; score of always predicting the most frequent training label, and of the best single label)", task_text),
+            ("seeds", f"{len(seeds)}: {html.escape(', '.join(map(str, seeds)))}"),
+            ("methods", html.escape(", ".join(prof.get("methods") or sorted(set(df["method"])))))]
+    train = prof.get("train") or {}
+    if train:
+        keys = ("lr", "batch_size", "epochs", "max_length", "sampler", "schedule", "epoch_length", "heads")
+        rows.append(("training", html.escape(", ".join(f"{k} {train[k]}" for k in keys if k in train))))
+    test = "Student's two-sample t-test (pooled variance)" if equal_var else "Welch's two-sample t-test"
+    rows.append(("test", f"{test} of the MTL seeds against the STILTs seeds of each cell, two-sided, "
+                         f"alpha {alpha:g}"))
+    return _rows_html(rows)
+
+
+def table_html(table: pd.DataFrame, caption: str) -> str:
+    """Table 1 or 2 as HTML: one decimal, the best non-oracle value per column in bold, the
+    paper's published mean beside ours where the paper has the row, and each row's definition."""
+    mask = analysis.best_mask(table)
+    cols = list(table.columns)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    rows = [f"<caption style='text-align:left'>{caption}</caption>"
+            f"<tr><th>method</th>{head}<th>paper (mean)</th><th style='text-align:left'>definition</th></tr>"]
+    for name in table.index:
+        tds = "".join("<td></td>" if pd.isna(v) else
+                      f"<td>{'<b>' if mask.at[name, c] else ''}{v:.1f}{'</b>' if mask.at[name, c] else ''}</td>"
+                      for c, v in zip(cols, table.loc[name]))
+        paper = analysis.PAPER_VALUES.get(name)
+        rows.append(f"<tr><th>{html.escape(name)}</th>{tds}<td>{'' if paper is None else f'{paper:.1f}'}</td>"
+                    f"<td style='text-align:left'>{html.escape(analysis.row_definition(name))}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def collapsed_html(df: pd.DataFrame) -> str:
+    """The runs that learned nothing, with the reason; or a line saying there are none."""
+    bad = analysis.collapsed_runs(df)
+    if not ({"majority_score", "constant_score"} & set(df.columns)):
+        return "<p>No majority levels recorded (results from before they were): collapsed runs not checked.</p>"
+    if bad.empty:
+        return (f"<p>None: every run's best dev score is more than {analysis.COLLAPSE_MARGIN:g} point above its "
+                "task's one-class level (the best score of always predicting one label).</p>")
+    items = "".join(f"<li>{html.escape(r.run_id)} ({html.escape(r.method)}, target {html.escape(r.target)}, "
+                    f"seed {r.seed}): {html.escape(r.reason)}</li>" for r in bad.itertuples())
+    return (f"<p>{len(bad)} (run, task) scores at the one-class level: those runs predict one class (they "
+            f"learned nothing).</p><ul>{items}</ul>")
+
+
+def write_index(study_dir: Path, out_dir: Path, pages: list[Path], summary: str, matrix: str,
+                header: str = "", tables: str = "") -> Path:
+    """index.html: what the study is, its tables and heuristic, collapsed runs, then links to the
+    notebook pages, the matrix, figures, CSV tables and the cell pages."""
     rel = lambda p: Path(p).relative_to(out_dir).as_posix()  # noqa: E731
-    parts = [f"<h1>Report: {html.escape(study_dir.name)}</h1>", summary, "<h2>Analyses</h2><ul>"]
+    parts = [f"<h1>Report: {html.escape(study_dir.name)}</h1>", header, summary, tables, "<h2>Analyses</h2><ul>"]
     parts += [f'<li><a href="{rel(p)}">{p.stem}</a> (<a href="{rel(p.with_suffix(".ipynb"))}">notebook</a>)</li>'
               for p in pages]
     parts.append("</ul>")
@@ -203,10 +279,25 @@ def build_report(study_dir: Path, compare_to: Path | None = None, kernel_name: s
     if not jobs:
         raise UserError(f"nothing to analyse in {study_dir}: no mtl, stilts or mtl_all rows in results.csv")
     pages = [run_notebook(name, out_dir, params, kernel_name, exclude_input)[1] for name, params in jobs]
-    summary, matrix = "", ""
+    summary, matrix, tables = "", "", ""
+    order = analysis.task_order(analysis.task_sizes(df, study_dir), set(df["target"]))
     if len(analysis.pairwise_rows(df)):
         _, cells, order = write_cells_page(study_dir, out_dir, alpha, equal_var)
         matrix = matrix_html(cells, order)
-        summary = (f"<p>Size heuristic: {html.escape(analysis.heuristic_accuracy(cells)['text'])} "
+        sig = int(cells["significant"].sum())
+        summary = (f"<h2>Size heuristic</h2><p>{sig} of {len(cells)} matrix cells are significant "
+                   f"(p &lt; {alpha:g}). The heuristic (MTL when the support is larger than the target, else "
+                   f"STILTs) is right on {html.escape(analysis.heuristic_accuracy(cells)['text'])} "
                    f"(paper: {analysis.PAPER_HEURISTIC}).</p>")
-    return write_index(study_dir, out_dir, pages, summary, matrix)
+        why = analysis.why_not_significant(cells, alpha, equal_var)
+        if why:
+            summary += f"<p>{html.escape(why)}</p>"
+        tables += "<h2>Table 1</h2>" + table_html(
+            analysis.summary_table(df, cells, order),
+            "Dev score per target (columns) and their mean; bold: the best non-oracle value per column.")
+    if (df["method"] == "mtl_all").any():
+        tables += "<h2>Table 2</h2>" + table_html(
+            analysis.mtl_all_table(df, order), "Single task against MTL over all tasks, per sampler.")
+    tables += "<h2>Collapsed runs</h2>" + collapsed_html(df)
+    return write_index(study_dir, out_dir, pages, summary, matrix, header_html(study_dir, df, alpha, equal_var),
+                       tables)

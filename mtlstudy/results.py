@@ -123,8 +123,9 @@ def run_table(study_dir: Path, runs, profile, user):
     return rows, summary
 
 
-def collect(study_dir: Path, index: RunIndex | None = None) -> Path:
-    """results.csv: one row per (finished run, scored task)."""
+def results_frame(study_dir: Path, index: RunIndex | None = None):
+    """The rows of results.csv, from the finished runs' records: one per (run, scored task), with
+    the task's majority-class and best one-class levels beside each score."""
     import pandas as pd
 
     study_dir = Path(study_dir)
@@ -135,10 +136,23 @@ def collect(study_dir: Path, index: RunIndex | None = None) -> Path:
         if rec:
             rows.extend(store.result_rows(rec, {"study": study_dir.name}))
     cols = ["run_id", "method", "target", "support", "seed", "score", "best_step", "sampler", "target_fraction",
-            "k", "target_train_size", "support_train_size", "model", "study"]
-    df = pd.DataFrame(rows, columns=cols).sort_values(["method", "target", "support", "seed", "run_id"])
+            "k", "target_train_size", "support_train_size", "model", "study", "majority_score", "constant_score"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["method", "target", "support", "seed", "run_id"])
+
+
+def collect(study_dir: Path, index: RunIndex | None = None) -> Path:
+    """results.csv: one row per (finished run, scored task)."""
+    study_dir = Path(study_dir)
     out = study_dir / "results.csv"
     tmp = out.with_suffix(f".csv.{os.getpid()}.tmp")  # two launchers may collect at the same moment
-    df.to_csv(tmp, index=False)
+    results_frame(study_dir, index).to_csv(tmp, index=False)
     os.replace(tmp, out)
     return out
+
+
+def collapsed(study_dir: Path, index: RunIndex | None = None) -> list[tuple[str, str, str]]:
+    """(run id, task, reason) of every finished run whose best dev score sits at its task's
+    one-class level (analysis.collapsed_runs)."""
+    from .analysis import collapsed_runs
+
+    return [(r.run_id, r.target, r.reason) for r in collapsed_runs(results_frame(study_dir, index)).itertuples()]

@@ -98,5 +98,7 @@ def result_rows(record: dict, tags: dict | None = None) -> list[dict]:
             "target_train_size": sizes.get(target),
             "support_train_size": record.get("support_train_size") if method == "stilts" else sizes.get(support, math.nan),
             "model": record["model"], "study": tags.get("study", ""),
+            "majority_score": record.get("majority_scores", {}).get(target, math.nan),
+            "constant_score": record.get("constant_scores", {}).get(target, math.nan),
         })
     return rows

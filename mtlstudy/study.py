@@ -114,6 +114,7 @@ class Outcome:
     counts: dict
     failures: list = field(default_factory=list)
     unfinished: str = ""     # why runs are still pending ("" when none are)
+    collapsed: list = field(default_factory=list)  # (run id, task, reason): best score at the one-class level
 
     @property
     def exit_code(self) -> int:
@@ -165,7 +166,7 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
         else:
             why = ("their processes or Slurm jobs ended without a record (cancelled or killed?); "
                    f"`mtlstudy run {p.name}` again resumes them from their checkpoints")
-    return Outcome(counts, results.failures(d), why)
+    return Outcome(counts, results.failures(d), why, results.collapsed(d, index))
 
 
 @dataclass
@@ -175,6 +176,7 @@ class Status:
     in_flight: list        # (run id, who trains it)
     failures: list         # (run id, reason)
     disk_bytes: int
+    collapsed: list = field(default_factory=list)  # (run id, task, reason)
 
 
 def status(study: Study) -> Status:
@@ -184,7 +186,7 @@ def status(study: Study) -> Status:
     if not results.is_started(study.dir):
         return Status(False, {"pending": len(study.runs)}, [], [], 0)
     return Status(True, results.study_counts(study.dir), runs_in_flight(study.dir), results.failures(study.dir),
-                  results.disk_usage(study.dir))
+                  results.disk_usage(study.dir), results.collapsed(study.dir))
 
 
 def collect(study: Study) -> Path:

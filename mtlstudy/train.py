@@ -409,6 +409,10 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
         "device": str(device), "precision": str(amp or "fp32"), "versions": library_versions(),
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
         "reference_scores": reference_scores or {},
+        "majority_scores": {t: metrics.majority_score(td.task.metric, td.train.labels, td.report.labels)
+                            for t, td in tasks.items()},
+        "constant_scores": {t: metrics.constant_score(td.task.metric, td.train.labels, td.report.labels)
+                            for t, td in tasks.items()},
     }
     return record
 

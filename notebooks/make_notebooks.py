@@ -76,7 +76,7 @@ wrong = analysis.heuristic_wrong_cells(cells, abstain_below)
 wrong.to_csv(tables / "heuristic_wrong.csv", index=False)
 display(Markdown(f"**Size heuristic:** {acc['text']} (paper: {analysis.PAPER_HEURISTIC}). "
                  f"Wrong on: {', '.join(f'{t}|{s}' for t, s in acc['wrong']) or 'none'}."))
-wrong''',
+wrong if len(wrong) else None  # no empty header-only table''',
     new_markdown_cell("## Table 1\n\nBold: the best non-oracle value per column."),
     '''\
 table = analysis.summary_table(df, cells, order)

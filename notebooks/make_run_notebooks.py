@@ -14,11 +14,14 @@ RUN = [
     new_markdown_cell("# One training run\nExecuted by papermill for every run of a study; kept next to the "
                       "run's `result.json` as its audit trail."),
     params('study_dir = "outputs/demo"\nrun_id = ""'),
-    "from mtlstudy import plots, runner\n"
-    "record = runner.train_and_record(study_dir, run_id)\n"
-    "{t: round(b['score'], 2) for t, b in record['best'].items()}",
-    "for task in record['scored_tasks']:\n"
-    "    plots.show(plots.plot_learning_curves([(record['run_id'], record)], task).figure)",
+    "from mtlstudy import analysis, plots, runner\n"
+    "record = runner.train_and_record(study_dir, run_id)",
+    new_markdown_cell("## Parameters, wall time and device"),
+    "analysis.run_summary(record).style.hide(axis='index')",
+    new_markdown_cell("## Best dev score per task, against always predicting the most frequent label"),
+    "analysis.run_scores(record)",
+    new_markdown_cell("## Training loss, dev scores and the task mix per epoch"),
+    "plots.show(plots.plot_run(record))",
 ]
 
 STAGES = {

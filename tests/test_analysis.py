@@ -217,3 +217,56 @@ def test_several_samplers_need_a_choice(df):
     with pytest.raises(ValueError, match="several samplers"):
         analysis.cell_table(twice, SIZES)
     assert len(analysis.cell_table(twice, SIZES, sampler="uniform")) == 6
+
+
+def test_collapsed_runs_are_those_at_the_majority_level():
+    df = pd.DataFrame({
+        "run_id": ["a", "a", "b", "c", "d", "e"], "method": ["mtl", "mtl", "stilts", "single", "single", "single"],
+        "target": ["nli", "para", "nli", "sim", "para", "para"], "support": ["para", "nli", "para", "", "", ""],
+        "seed": [1, 1, 1, 1, 1, 1], "score": [36.46, 80.0, 36.0, 0.5, 66.0, 70.0],
+        "majority_score": [36.46, 65.07, 36.46, 0.0, 65.07, float("nan")]})
+    out = analysis.collapsed_runs(df)
+    # at the level, below it, a regression run at correlation ~0, within the 1-point margin; not: 80 vs 65, no level
+    assert list(zip(out["run_id"], out["target"])) == [("a", "nli"), ("b", "nli"), ("c", "sim"), ("d", "para")]
+    assert "one-class level 36.46" in out["reason"][0] and "score 36.46" in out["reason"][0]
+    assert analysis.collapsed_runs(df, margin=0.0)["run_id"].tolist() == ["a", "b"]
+    assert analysis.collapsed_runs(df.drop(columns="majority_score")).empty  # old results: nothing flagged
+    # acc_f1: the most frequent training label (0) scores 21.4, predicting 1 scores 65.1: a run at
+    # 65.1 predicts one class and is flagged by the constant_score level
+    f1 = df.assign(majority_score=21.4, constant_score=[36.46, 65.07, 36.46, 0.0, 65.07, 70.0])
+    out = analysis.collapsed_runs(f1)
+    assert list(zip(out["run_id"], out["target"])) == [("a", "nli"), ("b", "nli"), ("c", "sim"), ("d", "para"),
+                                                       ("e", "para")]
+
+
+def test_constant_score_is_the_best_one_class_predictor():
+    from mtlstudy import metrics
+
+    train, dev = [0, 0, 0, 1, 1], [1, 1, 1, 0]  # majority label 0; predicting 1: acc 75, F1 85.7
+    assert metrics.majority_score("acc_f1", train, dev) == pytest.approx(12.5)
+    assert metrics.constant_score("acc_f1", train, dev) == pytest.approx((75 + 600 / 7) / 2)
+    assert metrics.constant_score("accuracy", [0, 1, 2, 2], [1, 1, 0]) == pytest.approx(200 / 3)
+    assert metrics.constant_score("mcc", [0, 1], [0, 1, 1]) == 0.0
+    assert metrics.constant_score("spearman", [0.5, 1.0], [1.0, 2.0]) == 0.0
+
+
+def test_why_not_significant_names_seeds_spread_and_needed_difference():
+    def frame(shift):
+        rows = [dict(run_id=f"{m}{s}", method=m, target="t", support="s", seed=s, score=v, sampler="size" if m == "mtl" else "",
+                     k=float("nan"), target_fraction=1.0, support_train_size=10)
+                for m, vals in (("mtl", [70.0 + shift, 72.0 + shift]), ("stilts", [70.5, 71.0])) for s, v in zip((1, 2), vals)]
+        rows += [dict(r, target="s", support="t", run_id=r["run_id"] + "b") for r in rows]
+        return pd.DataFrame(rows)
+
+    sizes = {"t": 100, "s": 10}
+    cells = analysis.cell_table(frame(0.0), sizes)
+    assert not cells["significant"].any()
+    text = analysis.why_not_significant(cells)
+    crit = stats.t.ppf(0.95, 2)
+    assert "with 2 seeds per method" in text and "2 degrees of freedom" in text and f"{crit:.2f}" in text
+    need = float(text.split("needs about ")[1].split(" points")[0])
+    # moving the MTL seeds by the needed difference (from a difference of +0.25) brings p to about alpha
+    p = analysis.cell_table(frame(need - 0.25), sizes)["p"].iloc[0]
+    assert 0.08 < p < 0.12
+    sig = analysis.cell_table(frame(20.0), sizes)
+    assert sig["significant"].all() and analysis.why_not_significant(sig) == ""

@@ -64,3 +64,33 @@ def test_length_mismatch_and_empty(metric):
 def test_unknown_metric():
     with pytest.raises(ValueError, match="unknown metric 'f2'"):
         metrics.compute("f2", [0], [0])
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "acc_f1", "mcc"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_majority_score_is_sklearns_most_frequent_dummy(metric, seed):
+    from sklearn.dummy import DummyClassifier
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    rng = np.random.default_rng(seed)
+    k = 3 if metric == "accuracy" else 2
+    train = rng.choice(k, size=50, p=rng.dirichlet(np.ones(k)))
+    dev = rng.integers(0, k, 40)
+    pred = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(train), 1)), train).predict(np.zeros((len(dev), 1)))
+    if metric == "acc_f1":
+        ref = (accuracy_score(dev, pred) + f1_score(dev, pred, zero_division=0.0)) / 2
+    else:
+        ref = accuracy_score(dev, pred) if metric == "accuracy" else matthews_corrcoef(dev, pred)
+    assert metrics.majority_score(metric, train, dev) == pytest.approx(100 * ref)
+
+
+def test_majority_score_examples():
+    # 3 of 4 training labels are 1; dev has 2 ones of 5: accuracy 40, F1 = 2*0.4/(1.4) = 57.14
+    assert metrics.majority_score("accuracy", [1, 1, 1, 0], [1, 1, 0, 0, 0]) == pytest.approx(40.0)
+    assert metrics.majority_score("acc_f1", [1, 1, 1, 0], [1, 1, 0, 0, 0]) == pytest.approx((40 + 400 / 7) / 2)
+    assert metrics.majority_score("mcc", [0, 0, 1], [1, 0, 1]) == 0.0
+    assert metrics.majority_score("accuracy", [2, 0, 2, 0], [0, 0, 2]) == pytest.approx(200 / 3)  # tie: smallest
+    # regression: a constant has no rank correlation; defined as 0
+    assert metrics.majority_score("spearman", np.array([0.5, 4.0], np.float32), np.array([1.0, 2.0, 3.0], np.float32)) == 0.0
+    with pytest.raises(ValueError, match="no training labels"):
+        metrics.majority_score("accuracy", [], [1])

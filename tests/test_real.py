@@ -49,22 +49,30 @@ def test_minilm_learns_sst2(glue_dir, minilm_path, tmp_path):
     assert record["best"]["sst2"]["score"] >= 70.0, record["best"]
 
 
-def test_mtl_pair_and_stilts_on_real_data(glue_dir, minilm_path, tmp_path):
-    """WNLI + RTE (64 training examples each, max length 48): one MTL pair run scores both tasks;
-    STILTs WNLI -> RTE runs stage one (keeping its best checkpoint) and stage two from that
-    checkpoint. The smallest dev sets of GLUE (71 and 277 examples) keep the evaluations short;
-    this checks that the methods run end to end on real files and a real encoder, not accuracy."""
-    counts = {"wnli": 64, "rte": 64}
-    short = dict(max_length=48)
-    mtl = _run(_spec(glue_dir, "mtl", ["wnli", "rte"], counts, **short), tmp_path / "mtl")
-    assert set(mtl["best"]) == {"wnli", "rte"} and mtl["train_sizes"] == counts
-    assert mtl["total_steps"] == 8  # uniform: 8 slots each in a batch of 16; 64 // 8 batches
-    for t in ("wnli", "rte"):
-        assert 0.0 <= mtl["best"][t]["score"] <= 100.0 and mtl["best"][t]["step"] == mtl["total_steps"]
+def test_mtl_pair_and_stilts_learn_on_real_data(glue_dir, minilm_path, tmp_path):
+    """An MTL pair and a STILTs run on real GLUE files score clearly above the majority level of
+    their target (majority_score: always predicting the most frequent training label).
 
-    stage1 = _run(_spec(glue_dir, "single", ["wnli"], counts, keep_checkpoint="best", **short), tmp_path / "stage1")
-    ckpt = tmp_path / "stage1" / "best" / "wnli"
-    assert (ckpt / "model.safetensors").exists() and "wnli" in stage1["best"]
-    stage2 = _run(_spec(glue_dir, "stilts", ["wnli", "rte"], counts, **short), tmp_path / "stage2", init_checkpoint=ckpt)
-    assert stage2["scored_tasks"] == ["rte"] and stage2["init_checkpoint"] == str(ckpt)
-    assert 0.0 <= stage2["best"]["rte"]["score"] <= 100.0
+    MTL SST-2 + RTE (640 + 128 training examples, size sampler: 13 + 3 slots a batch, 42 steps);
+    STILTs RTE -> SST-2 (stage one: single RTE on 128 examples, best checkpoint kept; stage two:
+    640 SST-2 examples, 40 steps). Max length 64, lr 3e-4 decaying to 0, one epoch, batches not
+    grouped by length. SST-2 is the target because a few hundred examples teach MiniLM sentiment
+    (test_minilm_learns_sst2), while RTE stays near chance at this size. Measured (CPU, seed 42):
+    MTL SST-2 77.6 against a majority level of 50.9 (lr 2e-4 with length grouping: 65.8). The bar,
+    majority + 10 points, is about 6 standard errors of an 872-example dev accuracy, so a run that
+    predicts one class or learns nothing cannot pass."""
+    counts = {"sst2": 640, "rte": 128}
+    kw = dict(max_length=64, lr=3e-4, sampler="size", group_by_length=False)
+    mtl = _run(_spec(glue_dir, "mtl", ["sst2", "rte"], counts, **kw), tmp_path / "mtl")
+    assert mtl["train_sizes"] == counts and mtl["total_steps"] == 42
+    assert set(mtl["majority_scores"]) == {"sst2", "rte"}
+    assert 45 < mtl["majority_scores"]["sst2"] < 55  # 428 or 444 of 872 dev examples
+    assert mtl["best"]["sst2"]["score"] >= mtl["majority_scores"]["sst2"] + 10, (mtl["best"], mtl["majority_scores"])
+
+    stage1 = _run(_spec(glue_dir, "single", ["rte"], counts, keep_checkpoint="best", **kw), tmp_path / "stage1")
+    ckpt = tmp_path / "stage1" / "best" / "rte"
+    assert (ckpt / "model.safetensors").exists() and "rte" in stage1["best"]
+    stilts = _run(_spec(glue_dir, "stilts", ["rte", "sst2"], counts, **kw), tmp_path / "stage2", init_checkpoint=ckpt)
+    assert stilts["scored_tasks"] == ["sst2"] and stilts["init_checkpoint"] == str(ckpt)
+    assert stilts["total_steps"] == 40
+    assert stilts["best"]["sst2"]["score"] >= stilts["majority_scores"]["sst2"] + 10, stilts["best"]

@@ -755,6 +755,12 @@ def test_finished_study_keeps_no_checkpoints_and_status_reports_disk_use(finishe
     actual = sum(p.stat().st_size for p in st.dir.rglob("*") if p.is_file()) / 1e6
     assert abs(float(m.group(1)) - actual) < 0.2
     assert "done 4" in r.stdout
+    # collapsed runs (score within 1 point of the best one-class level) are listed with their reason
+    table = pd.read_csv(st.dir / "results.csv")
+    assert table["majority_score"].notna().all() and (table["constant_score"] >= table["majority_score"]).all()
+    expected = {(x.run_id, x.target) for x in table.itertuples() if x.score <= x.constant_score + 1.0}
+    listed = set(re.findall(r"collapsed (\S+) \((\S+)\): best dev score [0-9.]+ is at", r.stdout))
+    assert listed == expected, r.stdout
 
 
 def test_leftover_resume_checkpoint_of_a_finished_run_is_removed(one_run_study):

@@ -105,3 +105,35 @@ def test_explorer_widgets_switch_choices(tmp_path, monkeypatch):
     target.value = support.value = "mid"
     method.value = "mtl"
     assert "support other than the target" in texts()
+
+
+def test_index_explains_the_study(built):
+    """Header, Tables 1 and 2 as HTML with the paper's values and row definitions, the heuristic."""
+    import pandas as pd
+
+    from mtlstudy import analysis
+
+    study, index = built
+    page = index.read_text()
+    for field in ("description", "model", "tasks", "seeds", "test"):
+        assert f">{field}" in page, field
+    assert "distilroberta-base" in page and "3: 1, 2, 3" in page and "alpha 0.1" in page
+    from bs4 import BeautifulSoup
+
+    def frame(table):
+        rows = [[c.get_text() for c in tr.find_all(["th", "td"])] for tr in table.find_all("tr")]
+        df = pd.DataFrame(rows[1:], columns=rows[0]).set_index("method")
+        return df.apply(lambda col: pd.to_numeric(col, errors="coerce") if col.name != "definition" else col)
+
+    tables = [t for t in BeautifulSoup(page, "html.parser").find_all("table") if "paper (mean)" in t.get_text()]
+    assert len(tables) == 2  # Table 1 and Table 2
+    t1 = frame(tables[0])
+    ours = pd.read_csv(study / "report" / "tables" / "table1.csv", index_col=0)
+    assert list(t1.index) == list(ours.index)
+    assert t1.at["Avg S.H.", "paper (mean)"] == 78.3 and t1.at["Pairwise Oracle", "paper (mean)"] == 80.7
+    assert t1.at["Avg MTL", "Mean"] == round(ours.at["Avg MTL", "Mean"], 1)
+    assert "size heuristic picks" in t1.at["Avg S.H.", "definition"]
+    assert "maximum over supports" in t1.at["Pairwise Oracle", "definition"]
+    cells, _ = analysis.study_cells(study)
+    assert f"{int(cells['significant'].sum())} of {len(cells)} matrix cells are significant" in page
+    assert "Collapsed runs" in page

@@ -165,6 +165,21 @@ def test_group_by_length_keeps_selection_random():
     assert spread < spread_plain / 2
 
 
+def test_grouped_heterogeneous_epoch_is_not_ordered_by_length():
+    """With group_by_length the streams hand out examples sorted by length inside a window of 50
+    batches; unshuffled, a small task's whole epoch ran from its shortest to its longest
+    examples (Spearman 1.0 between batch position and length), a curriculum that, where length
+    predicts the label (gen_nli), fed the model one label at a time and collapsed MTL runs."""
+    from scipy.stats import spearmanr
+
+    sizes = {"a": 192, "b": 96}
+    lengths = {t: np.random.default_rng(5).integers(3, 60, n) for t, n in sizes.items()}
+    for seed in range(5):
+        plan, _ = _plan("heterogeneous", sizes, lengths=lengths, seed=seed)
+        mean_len = [lengths["a"][ix].mean() for batch in plan for t, ix in batch if t == "a"]
+        assert spearmanr(np.arange(len(mean_len)), mean_len)[0] < 0.8
+
+
 @pytest.mark.parametrize("schedule", sampling.SCHEDULES)
 def test_epoch_reproducible_from_seed(schedule):
     sizes = {"a": 300, "b": 90}

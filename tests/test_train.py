@@ -82,6 +82,29 @@ def test_mtl_pair_scores_both_tasks(mtl_runs):
     assert record["history"][-1]["lr"] == 0.0  # linear decay reaches 0 at the last step
 
 
+def test_majority_scores_in_record_and_results_rows(mtl_runs):
+    """The record's majority_scores: sklearn's most-frequent dummy fitted on the (subsampled)
+    train labels, scored on dev; results rows carry it as majority_score."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from mtlstudy import generated
+
+    record = mtl_runs[0]
+    for t in ("gen_nli", "gen_para"):
+        _, _, y_train = generated.generate(t, "train", SIZES[t])
+        _, _, y_dev = generated.generate(t, "dev", 48)
+        pred = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(y_train), 1)), y_train).predict(
+            np.zeros((len(y_dev), 1)))
+        ref = 100 * accuracy_score(y_dev, pred)
+        if t == "gen_para":  # acc_f1
+            ref = (ref + 100 * f1_score(y_dev, pred, zero_division=0.0)) / 2
+        assert record["majority_scores"][t] == pytest.approx(ref)
+        assert record["constant_scores"][t] >= record["majority_scores"][t]
+    assert {r["target"]: r["majority_score"] for r in store.result_rows(record)} == record["majority_scores"]
+    assert {r["target"]: r["constant_score"] for r in store.result_rows(record)} == record["constant_scores"]
+
+
 def test_earliest_checkpoint_kept_on_ties(tiny_roberta, tmp_path, monkeypatch):
     """Scripted dev scores 50, 60, 60, 55: the best is the second evaluation (earliest of the tie),
     and best/<task>/ holds the weights of that evaluation."""
