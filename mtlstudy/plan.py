@@ -137,14 +137,24 @@ def apply_overrides(raw: dict, overrides, where: str = "--set") -> dict:
     return raw
 
 
-def load_profile(path_or_name: str | Path, overrides: list[str] = (), params_dir: Path | None = None) -> tuple[Profile, dict[str, Task]]:
-    """Read and validate a profile; `overrides` are 'key.sub=value' strings. Errors are one line
-    naming the file and the key."""
-    path = Path(path_or_name)
-    if not path.exists() and params_dir is not None and (Path(params_dir) / f"{path_or_name}.yaml").exists():
-        path = Path(params_dir) / f"{path_or_name}.yaml"
-    if not path.is_file():
-        raise ProfileError(f"{path}: profile not found")
+PARAMS_DIRS = [Path.cwd() / "params", Path(__file__).resolve().parent.parent / "params"]
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    """A profile file: a path, or a profile name looked up in ./params and the repository's params/."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    for d in PARAMS_DIRS:
+        if (d / f"{name_or_path}.yaml").is_file():
+            return d / f"{name_or_path}.yaml"
+    raise ProfileError(f"{name_or_path}: no such profile file, and no params/{name_or_path}.yaml")
+
+
+def load_profile(path_or_name: str | Path, overrides: list[str] = ()) -> tuple[Profile, dict[str, Task]]:
+    """Read and validate a profile (a path or a name in params/); `overrides` are 'key.sub=value'
+    strings. Errors are one line naming the file and the key."""
+    path = profile_path(path_or_name)
     raw = read_profile_file(path)
     apply_overrides(raw, overrides)
     return profile_from_dict(raw, path, path.parent)

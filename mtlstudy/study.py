@@ -15,10 +15,9 @@ from . import results
 from .analysis import StudyNotFound
 from .errors import UserError
 from .plan import (PlannedRun, Profile, ProfileError, apply_overrides, check_inputs, load_profile, make_plan,
-                   profile_from_dict, read_profile_file)
+                   profile_from_dict, profile_path, read_profile_file)
 
 REPO = Path(__file__).resolve().parent.parent  # the repository: params/, notebooks/, outputs/
-PARAMS_DIRS = [Path.cwd() / "params", REPO / "params"]
 
 
 @dataclass
@@ -32,22 +31,8 @@ class Study:
         return self.profile.study_dir
 
 
-def profile_path(name_or_path: str | Path) -> Path:
-    """A path (relative: to the working directory, else to the repository), or a profile name
-    looked up in ./params and the repository's params/."""
-    p = Path(name_or_path)
-    if p.exists():
-        return p
-    if not p.is_absolute() and (REPO / p).is_file():
-        return REPO / p
-    for d in PARAMS_DIRS:
-        if (d / f"{name_or_path}.yaml").exists():
-            return d / f"{name_or_path}.yaml"
-    raise ProfileError(f"{name_or_path}: no such profile file, and no params/{name_or_path}.yaml")
-
-
 def open_study(name_or_path: str | Path, overrides: list[str] = ()) -> Study:
-    profile, user = load_profile(profile_path(name_or_path), overrides)
+    profile, user = load_profile(name_or_path, overrides)
     return Study(profile, user, make_plan(profile, user))
 
 

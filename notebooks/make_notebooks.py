@@ -97,9 +97,11 @@ else:
 ABLATION = notebook([
     new_markdown_cell("# Size ablation (Figure 2)\n\nThe support is subsampled to K x the "
                       "target's train size; MTL and STILTs scores against K with confidence "
-                      "intervals over seeds (t-distribution)."),
+                      "intervals over seeds, and the matrix's t-test at each K."),
     params('study_dir = "outputs/size_ablation"\nreport_dir = ""\n'
-           "confidence = 0.9  # confidence level of the intervals"),
+           "confidence = 0.9  # confidence level of the intervals\n"
+           'interval = "t"  # "t": t-distribution; "bootstrap": percentile bootstrap, as the released plot\n'
+           "alpha = 0.1  # significance level of the per-K t-test\nequal_var = True"),
     SETUP,
     '''\
 summary = analysis.ablation_summary(df, confidence)
@@ -109,9 +111,18 @@ cross.to_csv(tables / "ablation_crossings.csv", index=False)
 for r in cross.itertuples():
     display(Markdown(f"**{r.target} at {r.target_fraction:.0%}:** where MTL and STILTs cross: {r.text}"))''',
     '''\
-fig = plots.plot_ablation(summary, cross, confidence)
+fig = plots.plot_ablation(summary, cross, confidence, interval)
 plots.save_figure(fig, figures / "figure2_ablation")
 plots.show(fig)''',
+    new_markdown_cell("## MTL against STILTs at each K\n\nThe paper calls the curves statistically "
+                      "similar at K = 1: the same two-sided t-test as the matrix's cells, per K."),
+    '''\
+per_k = analysis.ablation_tests(df, alpha, equal_var)
+per_k.to_csv(tables / "ablation_tests.csv", index=False)
+for (t, frac), g in per_k.groupby(["target", "target_fraction"]):
+    sig = ", ".join(f"K={k:.2f} ({w})" for k, w in zip(g["k"], g["winner"]) if w != "none") or "none"
+    display(Markdown(f"**{t} at {frac:.0%}:** significant at alpha {alpha:g}: {sig}"))
+per_k.round(4)''',
     "summary.round(2)",
 ])
 
@@ -170,6 +181,9 @@ plots.show(fig)''',
 agree = analysis.agreement(cells_a, cells_b)
 both = analysis.agreement_table(cells_a, cells_b, labels=("main", "replication"))
 both.to_csv(tables / "agreement.csv", index=False)
+sign = analysis.sign_agreement(cells_a, cells_b)
+display(Markdown(f"**Sign agreement, every cell:** {sign['text']}. (The paper publishes no BERT table: "
+                 "the replication is compared with the main study, not with published means.)"))
 display(Markdown(f"**Agreement:** {agree['text']}; significant cells: {agree['n_a']} in "
                  f"{names[0]}, {agree['n_b']} in {names[1]}. Disagree on: "
                  f"{', '.join(f'{t}|{s}' for t, s in agree['disagree']) or 'none'}."))
