@@ -200,3 +200,29 @@ def test_recommend_candidates_end_to_end(tmp_path, minilm_path):
 def test_recommend_target_support_form_still_works():
     r = cli("recommend", "rte", "mnli")
     assert r.returncode == 0 and "Recommendation: MTL" in r.stdout, r.stderr
+
+
+def test_user_task_from_a_glue_folder(tmp_path, minilm_path):
+    import yaml
+
+    from mtlstudy.data import DataSource
+    from mtlstudy.tasks import load_task_file
+
+    (tmp_path / "glue" / "My").mkdir(parents=True)
+    rows = "".join(f"the film number {i} was {'good' if i % 2 else 'bad'}\t{i % 2}\n" for i in range(20))
+    for split in ("train", "dev"):
+        (tmp_path / "glue" / "My" / f"{split}.tsv").write_text("s\tlabel\n" + rows)
+    spec = {"name": "mytask", "labels": ["0", "1"], "metric": "accuracy", "train_size": 20, "glue_folder": "My",
+            "tsv": {s: {"file": f"{s}.tsv", "text_columns": ["s"], "label_column": "label"} for s in ("train", "dev")}}
+    (tmp_path / "mytask.yaml").write_text(yaml.safe_dump(spec))
+    user = {"mytask": load_task_file(tmp_path / "mytask.yaml")}
+    table = ranking.recommend_candidates("mytask", ["gen_sent", "gen_nli"], user,
+                                        DataSource(source="glue_dir", glue_dir=tmp_path / "glue"),
+                                        sample=8, cache_dir=tmp_path / "emb")
+    t = table.set_index("support")
+    assert t.loc["gen_sent", "size_ratio"] == pytest.approx(400 / 20)
+    assert bool(t.loc["gen_sent", "labels_match"]) and not bool(t.loc["gen_nli", "labels_match"])
+    assert set(t["method"]) == {"mtl"}
+    # a sentiment-like user task is closer to gen_sent (sentiment) than to gen_nli (premise/hypothesis)
+    assert t.loc["gen_sent", "similarity"] > t.loc["gen_nli", "similarity"]
+    assert list(table["support"]) == ["gen_sent", "gen_nli"]
