@@ -31,6 +31,7 @@ import hashlib
 import html
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,7 @@ def task_embedding(task: Task, source: DataSource | None = None, model: str = DE
             pooled.append(mean_pool(out, enc["attention_mask"]).float().numpy())
     vec = np.concatenate(pooled).mean(0)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{id(vec)}.npy")
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")  # then renamed: readers never see half a file
     np.save(tmp, vec)
     tmp.replace(path)
     return vec

@@ -3,7 +3,6 @@ ranking and the regret arithmetic against a worked example, caching, the report 
 end-to-end `recommend --candidates` call on generated tasks."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
