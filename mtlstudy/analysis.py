@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import UserError
+from .errors import BadValue, UserError
 from .sampling import DYNAMIC
 from .tasks import GENERATED_TASKS, GLUE_TASKS
 
@@ -169,7 +169,7 @@ def task_order(sizes: dict[str, int], tasks=None) -> list[str]:
     names = sizes if tasks is None else [t for t in tasks if t in sizes]
     missing = [] if tasks is None else [t for t in tasks if t not in sizes]
     if missing:
-        raise UserError(f"no train size for task(s) {', '.join(map(str, missing))}")
+        raise BadValue(f"no train size for task(s) {', '.join(map(str, missing))}")
     return sorted(names, key=lambda t: (-sizes[t], t))
 
 
@@ -248,7 +248,7 @@ def cell_table(df: pd.DataFrame, sizes: dict[str, int] | None = None, alpha: flo
     if sampler is not None:
         mtl = mtl[mtl["sampler"] == sampler]
     elif len(samplers) > 1:
-        raise UserError(f"pairwise MTL rows use several samplers ({', '.join(samplers)}): pass sampler=")
+        raise BadValue(f"pairwise MTL rows use several samplers ({', '.join(samplers)}): pass sampler=")
     rows = pd.concat([mtl, rows[rows["method"] == "stilts"]])
     sizes = task_sizes(df) if sizes is None else sizes
     rank = {t: i for i, t in enumerate(task_order(sizes, set(rows["target"]) | set(rows["support"])))}
@@ -599,12 +599,12 @@ def _resolve(what: str, value, sizes: dict[str, int]) -> tuple[str | None, float
         except ValueError:
             found = {_norm(n): n for n in sizes}.get(_norm(value))
             if found is None:
-                raise UserError(f"unknown {what} task '{value}'; known: {', '.join(sorted(sizes))}") from None
+                raise BadValue(f"unknown {what} task '{value}'; known: {', '.join(sorted(sizes))}") from None
             return found, float(sizes[found])
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UserError(f"{what} must be a task name or a train size, got {value!r}")
+        raise BadValue(f"{what} must be a task name or a train size, got {value!r}")
     if value <= 0:
-        raise UserError(f"{what} size must be positive, got {value:g}")
+        raise BadValue(f"{what} size must be positive, got {value:g}")
     return None, float(value)
 
 

@@ -16,3 +16,7 @@ def validation_message(error, where: str = "", what: str = "key") -> str:
     key = ".".join(str(x) for x in err["loc"]) or "(top level)"
     msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
     return f"{where}{what} '{key}': {msg}"
+
+
+class BadValue(UserError, ValueError):
+    """A value given on the command line or to a notebook that cannot be used (a ValueError too)."""

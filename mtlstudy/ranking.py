@@ -40,7 +40,7 @@ from scipy import stats
 
 from . import analysis, results
 from .data import DataSource, default_cache_dir, load_examples, subsample_indices
-from .errors import UserError
+from .errors import BadValue
 from .tasks import Task, get_task
 
 DEFAULT_SAMPLE = 256
@@ -55,7 +55,7 @@ MIN_TASKS = 3          # the evaluation needs at least this many tasks in a stud
 def size_ratio(support_size: float, target_size: float) -> float:
     """|S| / |T|."""
     if not support_size > 0 or not target_size > 0:
-        raise UserError(f"train sizes must be positive, got support {support_size}, target {target_size}")
+        raise BadValue(f"train sizes must be positive, got support {support_size}, target {target_size}")
     return float(support_size) / float(target_size)
 
 
@@ -203,7 +203,7 @@ def _sizes_and_tasks(names: list[str], user: dict[str, Task]) -> tuple[dict[str,
     tasks = {n: get_task(n, user) for n in names}
     missing = [n for n, t in tasks.items() if not t.train_size]
     if missing:
-        raise UserError(f"task(s) {', '.join(missing)}: train_size unknown; set it in the task file")
+        raise BadValue(f"task(s) {', '.join(missing)}: train_size unknown; set it in the task file")
     return tasks, {n: int(t.train_size) for n, t in tasks.items()}
 
 
@@ -219,12 +219,12 @@ def recommend_candidates(target: str, candidates: list[str], user: dict[str, Tas
     """
     user = user or {}
     if not candidates:
-        raise UserError("no candidates: give at least one support task (--candidates S1 S2 ...)")
+        raise BadValue("no candidates: give at least one support task (--candidates S1 S2 ...)")
     dup = sorted({c for c in candidates if candidates.count(c) > 1})
     if dup:
-        raise UserError(f"candidate(s) repeated: {', '.join(dup)}")
+        raise BadValue(f"candidate(s) repeated: {', '.join(dup)}")
     if target in candidates:
-        raise UserError(f"candidate '{target}' is the target itself; a support must be another task")
+        raise BadValue(f"candidate '{target}' is the target itself; a support must be another task")
     tasks, reg_sizes = _sizes_and_tasks([target, *candidates], user)
     sizes = {**reg_sizes, **(sizes or {})}
     sims = similarities(tasks[target], [tasks[c] for c in candidates], source, model=model, sample=sample,
@@ -305,7 +305,7 @@ def evaluate(study_dir: Path, signals: pd.DataFrame | None = None, **kw) -> tupl
     df = analysis.load_results(study_dir)
     cells, order = analysis.study_cells(study_dir)
     if len(order) < MIN_TASKS:
-        raise UserError(f"{study_dir}: the ranking evaluation needs at least {MIN_TASKS} tasks, "
+        raise BadValue(f"{study_dir}: the ranking evaluation needs at least {MIN_TASKS} tasks, "
                          f"the study has {len(order)}")
     if signals is None:
         signals = study_signals(study_dir, **kw)
