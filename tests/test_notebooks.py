@@ -57,10 +57,10 @@ REPORTS = {("pairs", "demo"), ("pairs", "paper"), ("pairs", "paper_code"), ("ber
            ("size_ablation", "size_ablation")}
 # Runs of each shrunk profile (2 tasks, 1 seed): single 2, STILTs 2 (both orders), MTL 1 pair,
 # MTL-All 1 per sampler; the ablation: 1 target single + per K a support single, an MTL and a STILTs run.
-RUNS = {"demo": 6, "paper": 8, "paper_code": 8, "bert": 5, "mtl_all": 5, "size_ablation": 7}
+RUNS = {"demo": 6, "glue_cpu": 6, "paper": 8, "paper_code": 8, "bert": 5, "mtl_all": 5, "size_ablation": 7}
 # Rows of results.csv: one per (run, scored task); an MTL or MTL-All run scores both tasks.
-ROWS = {"demo": 8, "paper": 12, "paper_code": 12, "bert": 6, "mtl_all": 8, "size_ablation": 9}
-FIGURES = {"demo": ["figure1_matrix", "mtl_all_sampler_weights"], "paper": ["figure1_matrix", "mtl_all_sampler_weights"],
+ROWS = {"demo": 8, "glue_cpu": 8, "paper": 12, "paper_code": 12, "bert": 6, "mtl_all": 8, "size_ablation": 9}
+FIGURES = {"demo": ["figure1_matrix", "mtl_all_sampler_weights"], "glue_cpu": ["figure1_matrix"], "paper": ["figure1_matrix", "mtl_all_sampler_weights"],
            "paper_code": ["figure1_matrix", "mtl_all_sampler_weights"], "bert": ["figure1_matrix"],
            "mtl_all": ["mtl_all_sampler_weights"], "size_ablation": ["figure2_ablation"]}
 
