@@ -221,10 +221,13 @@ def collapsed_html(df: pd.DataFrame) -> str:
     if bad.empty:
         return (f"<p>None: every run's best dev score is more than {analysis.COLLAPSE_MARGIN:g} point above its "
                 "task's one-class level (the best score of always predicting one label).</p>")
-    items = "".join(f"<li>{html.escape(r.run_id)} ({html.escape(r.method)}, target {html.escape(r.target)}, "
-                    f"seed {r.seed}): {html.escape(r.reason)}</li>" for r in bad.itertuples())
-    return (f"<p>{len(bad)} (run, task) scores at the one-class level: those runs predict one class (they "
-            f"learned nothing).</p><ul>{items}</ul>")
+    rows = "".join(f"<tr><td style='text-align:left'>{html.escape(r.run_id)}</td><td>{html.escape(r.method)}</td>"
+                   f"<td>{html.escape(r.target)}</td><td>{html.escape(r.support)}</td><td>{r.seed}</td>"
+                   f"<td>{r.score:.2f}</td><td>{r.level:.2f}</td></tr>" for r in bad.itertuples())
+    return (f"<p>{len(bad)} (run, task) scores are at most {analysis.COLLAPSE_MARGIN:g} point above the task's "
+            "one-class level (the best score of always predicting one label; of a constant, for regression): "
+            "those runs predict one class and learned nothing.</p><table><tr><th>run</th><th>method</th>"
+            f"<th>target</th><th>support</th><th>seed</th><th>best dev score</th><th>one-class level</th></tr>{rows}</table>")
 
 
 def write_index(study_dir: Path, out_dir: Path, pages: list[Path], summary: str, matrix: str,

@@ -137,3 +137,15 @@ def test_index_explains_the_study(built):
     cells, _ = analysis.study_cells(study)
     assert f"{int(cells['significant'].sum())} of {len(cells)} matrix cells are significant" in page
     assert "Collapsed runs" in page
+
+
+def test_collapsed_runs_table():
+    import pandas as pd
+    from bs4 import BeautifulSoup
+
+    df = pd.DataFrame({"run_id": ["a", "b"], "method": ["stilts", "mtl"], "target": ["nli", "nli"],
+                       "support": ["para", "para"], "seed": [1, 1], "score": [36.46, 80.0],
+                       "majority_score": [36.46, 36.46], "constant_score": [36.46, 36.46]})
+    rows = BeautifulSoup(report.collapsed_html(df), "html.parser").find_all("tr")
+    assert [[c.get_text() for c in r.find_all("td")] for r in rows[1:]] == [["a", "stilts", "nli", "para", "1", "36.46", "36.46"]]
+    assert "None" in report.collapsed_html(df.iloc[1:]) and "not checked" in report.collapsed_html(df[["run_id", "score"]])
