@@ -48,10 +48,10 @@ def start_lab(port: int, home: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
            "--ServerApp.token=", "--ServerApp.password=", f"--ServerApp.root_dir={REPO}",
            f"--LabApp.user_settings_dir={home / 'settings'}", f"--LabApp.workspaces_dir={home / 'workspaces'}",
-           "--ServerApp.open_browser=False", "--allow-root"]
+           "--ServerApp.open_browser=False", "--LabApp.expose_app_in_browser=True", "--allow-root"]
     log = open(home / "lab.log", "w")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
+    deadline = time.time() + 180
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"JupyterLab exited with code {proc.returncode}; see {home / 'lab.log'}")
@@ -62,7 +62,7 @@ def start_lab(port: int, home: Path) -> subprocess.Popen:
         except OSError:
             time.sleep(0.5)
     proc.terminate()
-    raise RuntimeError(f"JupyterLab did not answer on port {port} within 90 s; see {home / 'lab.log'}")
+    raise RuntimeError(f"JupyterLab did not answer on port {port} within 180 s; see {home / 'lab.log'}")
 
 
 def output_images(page) -> list[str]:
@@ -76,7 +76,68 @@ def widget_text(page) -> str:
     return page.eval_on_selector(".widget-vbox", "e => e.innerText")
 
 
-def check(study: str | None, out: Path, chromium: str, timeout_s: float = 120) -> dict:
+def steps(page, port, study, before, out, timeout_s, t0) -> dict:
+    """Open, Run All, change the method dropdown, wait for the redraw; screenshots in `out`."""
+    page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/explore.ipynb")
+    page.wait_for_selector(".jp-Notebook .jp-Cell")
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
+                           "#jp-main-statusbar :text('Idle')", timeout=timeout_s * 1000)
+    print(f"opened notebooks/explore.ipynb, kernel idle after {time.time() - t0:.0f} s")
+    if study is not None:  # type the study into the parameters cell (the first code cell)
+        cell = page.locator(".jp-CodeCell").first
+        cell.locator(".cm-content").click()
+        page.keyboard.press("Control+a")
+        source = "".join(json.loads(before)["cells"][1]["source"]).splitlines()
+        source[0] = f"study_dir = {json.dumps(study)}  # set by scripts/explorer_check.py"
+        page.keyboard.insert_text("\n".join(source))
+        page.keyboard.press("Escape")
+        print(f"parameters cell: study_dir = {json.dumps(study)}")
+    # Run > Run All Cells, by its command; again until a cell starts ([*] or [1]): a request made
+    # before the kernel's connection is ready can be dropped
+    started = "[...document.querySelectorAll('.jp-InputPrompt')].some(e => /\\[(\\*|\\d+)\\]/.test(e.innerText))"
+    for _ in range(int(timeout_s // 10)):
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        try:
+            page.wait_for_function(started, timeout=10_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: ask again
+            print("run all: no cell started within 10 s; asking again")
+    page.wait_for_selector(".widget-dropdown select")
+    page.wait_for_function("document.querySelectorAll('.widget-output img').length > 0")
+    time.sleep(1)
+    first = output_images(page)
+    text1 = widget_text(page)
+    selects = page.locator(".widget-dropdown select")
+    labels = page.locator(".widget-dropdown label").all_inner_texts()
+    values = [selects.nth(i).input_value() for i in range(selects.count())]
+    print(f"run all: {selects.count()} dropdowns {dict(zip(labels, values))}, {len(first)} images "
+          f"in the output, after {time.time() - t0:.0f} s")
+    box = page.locator(".widget-vbox").first
+    box.scroll_into_view_if_needed()
+    page.screenshot(path=str(out / "explorer_1_run_all.png"))
+    box.screenshot(path=str(out / "explorer_1_widget.png"))
+    method = selects.nth(labels.index("method")) if "method" in labels else selects.nth(2)
+    options = method.locator("option").all_inner_texts()
+    new = next(o for o in options if o != method.input_value())
+    method.select_option(label=new)
+    deadline = time.time() + timeout_s
+    second = first
+    while time.time() < deadline and (second == first or not second):
+        time.sleep(0.5)
+        second = output_images(page)
+    text2 = widget_text(page)
+    box.scroll_into_view_if_needed()
+    page.screenshot(path=str(out / "explorer_2_changed.png"))
+    box.screenshot(path=str(out / "explorer_2_widget.png"))
+    redrawn = bool(second) and second != first
+    print(f"method: {values[labels.index('method')] if 'method' in labels else values[2]} -> {new}: "
+          f"images {first} -> {second}: {'redrawn' if redrawn else 'NOT redrawn'}")
+    result = {"dropdowns": dict(zip(labels, values)), "changed_to": new, "images_before": first,
+              "images_after": second, "redrawn": redrawn, "text_before": text1, "text_after": text2}
+    return result  # the notebook is closed with the browser, unsaved: its file stays as it was
+
+
+def check(study: str | None, out: Path, chromium: str, timeout_s: float = 300) -> dict:
     from playwright.sync_api import sync_playwright
 
     t0 = time.time()
@@ -103,57 +164,14 @@ def check(study: str | None, out: Path, chromium: str, timeout_s: float = 120) -
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            failed_shot = out / "explorer_failed.png"
             page.set_default_timeout(timeout_s * 1000)
-            page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/explore.ipynb")
-            page.wait_for_selector(".jp-Notebook .jp-Cell")
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
-                                   "#jp-main-statusbar :text('Idle')", timeout=timeout_s * 1000)
-            print(f"opened notebooks/explore.ipynb, kernel idle after {time.time() - t0:.0f} s")
-            if study is not None:  # type the study into the parameters cell (the first code cell)
-                cell = page.locator(".jp-CodeCell").first
-                cell.locator(".cm-content").click()
-                page.keyboard.press("Control+a")
-                source = "".join(json.loads(before)["cells"][1]["source"]).splitlines()
-                source[0] = f"study_dir = {json.dumps(study)}  # set by scripts/explorer_check.py"
-                page.keyboard.insert_text("\n".join(source))
-                page.keyboard.press("Escape")
-                print(f"parameters cell: study_dir = {json.dumps(study)}")
-            page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-            page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
-            page.wait_for_selector(".widget-dropdown select")
-            page.wait_for_function("document.querySelectorAll('.widget-output img').length > 0")
-            time.sleep(1)
-            first = output_images(page)
-            text1 = widget_text(page)
-            selects = page.locator(".widget-dropdown select")
-            labels = page.locator(".widget-dropdown label").all_inner_texts()
-            values = [selects.nth(i).input_value() for i in range(selects.count())]
-            print(f"run all: {selects.count()} dropdowns {dict(zip(labels, values))}, {len(first)} images "
-                  f"in the output, after {time.time() - t0:.0f} s")
-            box = page.locator(".widget-vbox").first
-            box.scroll_into_view_if_needed()
-            page.screenshot(path=str(out / "explorer_1_run_all.png"))
-            box.screenshot(path=str(out / "explorer_1_widget.png"))
-            method = selects.nth(labels.index("method")) if "method" in labels else selects.nth(2)
-            options = method.locator("option").all_inner_texts()
-            new = next(o for o in options if o != method.input_value())
-            method.select_option(label=new)
-            deadline = time.time() + 60
-            second = first
-            while time.time() < deadline and (second == first or not second):
-                time.sleep(0.5)
-                second = output_images(page)
-            text2 = widget_text(page)
-            box.scroll_into_view_if_needed()
-            page.screenshot(path=str(out / "explorer_2_changed.png"))
-            box.screenshot(path=str(out / "explorer_2_widget.png"))
-            redrawn = bool(second) and second != first
-            print(f"method: {values[labels.index('method')] if 'method' in labels else values[2]} -> {new}: "
-                  f"images {first} -> {second}: {'redrawn' if redrawn else 'NOT redrawn'}")
-            result = {"dropdowns": dict(zip(labels, values)), "changed_to": new, "images_before": first,
-                      "images_after": second, "redrawn": redrawn, "text_before": text1, "text_after": text2}
-            # close without saving: the notebook file stays as it was
-            page.keyboard.press("Escape")
+            try:
+                result = steps(page, port, study, before, out, timeout_s, t0)
+            except Exception:
+                page.screenshot(path=str(failed_shot))
+                print(f"screenshot of the failure: {failed_shot}")
+                raise
             browser.close()
     finally:
         lab.terminate()
