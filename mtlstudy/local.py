@@ -82,6 +82,12 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
             shown = (n_done, failed, blocked, len(held))
             show_progress(bar, n_done, n_done - done_before, total - n_done - blocked, time.time() - t0,
                           failed=failed, blocked=blocked, held_elsewhere=len(held) if n_done < total else 0)
+    # the last news may be a held run let go by its launcher (refreshed just before the loop ended)
+    failed, blocked = len(index.failed()), len(index.blocked())
+    n_done = sum(s in ("done", "failed") for s in index.status.values())
+    if (n_done, failed, blocked, 0) != shown:
+        show_progress(bar, n_done, n_done - done_before, total - n_done - blocked, time.time() - t0,
+                      failed=failed, blocked=blocked, held_elsewhere=0)
     bar.close()
     cleanup_checkpoints(study_dir, index)
     return index.counts()
