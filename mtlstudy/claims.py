@@ -143,11 +143,11 @@ def is_claimed(study_dir: Path, run_id: str) -> bool:
     return held_elsewhere(study_dir, run_id) != "none"
 
 
-def runs_in_flight(study_dir: Path) -> list[tuple[str, str]]:
+def runs_in_flight(study_dir: Path, index: RunIndex | None = None) -> list[tuple[str, str]]:
     """(run id, who trains it) for every unfinished run whose claim is held: "pid 123 on host,
     for 4 min", with the Slurm job where there is one, "(unchecked)" for another host outside Slurm."""
     out = []
-    index = RunIndex(study_dir)
+    index = index or RunIndex(study_dir)
     for rid in index.runs:
         if index.status[rid] != "pending" or (holder := held_elsewhere(study_dir, rid)) == "none":
             continue

@@ -94,9 +94,9 @@ def study_counts(study_dir: Path) -> dict[str, int]:
     return RunIndex(study_dir).counts()
 
 
-def failures(study_dir: Path) -> list[tuple[str, str]]:
+def failures(study_dir: Path, index: RunIndex | None = None) -> list[tuple[str, str]]:
     """(run id, reason) of every failed run."""
-    index = RunIndex(study_dir)
+    index = index or RunIndex(study_dir)
     return [(rid, store.read_result(study_dir, rid).get("error", "")) for rid in sorted(index.failed())]
 
 

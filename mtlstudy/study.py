@@ -151,7 +151,7 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
         else:
             why = ("their processes or Slurm jobs ended without a record (cancelled or killed?); "
                    f"`mtlstudy run {p.name}` again resumes them from their checkpoints")
-    return Outcome(counts, results.failures(d), why, results.collapsed(d, index))
+    return Outcome(counts, results.failures(d, index), why, results.collapsed(d, index))
 
 
 @dataclass
@@ -170,8 +170,9 @@ def status(study: Study) -> Status:
 
     if not results.is_started(study.dir):
         return Status(False, {"pending": len(study.runs)}, [], [], 0)
-    return Status(True, results.study_counts(study.dir), runs_in_flight(study.dir), results.failures(study.dir),
-                  results.disk_usage(study.dir), results.collapsed(study.dir))
+    index = results.RunIndex(study.dir)  # every record read once for all of the status
+    return Status(True, index.counts(), runs_in_flight(study.dir, index), results.failures(study.dir, index),
+                  results.disk_usage(study.dir), results.collapsed(study.dir, index))
 
 
 def collect(study: Study) -> Path:
