@@ -380,6 +380,17 @@ def row_definition(row: str) -> str:
     return ROW_DEFINITIONS.get(row) or ROW_DEFINITIONS.get(row.split(" (")[0], "")
 
 
+def significance_summary(cells: pd.DataFrame, alpha: float = ALPHA) -> str:
+    """One sentence: how many matrix cells are significant, which method wins them, and the size
+    heuristic's accuracy over them beside the paper's (the report's and `mtlstudy run`'s line)."""
+    sig = cells[cells["significant"]]
+    wins = ", ".join(f"{m.upper() if m == 'mtl' else 'STILTs'} better in {k}"
+                     for m, k in sig["winner"].value_counts().sort_index().items())
+    return (f"{len(sig)} of {len(cells)} matrix cells are significant (p < {alpha:g}){f': {wins}' if wins else ''}. "
+            f"The size heuristic (MTL when the support is larger than the target, else STILTs) is right on "
+            f"{heuristic_accuracy(cells)['text']} (paper: {PAPER_HEURISTIC}).")
+
+
 def why_not_significant(cells: pd.DataFrame, alpha: float = ALPHA, equal_var: bool = True) -> str:
     """Why no cell reaches p < alpha: seeds per method, the seeds' spread, and the difference of
     means the t-test would need at that spread, against the largest one seen. '' when a cell is

@@ -106,6 +106,8 @@ def cmd_run(a):
     for rid, target, reason in outcome.collapsed:
         print(f"  collapsed {rid} ({target}): {reason}")
     print(f"results: {st.dir / 'results.csv'}")
+    if not outcome.unfinished and (line := study.significance(st)):
+        print(line)
     if a.report:
         print(f"report: {study.report(st)}")
     if outcome.unfinished:

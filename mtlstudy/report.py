@@ -287,11 +287,7 @@ def build_report(study_dir: Path, compare_to: Path | None = None, kernel_name: s
     if len(analysis.pairwise_rows(df)):
         _, cells, order = write_cells_page(study_dir, out_dir, alpha, equal_var)
         matrix = matrix_html(cells, order)
-        sig = int(cells["significant"].sum())
-        summary = (f"<h2>Size heuristic</h2><p>{sig} of {len(cells)} matrix cells are significant "
-                   f"(p &lt; {alpha:g}). The heuristic (MTL when the support is larger than the target, else "
-                   f"STILTs) is right on {html.escape(analysis.heuristic_accuracy(cells)['text'])} "
-                   f"(paper: {analysis.PAPER_HEURISTIC}).</p>")
+        summary = f"<h2>Size heuristic</h2><p>{html.escape(analysis.significance_summary(cells, alpha))}</p>"
         why = analysis.why_not_significant(cells, alpha, equal_var)
         if why:
             summary += f"<p>{html.escape(why)}</p>"

@@ -179,6 +179,17 @@ def collect(study: Study) -> Path:
     return results.collect(study.dir)
 
 
+def significance(study: Study) -> str:
+    """The matrix's significant cells and the size heuristic's accuracy over them, in one sentence;
+    '' when the study has no MTL and STILTs cells yet."""
+    from . import analysis
+
+    if not (study.dir / "results.csv").exists():
+        return ""
+    cells, _ = analysis.study_cells(study.dir)
+    return analysis.significance_summary(cells) if len(cells) else ""
+
+
 def report(study: Study, compare_to: Study | None = None) -> Path:
     """The analysis notebooks, tables, figures and index.html of a finished study."""
     from .report import build_report

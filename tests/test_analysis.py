@@ -270,3 +270,15 @@ def test_why_not_significant_names_seeds_spread_and_needed_difference():
     assert 0.08 < p < 0.12
     sig = analysis.cell_table(frame(20.0), sizes)
     assert sig["significant"].all() and analysis.why_not_significant(sig) == ""
+
+
+def test_significance_summary_counts_cells_winners_and_the_heuristic():
+    """Three cells, two significant, both won by MTL; the heuristic (MTL when the support is larger) is
+    right on a|x (support 300 > target 100) and wrong on b|y (support 200 < target 400: STILTs)."""
+    cells = pd.DataFrame(dict(target=["a", "b", "c"], support=["x", "y", "z"], significant=[True, True, False],
+                              winner=["mtl", "mtl", ""], target_size=[100, 400, 50], support_size=[300, 200, 60]))
+    text = analysis.significance_summary(cells, alpha=0.05)
+    assert text.startswith("2 of 3 matrix cells are significant (p < 0.05): MTL better in 2.")
+    assert "right on 1 of 2 significant cells (50.0%)" in text
+    none = analysis.significance_summary(cells.assign(significant=False, winner=""))
+    assert none.startswith("0 of 3 matrix cells are significant (p < 0.1). ") and "0 of 0 significant cells" in none
