@@ -7,7 +7,8 @@ them is measurable; the single-sentence task asks something else (the adjective'
 
 - gen_nli  (3 labels): entailment = same slots, synonyms allowed, adjective may be dropped;
                         contradiction = verb replaced by its antonym; neutral = other object.
-- gen_para (2 labels): 1 = paraphrase (synonyms only); 0 = one slot changed.
+- gen_para (2 labels): 1 = paraphrase (synonyms only); 0 = says something else: the verb's
+                        antonym or a different object (gen_nli's contradiction and neutral).
 - gen_sim  (regression 0-5): 5 x the fraction of the four slots that match.
 - gen_sent (2 labels, single sentence): 1 if the adjective is positive.
 """
@@ -77,10 +78,12 @@ def _nli(rng):
 def _para(rng):
     slots = _slots(rng)
     label = int(rng.integers(2))
+    if label == 1:
+        return _say(slots, rng), _say(slots, rng, synonyms=True), label
+    if rng.random() < 0.5:
+        return _say(slots, rng), _say(slots, rng, synonyms=True, antonym=True), label
     changed = list(slots)
-    if label == 0:
-        k = int(rng.integers(4))
-        changed[k] = _other(rng, [len(ADJECTIVES), len(SUBJECTS), len(VERBS), len(OBJECTS)][k], slots[k])
+    changed[3] = _other(rng, len(OBJECTS), slots[3])
     return _say(slots, rng), _say(changed, rng, synonyms=True), label
 
 

@@ -351,3 +351,32 @@ def test_generated_tasks(name):
     assert len(ex) == 77 and len(load_examples(task, "dev", DataSource(generated_dev_size=12))) == 12
     with pytest.raises(ValueError):
         generated.generate(name, "train", 0)
+
+
+def _canonical(sentence: str) -> list[str]:
+    """A generated sentence's words with every synonym mapped to the first word of its pair."""
+    first = {}
+    for pairs in (generated.ADJECTIVES, generated.SUBJECTS, generated.OBJECTS):
+        first.update({w: p[0] for p in pairs for w in p})
+    first.update({syn: verb for verb, syn in generated.VERB_SYNONYMS.items()})
+    return [first.get(w, w) for w in sentence.split()]
+
+
+def test_gen_para_labels_say_what_changed():
+    """gen_para: 1 = the same sentence up to synonyms; 0 = the verb's antonym or another object
+    (gen_nli's contradiction and neutral), never another adjective or subject; both kinds occur."""
+    antonyms = {a: b for a, b in generated.VERBS}
+    a, b, y = generated.generate("gen_para", "train", 400, seed=0)
+    kinds = set()
+    for premise, hypothesis, label in zip(a, b, y):
+        p, h = _canonical(premise), _canonical(hypothesis)
+        assert len(p) == len(h) == 7, (premise, hypothesis)  # the ADJ SUBJ VERB the OBJ .
+        changed = [i for i in range(7) if p[i] != h[i]]
+        if label == 1:
+            assert changed == [], (premise, hypothesis)
+        else:
+            assert changed in ([3], [5]), (premise, hypothesis)
+            if changed == [3]:
+                assert h[3] == antonyms[p[3]]
+            kinds.add(changed[0])
+    assert kinds == {3, 5} and 150 < sum(y) < 250
