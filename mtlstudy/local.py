@@ -36,6 +36,7 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
     slots = list(range(workers)) if not gpus else gpus[:workers] if workers <= len(gpus) else gpus
     threads = max(1, (os.cpu_count() or 1) // len(slots))
     free = list(slots)
+    start_first = start_order(index.runs)
     running = {}
     bar = tqdm(total=total, desc=f"study {study_dir.name}", disable=not progress, unit="run")
     done_before = sum(s == "done" for s in index.status.values())
@@ -55,7 +56,8 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
                 index.refresh(rid)  # let go by another launcher: finished there, or free now
             held = [r for r, who in holder.items() if who == "live"]
             was_held = set(held)
-            ready = [r for r in index.runs if holder.get(r) == "none" and r not in interrupted and index.ready(r)]
+            ready = sorted((r for r in index.runs if holder.get(r) == "none" and r not in interrupted
+                            and index.ready(r)), key=start_first)
             while ready and free:
                 rid = ready.pop(0)
                 slot = free.pop(0)
@@ -91,6 +93,23 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
     bar.close()
     cleanup_checkpoints(study_dir, index)
     return index.counts()
+
+
+def start_order(runs: dict) -> callable:
+    """Sort key for ready runs: runs that others wait for first (the critical path), then runs
+    that train more tasks (longer: MTL-All, then pairwise MTL, then single-task and STILTs), so the
+    study does not end on one long run while the other workers sit idle; then plan order."""
+    waiting_on = {}
+    for entry in runs.values():
+        for d in entry["deps"]:
+            waiting_on[d] = waiting_on.get(d, 0) + 1
+    position = {rid: i for i, rid in enumerate(runs)}
+
+    def key(rid):
+        spec = runs[rid]["spec"]
+        trained = len(spec["tasks"]) - (spec["method"] == "stilts")
+        return -waiting_on.get(rid, 0), -trained, position[rid]
+    return key
 
 
 def show_progress(bar, n_done: int, new: int, left: int, elapsed: float, **counts):

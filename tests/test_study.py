@@ -188,3 +188,20 @@ def test_a_closed_pipe_is_not_an_error():
     proc.stdout.close()  # as head does after its line
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and first.startswith(b"run id") and err == "", err
+
+
+def test_ready_runs_start_with_what_others_wait_for_then_the_longest(tmp_path):
+    """The local executor's start order on the demo plan: the 9 single-task runs (STILTs runs wait
+    for them), then MTL-All (3 tasks), pairwise MTL (2), STILTs (1 trained task); plan order within."""
+    from mtlstudy.local import start_order
+
+    st = study.open_study(REPO / "params" / "demo.yaml", [f"output_dir={tmp_path}"])
+    d = results.write_study(st.profile, st.runs, st.user)
+    runs = results.read_runs(d)
+    order = sorted(runs, key=start_order(runs))
+    kinds = [runs[r]["spec"]["method"] for r in order]
+    assert kinds == ["single"] * 9 + ["mtl_all"] * 3 + ["mtl"] * 9 + ["stilts"] * 18
+    plan_order = list(runs)
+    for kind in ("single", "mtl", "stilts"):
+        mine = [r for r in order if runs[r]["spec"]["method"] == kind]
+        assert mine == [r for r in plan_order if runs[r]["spec"]["method"] == kind]
