@@ -106,7 +106,7 @@ def cmd_run(a):
     for rid, target, reason in outcome.collapsed:
         print(f"  collapsed {rid} ({target}): {reason}")
     print(f"results: {st.dir / 'results.csv'}")
-    if not outcome.unfinished and (line := study.significance(st)):
+    if outcome.exit_code == 0 and (line := study.significance(st)):  # every run done: the study's finding
         print(line)
     if a.report:
         print(f"report: {study.report(st)}")
