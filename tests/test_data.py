@@ -380,3 +380,15 @@ def test_gen_para_labels_say_what_changed():
                 assert h[3] == antonyms[p[3]]
             kinds.add(changed[0])
     assert kinds == {3, 5} and 150 < sum(y) < 250
+
+
+def test_gen_sent_label_is_the_verbs_direction():
+    """gen_sent: 1 = the verb is the first of its pair (a synonym allowed), 0 = its antonym."""
+    first = {v for v, _ in generated.VERBS} | set(generated.VERB_SYNONYMS.values())
+    second = {a for _, a in generated.VERBS}
+    a, b, y = generated.generate("gen_sent", "train", 300, seed=0)
+    assert b is None
+    for sentence, label in zip(a, y):
+        verb = sentence.split()[-4]  # ... VERB the OBJ .
+        assert verb in (first if label == 1 else second), (sentence, label)
+    assert 100 < sum(y) < 200

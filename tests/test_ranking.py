@@ -222,6 +222,6 @@ def test_user_task_from_a_glue_folder(tmp_path, minilm_path):
     assert t.loc["gen_sent", "size_ratio"] == pytest.approx(400 / 20)
     assert bool(t.loc["gen_sent", "labels_match"]) and not bool(t.loc["gen_nli", "labels_match"])
     assert set(t["method"]) == {"mtl"}
-    # a sentiment-like user task is closer to gen_sent (sentiment) than to gen_nli (premise/hypothesis)
+    # a single-sentence user task is closer to gen_sent (single sentences) than to gen_nli (sentence pairs)
     assert t.loc["gen_sent", "similarity"] > t.loc["gen_nli", "similarity"]
     assert list(table["support"]) == ["gen_sent", "gen_nli"]
