@@ -5,6 +5,9 @@ theirs for the same weights: BERT-style encoders feed the pooler output to dropo
 RoBERTa-style (and any encoder without a pooler) feed the first token to dropout, dense, tanh,
 dropout, linear. `heads="per_task"` gives each task its own head (default);
 `heads="by_label_count"` shares one head per output size, as the paper's released code did.
+`pooling="mean"` instead feeds the mean of the last hidden states over the real tokens to dropout +
+linear: the pooling sentence-transformers encoders such as all-MiniLM-L6-v2 were trained with (not
+the paper's heads).
 """
 from __future__ import annotations
 
@@ -77,11 +80,15 @@ class Head(nn.Module):
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, encoder, tasks: list[Task], heads: str = "per_task"):
+    def __init__(self, encoder, tasks: list[Task], heads: str = "per_task", pooling: str = "auto"):
         super().__init__()
         self.encoder = encoder
         cfg = encoder.config
-        self.use_pooler = getattr(encoder, "pooler", None) is not None and cfg.model_type not in _NO_POOLER_TYPES
+        if pooling not in ("auto", "mean"):
+            raise ValueError(f"pooling must be 'auto' or 'mean', got '{pooling}'")
+        self.mean_pool = pooling == "mean"
+        self.use_pooler = not self.mean_pool and getattr(encoder, "pooler", None) is not None \
+            and cfg.model_type not in _NO_POOLER_TYPES
         self.dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
         self.heads_mode = heads
         self.task_heads = nn.ModuleDict()
@@ -94,12 +101,15 @@ class MultiTaskModel(nn.Module):
         key = head_key(task, self.heads_mode)
         if fresh or key not in self.task_heads:
             self.task_heads[key] = Head(self.encoder.config.hidden_size, task.num_outputs, self.dropout,
-                                        dense=not self.use_pooler)
+                                        dense=not (self.use_pooler or self.mean_pool))
         self.head_of[task.name] = key
 
     def features(self, batch) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         out = self.encoder(**inputs)
+        if self.mean_pool:
+            mask = inputs["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
+            return (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1)
         return out.pooler_output if self.use_pooler else out.last_hidden_state[:, 0]
 
     def forward(self, batch, task: str) -> torch.Tensor:
@@ -120,7 +130,7 @@ def predictions(task: Task, logits: torch.Tensor) -> torch.Tensor:
     return logits.squeeze(-1).float() if task.is_regression else logits.argmax(-1)
 
 
-def load_model(name: str, tasks: list[Task], heads: str = "per_task") -> MultiTaskModel:
+def load_model(name: str, tasks: list[Task], heads: str = "per_task", pooling: str = "auto") -> MultiTaskModel:
     from transformers import AutoConfig, AutoModel
 
     path = resolve_model(name)
@@ -130,4 +140,4 @@ def load_model(name: str, tasks: list[Task], heads: str = "per_task") -> MultiTa
         encoder = AutoModel.from_pretrained(path, **kwargs)
     except Exception as e:
         raise ModelLoadError(_load_message(name, e)) from None
-    return MultiTaskModel(encoder, tasks, heads)
+    return MultiTaskModel(encoder, tasks, heads, pooling)

@@ -37,9 +37,17 @@ class TrainSettings(BaseModel):
     # None: no clipping. The paper follows the Hugging Face GLUE example, whose default (and the
     # released scripts) clip at 1.0: the paper profiles set 1.0.
     max_grad_norm: Optional[float] = Field(None, gt=0)
+    # standardized: a regression task trains on (label - mean) / sd of its training labels and its
+    # predictions are mapped back, so its MSE starts near 1 like a cross-entropy instead of ~9 on
+    # STS-B's 0-5 scale (docs/glue_cpu.md: raw targets pulled an MTL partner to one class). Pearson
+    # and Spearman do not change under that map. raw: Hugging Face's heads, as the paper.
+    regression_targets: Literal["raw", "standardized"] = "raw"
     evals_per_epoch: int = Field(2, gt=0)          # the paper: every half epoch
     eval_batch_size: Optional[int] = Field(None, gt=0)  # None: 256 on GPU, 16 on CPU (measured: BENCHMARKS.md)
     heads: Literal["per_task", "by_label_count"] = "per_task"
+    # auto: Hugging Face's sequence-classification heads (the paper's). mean: the mean of the last
+    # hidden states, the pooling sentence-transformers encoders (all-MiniLM-L6-v2) were trained with.
+    pooling: Literal["auto", "mean"] = "auto"
     selection: Literal["dev", "split_dev"] = "dev"  # split_dev: choose on one half of dev, score on the other
     sampler: Sampler = "gap"                         # the paper says dynamic sampling
     temperature: float = Field(2.0, gt=0)
@@ -56,7 +64,8 @@ class TrainSettings(BaseModel):
     def result_fields(self) -> dict:
         """Settings that change a run's result (device, threads and the like do not)."""
         fields = self.model_dump(exclude={"device", "threads", "eval_batch_size", "keep_checkpoint", "compile"})
-        for key, unset in (("max_grad_norm", None), ("drop_last", False)):
+        for key, unset in (("max_grad_norm", None), ("drop_last", False), ("regression_targets", "raw"),
+                           ("pooling", "auto")):
             if fields[key] == unset:  # added later: unset, they leave the ids of earlier runs as they were
                 fields.pop(key)
         return fields

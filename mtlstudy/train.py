@@ -41,6 +41,16 @@ class TaskData:
     train: data_mod.Tokenized
     select: data_mod.Tokenized   # dev examples that choose the checkpoint
     report: data_mod.Tokenized   # dev examples that give the reported score (the same unless split_dev)
+    label_mean: float = 0.0      # regression with standardized targets: the head learns
+    label_sd: float = 1.0        # (label - mean) / sd, and predicts mean + sd * output
+
+    def target(self, labels: torch.Tensor) -> torch.Tensor:
+        """What the head is trained to output for these labels."""
+        return (labels - self.label_mean) / self.label_sd if self.task.is_regression else labels
+
+    def prediction(self, outputs: np.ndarray) -> np.ndarray:
+        """Predictions on the labels' scale from the head's outputs."""
+        return self.label_mean + self.label_sd * outputs if self.task.is_regression else outputs
 
 
 def load_task_examples(spec: RunSpec) -> dict[str, tuple]:
@@ -73,6 +83,9 @@ def prepare_data(spec: RunSpec, tokenizer, cache_dir=None, examples: dict | None
         else:
             select = report = dev
         out[name] = TaskData(task, train, select, report)
+        if task.is_regression and spec.train.regression_targets == "standardized":
+            labels = train.labels.astype(np.float64)
+            out[name].label_mean, out[name].label_sd = float(labels.mean()), float(labels.std()) or 1.0
     return out
 
 
@@ -151,7 +164,7 @@ def evaluate(model, tasks: dict[str, TaskData], split: str, batch_size: int, pad
                 batch = {k: v.to(device) for k, v in data_mod.collate(d, idx, pad_id).items() if k != "labels"}
                 with _autocast(device, amp):
                     preds[idx] = predictions(td.task, model(batch, name)).cpu().numpy()
-            results[name] = metrics.compute(td.task.metric, preds, d.labels)
+            results[name] = metrics.compute(td.task.metric, td.prediction(preds), d.labels)
     model.train()
     return results
 
@@ -340,7 +353,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
     sizes = {t: len(tasks[t].train) for t in names}
     lengths = {t: tasks[t].train.lengths() for t in names} if cfg.group_by_length else None
 
-    model = load_model(spec.model, [tasks[t].task for t in names], cfg.heads)
+    model = load_model(spec.model, [tasks[t].task for t in names], cfg.heads, cfg.pooling)
     if init_checkpoint is not None:
         load_encoder_from(model, init_checkpoint, reuse_heads=cfg.heads == "by_label_count")
     model.to(device)
@@ -436,7 +449,7 @@ def train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, sc
         with _autocast(device, amp):
             feats = model.features(batch)
             logits = model.logits_by_task(feats, {t: r.to(device) for t, r in rows_of.items()})
-        loss = sum(task_loss(tasks[t].task, logits[t], labels_of[t].to(device)) * (len(rows_of[t]) / counts[t])
+        loss = sum(task_loss(tasks[t].task, logits[t], tasks[t].target(labels_of[t].to(device))) * (len(rows_of[t]) / counts[t])
                    for t in logits)
         (scaler.scale(loss) if scaler else loss).backward()
         total += float(loss.detach())

@@ -117,3 +117,27 @@ def test_task_loss_and_predictions():
     assert model_mod.task_loss(reg, out, y).item() == pytest.approx(0.5)
     assert model_mod.predictions(reg, out).tolist() == [1.0, 3.0]
     assert tasks.get_task("stsb").num_outputs == 1
+
+
+def test_mean_pooling_is_the_masked_mean_of_hf_hidden_states(minilm_path):
+    """pooling="mean": the head sees the mean of Hugging Face's last hidden states over each row's
+    real tokens (padding excluded; worked in numpy), then dropout + linear, no dense layer."""
+    from transformers import AutoModel
+
+    tokenizer = model_mod.load_tokenizer(str(minilm_path))
+    batch = _inputs(tokenizer)
+    assert (batch["attention_mask"] == 0).any()  # rows of different lengths: padding must not count
+    ours = model_mod.load_model(str(minilm_path), [get_task("stsb")], pooling="mean").eval()
+    hf = AutoModel.from_pretrained(str(minilm_path)).eval()
+    with torch.no_grad():
+        hidden = hf(**batch).last_hidden_state.numpy()
+        got = ours.features(batch).numpy()
+        head = ours.task_heads["stsb"]
+        assert head.dense is None
+        assert torch.allclose(ours(batch, "stsb"), head.out(torch.tensor(got)), atol=1e-6)
+    mask = batch["attention_mask"].numpy()
+    for row in range(len(mask)):
+        expected = hidden[row][mask[row] == 1].mean(axis=0)
+        assert abs(got[row] - expected).max() < 1e-5
+    padded = int(next(r for r in range(len(mask)) if not mask[r].all()))
+    assert abs(got[padded] - hidden[padded].mean(axis=0)).max() > 1e-4  # counting padding would differ

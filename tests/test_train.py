@@ -405,3 +405,43 @@ def test_compiled_run_with_inductor_equals_the_uncompiled_run(tiny_roberta, tmp_
     assert [h["train_loss"] for h in compiled["history"]] == pytest.approx(
         [h["train_loss"] for h in plain["history"]], rel=1e-4)
     assert {t: b["score"] for t, b in compiled["best"].items()} == {t: b["score"] for t, b in plain["best"].items()}
+
+
+def test_standardized_regression_targets(tiny_roberta_nodropout):
+    """train.regression_targets=standardized: the loss is the MSE against (label - mean) / sd of the
+    task's training labels (numpy's mean and population sd, worked here by hand), classification
+    rows are untouched, and evaluation maps the head's output back (mean + sd * output)."""
+    spec, tok, tasks = _prepared(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), regression_targets="standardized")
+    sim = tasks["gen_sim"]
+    labels = sim.train.labels.astype(np.float64)
+    assert sim.label_mean == pytest.approx(labels.mean()) and sim.label_sd == pytest.approx(labels.std())
+    assert sim.label_sd != pytest.approx(1.0) and sim.label_mean > 0.5   # the map really changes things
+    assert (tasks["gen_nli"].label_mean, tasks["gen_nli"].label_sd) == (0.0, 1.0)
+
+    model = model_mod.load_model(spec.model, [tasks[t].task for t in tasks])
+    reference = copy.deepcopy(model)
+    plan = [("gen_nli", np.array([0, 5, 9])), ("gen_sim", np.array([3, 4, 17]))]
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    loss = train.train_step(model, tasks, plan, tok.pad_token_id, torch.device("cpu"), None, spec.train, opt, None)
+    expected = 0.0
+    for t, ix in plan:
+        batch = data_mod.collate(tasks[t].train, ix, tok.pad_token_id)
+        y = batch.pop("labels").numpy().astype(np.float64)
+        out = reference(batch, t).detach().numpy().astype(np.float64)
+        if t == "gen_sim":
+            expected += np.mean((out[:, 0] - (y - labels.mean()) / labels.std()) ** 2)
+        else:
+            expected += float(torch.nn.functional.cross_entropy(torch.tensor(out), torch.tensor(y).long()))
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+    raw = {t: np.array([0.0, 1.0, -2.0]) for t in ("gen_sim", "gen_nli")}
+    np.testing.assert_allclose(sim.prediction(raw["gen_sim"]), labels.mean() + labels.std() * raw["gen_sim"])
+    np.testing.assert_array_equal(tasks["gen_nli"].prediction(raw["gen_nli"]), raw["gen_nli"])
+
+
+def test_regression_targets_are_part_of_the_run_id_only_when_standardized(tiny_roberta_nodropout):
+    base = make_spec(tiny_roberta_nodropout)
+    earlier = base.model_dump(mode="json")  # a spec.json written before the setting existed
+    del earlier["train"]["regression_targets"]
+    assert RunSpec.model_validate(earlier).run_id() == base.run_id()
+    assert make_spec(tiny_roberta_nodropout, regression_targets="standardized").run_id() != base.run_id()
