@@ -42,6 +42,17 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
     done_before = sum(s == "done" for s in index.status.values())
     bar.update(done_before)
     t0 = time.time()
+
+    def redraw(n_held: int, shown):
+        """Redraw the bar if a count changed since `shown`; the counts now."""
+        failed, blocked = len(index.failed()), len(index.blocked())
+        n_done = sum(s in ("done", "failed") for s in index.status.values())
+        now = (n_done, failed, blocked, n_held)
+        if now != shown:
+            show_progress(bar, n_done, n_done - done_before, total - n_done - blocked, time.time() - t0,
+                          failed=failed, blocked=blocked, held_elsewhere=n_held if n_done < total else 0)
+        return now
+
     shown = None
     interrupted = set()  # runs whose process was stopped by a signal: not restarted by this launcher
     was_held = set()
@@ -77,19 +88,8 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
                 if _record_lost_run(study_dir, rid, fut.result()) == "pending":
                     interrupted.add(rid)
                 index.refresh(rid)
-            failed, blocked = len(index.failed()), len(index.blocked())
-            n_done = sum(s in ("done", "failed") for s in index.status.values())
-            if (n_done, failed, blocked, len(held)) == shown:
-                continue  # the loop wakes every HELD_POLL_S: redraw only on news
-            shown = (n_done, failed, blocked, len(held))
-            show_progress(bar, n_done, n_done - done_before, total - n_done - blocked, time.time() - t0,
-                          failed=failed, blocked=blocked, held_elsewhere=len(held) if n_done < total else 0)
-    # the last news may be a held run let go by its launcher (refreshed just before the loop ended)
-    failed, blocked = len(index.failed()), len(index.blocked())
-    n_done = sum(s in ("done", "failed") for s in index.status.values())
-    if (n_done, failed, blocked, 0) != shown:
-        show_progress(bar, n_done, n_done - done_before, total - n_done - blocked, time.time() - t0,
-                      failed=failed, blocked=blocked, held_elsewhere=0)
+            shown = redraw(len(held), shown)  # the loop wakes every HELD_POLL_S: redraw only on news
+    redraw(0, shown)  # the last news may be a held run let go by its launcher (refreshed just before the loop ended)
     bar.close()
     cleanup_checkpoints(study_dir, index)
     return index.counts()

@@ -285,13 +285,16 @@ def show_choice(study_dir: Path, df, target: str, support: str, method: str,
         display(Markdown(f"No {method} runs for target {target}" +
                          (f" and support {support}." if method in analysis.PAIR_METHODS else ".")))
         return
-    display(rows[["run_id", "seed", "sampler", "score", "best_step"]])
+    display(rows[["run_id", "seed", "sampler", "score", "best_epoch"]])  # epochs, as the curves below
     runs = [(" ".join(str(x) for x in (method, r.sampler, "seed", r.seed) if x != ""),
              analysis.load_run(study_dir, r.run_id)) for r in rows.itertuples()]
     runs = [(label, run) for label, run in runs if run]
     show(plot_learning_curves(runs, target))
     if runs and method in ("mtl", "mtl_all"):
-        show(plot_sampler_weights(runs[0][1]))
+        if sampler_varies(runs[0][1]):
+            show(plot_sampler_weights(runs[0][1]))
+        else:
+            display(Markdown(f"The {runs[0][1]['params']['train']['sampler']} sampler's task weights are constant."))
 
 
 def explorer(study_dir: Path, alpha: float = analysis.ALPHA, equal_var: bool = True):

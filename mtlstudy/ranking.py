@@ -378,9 +378,10 @@ def _verdict(s: dict) -> str:
             f"predicted (leave-one-target-out, by size ratio) and measured gains over single-task: {rho}.")
 
 
-def report_section(study_dir: Path, signals: pd.DataFrame | None = None, **kw) -> str:
+def report_section(study_dir: Path, signals: pd.DataFrame | None = None, csv: Path | None = None, **kw) -> str:
     """HTML fragment for the report: the ranking evaluation, or '' for a study with fewer than
-    three tasks; a one-paragraph note when the signals cannot be computed here."""
+    three tasks; a one-paragraph note when the signals cannot be computed here. With `csv`, the
+    per-target table is also written there."""
     study_dir = Path(study_dir)
     try:
         cells, order = analysis.study_cells(study_dir)
@@ -393,6 +394,8 @@ def report_section(study_dir: Path, signals: pd.DataFrame | None = None, **kw) -
         table, summary = evaluate(study_dir, signals, **kw)
     except Exception as e:  # noqa: BLE001 - a report section must not take the report down
         return title + f"<p>Not computed: {html.escape(type(e).__name__)}: {html.escape(str(e).splitlines()[0] if str(e) else '')}</p>\n"
+    if csv is not None:
+        table.to_csv(csv, index=False)
     show = table.rename(columns={"top1": "top pick", "top1_method": "method", "top1_score": "top pick score",
                                  "avg_sh": "Avg S.H.", "oracle": "Pairwise Oracle", "regret1": "Regret@1 %",
                                  "regret3": "Regret@3 %"})

@@ -296,7 +296,7 @@ def build_report(study_dir: Path, compare_to: Path | None = None, kernel_name: s
             "Dev score per target (columns) and their mean; bold: the best non-oracle value per column.")
         from .ranking import report_section  # which support: the ranker against the heuristic (3+ tasks)
 
-        tables += report_section(study_dir)
+        tables += report_section(study_dir, csv=out_dir / "tables" / "ranking.csv")
     if (df["method"] == "mtl_all").any():
         tables += "<h2>Table 2</h2>" + table_html(
             analysis.mtl_all_table(df, order), "Single task against MTL over all tasks, per sampler.")

@@ -135,7 +135,7 @@ def results_frame(study_dir: Path, index: RunIndex | None = None):
         rec = store.read_result(study_dir, rid) if status == "done" else None
         if rec:
             rows.extend(store.result_rows(rec, {"study": study_dir.name}))
-    cols = ["run_id", "method", "target", "support", "seed", "score", "best_step", "sampler", "target_fraction",
+    cols = ["run_id", "method", "target", "support", "seed", "score", "best_step", "best_epoch", "sampler", "target_fraction",
             "k", "target_train_size", "support_train_size", "model", "study", "majority_score", "constant_score"]
     return pd.DataFrame(rows, columns=cols).sort_values(["method", "target", "support", "seed", "run_id"])
 

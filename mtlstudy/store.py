@@ -92,6 +92,7 @@ def result_rows(record: dict, tags: dict | None = None) -> list[dict]:
         rows.append({
             "run_id": record["run_id"], "method": method, "target": target, "support": support,
             "seed": record["seed"], "score": best["score"], "best_step": best["step"],
+            "best_epoch": best.get("epoch", math.nan),
             "sampler": record["params"]["train"]["sampler"] if method in ("mtl", "mtl_all") else "",
             "target_fraction": float(tags.get("target_fraction", 1.0)),
             "k": float(tags.get("k", math.nan)),

@@ -140,7 +140,10 @@ def test_regret_formula():
 
 def test_report_section_and_markdown(tmp_path):
     study = make_study(tmp_path, ablation=False)
-    html = ranking.report_section(study, SIGNALS)
+    html = ranking.report_section(study, SIGNALS, csv=tmp_path / "ranking.csv")
+    written = pd.read_csv(tmp_path / "ranking.csv")
+    assert sorted(written["target"]) == ["big", "mid", "small"]
+    assert written.loc[written["target"] == "mid", "regret1"].item() == pytest.approx(4.29, abs=0.005)
     assert "Regret@1" in html and "<table" in html and "does not beat Avg S.H." in html
     assert "70.67" in html and "4.29" in html  # Avg S.H. mean, mid's Regret@1
     table, s = ranking.evaluate(study, SIGNALS)
