@@ -58,7 +58,7 @@ def make_study(root: Path, name: str = "fake", ablation: bool = True, mtl_all: b
     def row(run_id, method, target, support, seed, score, sampler="", frac=1.0, k=float("nan"),
             t_size=None, s_size=float("nan")):
         rows.append(dict(run_id=run_id, method=method, target=target, support=support, seed=seed,
-                         score=score, best_step=30, sampler=sampler, target_fraction=frac, k=k,
+                         score=score, best_step=30, best_epoch=1.5, sampler=sampler, target_fraction=frac, k=k,
                          target_train_size=t_size or SIZES[target], support_train_size=s_size,
                          model=model, study=name))
 
