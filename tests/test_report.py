@@ -149,3 +149,20 @@ def test_collapsed_runs_table():
     rows = BeautifulSoup(report.collapsed_html(df), "html.parser").find_all("tr")
     assert [[c.get_text() for c in r.find_all("td")] for r in rows[1:]] == [["a", "stilts", "nli", "para", "1", "36.46", "36.46"]]
     assert "None" in report.collapsed_html(df.iloc[1:]) and "not checked" in report.collapsed_html(df[["run_id", "score"]])
+
+
+def test_header_lists_the_training_settings_that_are_set(tmp_path):
+    import json
+
+    import pandas as pd
+
+    study = make_study(tmp_path, ablation=False, mtl_all=False)
+    info = json.loads((study / "study.json").read_text())
+    info["profile"] = {"tasks": ["big", "mid", "small"], "train": {
+        "lr": 1e-4, "batch_size": 8, "warmup_ratio": 0.1, "max_grad_norm": 1.0, "regression_targets": "standardized",
+        "pooling": "auto", "device": "cpu"}}
+    (study / "study.json").write_text(json.dumps(info))
+    header = report.header_html(study, pd.read_csv(study / "results.csv"), 0.1, True)
+    assert ("lr 0.0001, batch_size 8, warmup_ratio 0.1, max_grad_norm 1.0, regression_targets standardized, "
+            "pooling auto</td>") in header
+    assert "device" not in header
