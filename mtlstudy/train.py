@@ -82,10 +82,11 @@ def prepare_data(spec: RunSpec, tokenizer, cache_dir=None, examples: dict | None
             select, report = dev.subset(np.sort(order[:half])), dev.subset(np.sort(order[half:]))
         else:
             select = report = dev
-        out[name] = TaskData(task, train, select, report)
+        scale = {}
         if task.is_regression and spec.train.regression_targets == "standardized":
             labels = train.labels.astype(np.float64)
-            out[name].label_mean, out[name].label_sd = float(labels.mean()), float(labels.std()) or 1.0
+            scale = {"label_mean": float(labels.mean()), "label_sd": float(labels.std()) or 1.0}
+        out[name] = TaskData(task, train, select, report, **scale)
     return out
 
 

@@ -144,14 +144,18 @@ if analysis.is_paper_study(study):
     new_markdown_cell("## The sampler's task weights over time (first seed of each sampler)"),
     '''\
 from matplotlib.figure import Figure
-runs = df[df["method"] == "mtl_all"].sort_values("seed").drop_duplicates("sampler")
-fig = Figure(figsize=(5.5 * max(len(runs), 1), 4))
-for ax, r in zip(fig.subplots(1, max(len(runs), 1), squeeze=False)[0], runs.itertuples()):
-    plots.plot_sampler_weights(analysis.load_run(study, r.run_id) or {}, ax=ax,
-                               title=f"{r.sampler} (seed {r.seed})")
-fig.tight_layout()
-plots.save_figure(fig, figures / "mtl_all_sampler_weights")
-plots.show(fig)''',
+firsts = df[df["method"] == "mtl_all"].sort_values("seed").drop_duplicates("sampler")
+runs = [(r, analysis.load_run(study, r.run_id) or {}) for r in firsts.itertuples()]
+runs = [(r, run) for r, run in runs if plots.sampler_varies(run)]  # constant weights say nothing
+if runs:
+    fig = Figure(figsize=(5.5 * len(runs), 4))
+    for ax, (r, run) in zip(fig.subplots(1, len(runs), squeeze=False)[0], runs):
+        plots.plot_sampler_weights(run, ax=ax, title=f"{r.sampler} (seed {r.seed})")
+    fig.tight_layout()
+    plots.save_figure(fig, figures / "mtl_all_sampler_weights")
+    plots.show(fig)
+else:
+    print("Every sampler here has constant task weights (size, uniform or temperature): no figure.")''',
 ])
 
 BERT = notebook([
