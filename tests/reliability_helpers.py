@@ -105,6 +105,22 @@ def kill_group(proc: subprocess.Popen):
     proc.wait(timeout=30)
 
 
+def kill_group_when(predicate, proc: subprocess.Popen, timeout: float, what: str, poll: float = 0.02):
+    """SIGKILL the process group of `proc` at a moment when predicate() holds. Seeing it hold and
+    killing are not one step (a fast run can finish in between), so the group is frozen (SIGSTOP)
+    first and predicate() asked again: it holds -> kill; not any more -> thaw and wait again.
+    Returns the value predicate() gave while the group was frozen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_for(predicate, deadline - time.monotonic(), what, poll=poll, proc=proc)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        value = predicate()
+        if value:
+            kill_group(proc)
+            return value
+        os.killpg(proc.pid, signal.SIGCONT)
+
+
 def dead_pid() -> int:
     """The pid of a process that has exited."""
     p = subprocess.Popen(["true"])

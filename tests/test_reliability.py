@@ -24,9 +24,9 @@ from mtlstudy import claims, local, results, runner, store, study
 from mtlstudy import train as train_mod
 from mtlstudy.cli import main as mtlstudy_main
 from mtlstudy.spec import RunSpec
-from tests.reliability_helpers import (REPO, checkpoint_state, checkpoint_step, cli, dead_pid, kill_group, mtimes,
-                                       read_records, rel_profile, resume_point, start_cli, starts_in_log,
-                                       wait_for)
+from tests.reliability_helpers import (REPO, checkpoint_state, checkpoint_step, cli, dead_pid, kill_group,
+                                       kill_group_when, mtimes, read_records, rel_profile, resume_point, start_cli,
+                                       starts_in_log, wait_for)
 
 
 def single_spec(model, size=320, epochs=4, seed=5) -> dict:
@@ -293,8 +293,7 @@ def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, fin
         return done and mid and (done, mid)
 
     proc = start_cli("run", prof, log=tmp_path / "first.log")
-    wait_for(mid_training, 300, "one run done and another with a checkpoint, unfinished", poll=0.02, proc=proc)
-    kill_group(proc)
+    kill_group_when(mid_training, proc, 300, "one run done and another with a checkpoint, unfinished")
     # the workers die with the launcher (one process group): every claim left is a dead process's
     wait_for(lambda: all(claims._claim_is_stale(c) for c in (d / "runs").glob("*/claim.json")), 30,
              "the workers' claims to be stale")
