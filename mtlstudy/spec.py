@@ -48,6 +48,10 @@ class TrainSettings(BaseModel):
     # auto: Hugging Face's sequence-classification heads (the paper's). mean: the mean of the last
     # hidden states, the pooling sentence-transformers encoders (all-MiniLM-L6-v2) were trained with.
     pooling: Literal["auto", "mean"] = "auto"
+    # The input word-embedding matrix (half of MiniLM-L6's 22.7M parameters) left as pre-trained:
+    # its gradient and AdamW update are a third of a short-sentence training step on a CPU
+    # (BENCHMARKS.md). Not the paper's (it fine-tunes every weight); the CPU profile's choice.
+    freeze_word_embeddings: bool = False
     selection: Literal["dev", "split_dev"] = "dev"  # split_dev: choose on one half of dev, score on the other
     sampler: Sampler = "gap"                         # the paper says dynamic sampling
     temperature: float = Field(2.0, gt=0)
@@ -65,7 +69,7 @@ class TrainSettings(BaseModel):
         """Settings that change a run's result (device, threads and the like do not)."""
         fields = self.model_dump(exclude={"device", "threads", "eval_batch_size", "keep_checkpoint", "compile"})
         for key, unset in (("max_grad_norm", None), ("drop_last", False), ("regression_targets", "raw"),
-                           ("pooling", "auto")):
+                           ("pooling", "auto"), ("freeze_word_embeddings", False)):
             if fields[key] == unset:  # added later: unset, they leave the ids of earlier runs as they were
                 fields.pop(key)
         return fields

@@ -445,3 +445,28 @@ def test_regression_targets_are_part_of_the_run_id_only_when_standardized(tiny_r
     del earlier["train"]["regression_targets"]
     assert RunSpec.model_validate(earlier).run_id() == base.run_id()
     assert make_spec(tiny_roberta_nodropout, regression_targets="standardized").run_id() != base.run_id()
+
+
+def test_frozen_word_embeddings_stay_as_loaded_and_the_rest_trains(tiny_roberta, tmp_path):
+    """train.freeze_word_embeddings: after a run the input word-embedding matrix in the best
+    checkpoint equals the pre-trained one, every other encoder weight moved, and the optimizer
+    holds no state for it. Unset, it is not part of the run id."""
+    spec = make_spec(tiny_roberta, keep_checkpoint="best", freeze_word_embeddings=True)
+    run(spec, tmp_path / "run")
+    loaded = model_mod.load_model(str(tiny_roberta), [get_task("gen_sent")]).encoder.state_dict()
+    trained = load_file(tmp_path / "run" / "best" / "gen_sent" / "model.safetensors")
+    word = next(k for k in trained if k.endswith("word_embeddings.weight"))
+    assert torch.equal(trained[word], loaded[word.removeprefix("encoder.")])
+    moved = [k for k in trained if k.startswith("encoder.") and k != word
+             and not torch.equal(trained[k], loaded[k.removeprefix("encoder.")])]
+    assert len(moved) > 10
+    model = model_mod.load_model(str(tiny_roberta), [get_task("gen_sent")])
+    model.encoder.get_input_embeddings().requires_grad_(False)
+    opt = train.make_optimizer(model, spec.train, torch.device("cpu"))
+    assert all(p is not model.encoder.get_input_embeddings().weight for g in opt.param_groups for p in g["params"])
+
+    base = make_spec(tiny_roberta)
+    earlier = base.model_dump(mode="json")  # a spec.json written before the setting existed
+    del earlier["train"]["freeze_word_embeddings"]
+    assert RunSpec.model_validate(earlier).run_id() == base.run_id()
+    assert spec.run_id() != make_spec(tiny_roberta, keep_checkpoint="best").run_id()
