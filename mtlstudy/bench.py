@@ -163,10 +163,12 @@ def cpu_eval_batch() -> int:
 
 
 def ours_train(base, bt: BenchTask, batch_size: int, pad_id: int, *, group_by_length=True, pad_to=1,
-               fused: bool | None = None) -> float:
+               fused: bool | None = None, freeze_word_embeddings: bool = False) -> float:
     """Seconds for one epoch of our loop over bt.train (optimizer and schedule built as in train.train)."""
     model = copy.deepcopy(base)
     model.train()
+    if freeze_word_embeddings:
+        model.freeze_word_embeddings()
     cfg = _settings(batch_size)
     device = torch.device("cpu")
     tasks = {bt.name: train_mod.TaskData(bt.task, bt.train, bt.dev, bt.dev)}
@@ -477,6 +479,9 @@ def ablate(task="rte", glue_dir="../shared/data/glue", examples=256, batch_size=
     variants = {
         "train: our loop as is": lambda: ours_train(base, bt, batch_size, pad_id),
         "train: foreach AdamW (not fused)": lambda: ours_train(base, bt, batch_size, pad_id, fused=False),
+        "train: word embeddings frozen": lambda: ours_train(base, bt, batch_size, pad_id, freeze_word_embeddings=True),
+        "train: batch 8": lambda: ours_train(base, bt, 8, pad_id),
+        "train: batch 8, word embeddings frozen": lambda: ours_train(base, bt, 8, pad_id, freeze_word_embeddings=True),
         "train: no length grouping": lambda: ours_train(base, bt, batch_size, pad_id, group_by_length=False),
         "train: pad to 128": lambda: ours_train(base, bt, batch_size, pad_id, pad_to=MAX_LENGTH),
         "train: eager attention (not SDPA)": lambda: ours_train(eager, bt, batch_size, pad_id),

@@ -104,6 +104,10 @@ class MultiTaskModel(nn.Module):
                                         dense=not (self.use_pooler or self.mean_pool))
         self.head_of[task.name] = key
 
+    def freeze_word_embeddings(self):
+        """Keep the input word-embedding matrix as loaded (train.freeze_word_embeddings)."""
+        self.encoder.get_input_embeddings().requires_grad_(False)
+
     def features(self, batch) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         out = self.encoder(**inputs)

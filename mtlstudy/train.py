@@ -359,7 +359,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
     if init_checkpoint is not None:
         load_encoder_from(model, init_checkpoint, reuse_heads=cfg.heads == "by_label_count")
     if cfg.freeze_word_embeddings:
-        model.encoder.get_input_embeddings().requires_grad_(False)
+        model.freeze_word_embeddings()
     model.to(device)
     if cfg.compile:
         compile_encoder(model)

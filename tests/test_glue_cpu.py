@@ -25,10 +25,11 @@ def test_glue_cpu_profile_plans_every_method_at_proportional_sizes():
     assert len(set(counts.values())) == len(counts)  # not all one count: the heuristic has sizes to judge
     # GLUE's order of sizes, so the heuristic names the method it would on full GLUE for every pair
     assert sorted(counts, key=counts.get) == sorted(REAL_SIZES, key=REAL_SIZES.get)
-    for t in ("cola", "stsb"):  # 1/5 of the real train size, to the example; MRPC 3/10, SST-2 capped at 2,500
+    for t in ("cola", "stsb"):  # 1/5 of the real train size, to the example; MRPC 3/10, SST-2 capped at 1,800
         assert abs(counts[t] - REAL_SIZES[t] / 5) <= 1, (t, counts[t])
-    assert abs(counts["mrpc"] - REAL_SIZES["mrpc"] * 3 / 10) <= 1 and counts["sst2"] == 2500
+    assert abs(counts["mrpc"] - REAL_SIZES["mrpc"] * 3 / 10) <= 1 and counts["sst2"] == 1800
     assert p.train.regression_targets == "standardized" and p.train.max_grad_norm == 1.0
+    assert p.train.freeze_word_embeddings and p.train.epochs == 3
     kinds = pd.Series([r.kind for r in st.runs]).value_counts().to_dict()
     n, s = len(p.tasks), len(p.seeds)
     assert kinds == {"single": n * s, "mtl": n * (n - 1) // 2 * s, "stilts": n * (n - 1) * s, "mtl_all": s}

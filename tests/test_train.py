@@ -461,7 +461,7 @@ def test_frozen_word_embeddings_stay_as_loaded_and_the_rest_trains(tiny_roberta,
              and not torch.equal(trained[k], loaded[k.removeprefix("encoder.")])]
     assert len(moved) > 10
     model = model_mod.load_model(str(tiny_roberta), [get_task("gen_sent")])
-    model.encoder.get_input_embeddings().requires_grad_(False)
+    model.freeze_word_embeddings()
     opt = train.make_optimizer(model, spec.train, torch.device("cpu"))
     assert all(p is not model.encoder.get_input_embeddings().weight for g in opt.param_groups for p in g["params"])
 
