@@ -54,6 +54,9 @@ def load_results(study_dir: Path) -> pd.DataFrame:
     for col, default in (("k", np.nan), ("target_fraction", 1.0), ("support_train_size", np.nan)):
         if col not in df:
             df[col] = default
+    if "best_epoch" not in df:  # written before the column existed: each run's record has it
+        df["best_epoch"] = [((load_run(study_dir, r.run_id) or {}).get("best", {}).get(r.target) or {}).get("epoch", np.nan)
+                            for r in df.itertuples()]
     return df
 
 

@@ -285,8 +285,7 @@ def show_choice(study_dir: Path, df, target: str, support: str, method: str,
         display(Markdown(f"No {method} runs for target {target}" +
                          (f" and support {support}." if method in analysis.PAIR_METHODS else ".")))
         return
-    best = "best_epoch" if "best_epoch" in rows else "best_step"  # results.csv before best_epoch: steps
-    display(rows[["run_id", "seed", "sampler", "score", best]])  # epochs, as the curves below
+    display(rows[["run_id", "seed", "sampler", "score", "best_epoch"]])  # epochs, as the curves below
     runs = [(" ".join(str(x) for x in (method, r.sampler, "seed", r.seed) if x != ""),
              analysis.load_run(study_dir, r.run_id)) for r in rows.itertuples()]
     runs = [(label, run) for label, run in runs if run]

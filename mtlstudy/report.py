@@ -115,7 +115,6 @@ def write_cells_page(study_dir: Path, out_dir: Path, alpha: float = analysis.ALP
         fig.savefig(out_dir / "cells" / f"{name}.png", dpi=100, bbox_inches="tight")
         detail = analysis.cell_detail(df, r.target, r.support, alpha, equal_var)
         runs = pd.concat([analysis.runs_for(df, r.target, r.support, m) for m in analysis.PAIR_METHODS])
-        runs = runs.assign(best_epoch=[_best_epoch(study_dir, rid, r.target) for rid in runs["run_id"]])
         runs = runs[["method", "seed", "run_id", "score", "best_epoch"]]
         parts += [f'<h2 id="{name}">target {html.escape(r.target)}, support {html.escape(r.support)}</h2>',
                   f"<p>{html.escape(detail['text'])}</p>",
@@ -124,12 +123,6 @@ def write_cells_page(study_dir: Path, out_dir: Path, alpha: float = analysis.ALP
     page = out_dir / "cells.html"
     page.write_text(_html_page(f"Cells: {study_dir.name}", "\n".join(parts)), encoding="utf-8")
     return page, cells, order
-
-
-def _best_epoch(study_dir: Path, run_id: str, task: str) -> float:
-    """The epoch of a run's best evaluation of `task` (the curves' x unit), NaN when unknown."""
-    run = analysis.load_run(study_dir, run_id) or {}
-    return (run.get("best", {}).get(task) or {}).get("epoch", float("nan"))
 
 
 def matrix_html(cells, order: list[str]) -> str:

@@ -1,4 +1,5 @@
 """analysis.py on hand-built results with known answers (see tests/fake_study.py)."""
+import json
 import math
 import sys
 from pathlib import Path
@@ -282,3 +283,18 @@ def test_significance_summary_counts_cells_winners_and_the_heuristic():
     assert "right on 1 of 2 significant cells (50.0%)" in text
     none = analysis.significance_summary(cells.assign(significant=False, winner=""))
     assert none.startswith("0 of 3 matrix cells are significant (p < 0.1). ") and "0 of 0 significant cells" in none
+
+
+def test_results_written_before_best_epoch_get_it_from_the_run_records(tmp_path):
+    """A results.csv without the best_epoch column (older studies): load_results reads each row's
+    epoch from its run's record, NaN where the record has none."""
+    study_dir = make_study(tmp_path)
+    csv = study_dir / "results.csv"
+    rows = pd.read_csv(csv)
+    first = rows.iloc[0]
+    record = json.loads((study_dir / "runs" / first.run_id / "result.json").read_text())
+    record["best"][first.target]["epoch"] = 2.5
+    (study_dir / "runs" / first.run_id / "result.json").write_text(json.dumps(record))
+    rows.drop(columns=["best_epoch"]).to_csv(csv, index=False)
+    df = analysis.load_results(study_dir)
+    assert df.loc[0, "best_epoch"] == 2.5 and df["best_epoch"].iloc[1:].isna().all()
