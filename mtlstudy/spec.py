@@ -49,8 +49,8 @@ class TrainSettings(BaseModel):
     # hidden states, the pooling sentence-transformers encoders (all-MiniLM-L6-v2) were trained with.
     pooling: Literal["auto", "mean"] = "auto"
     # The input word-embedding matrix (half of MiniLM-L6's 22.7M parameters) left as pre-trained:
-    # its gradient and AdamW update are a third of a short-sentence training step on a CPU
-    # (BENCHMARKS.md). Not the paper's (it fine-tunes every weight); the CPU profile's choice.
+    # its gradient and AdamW update are a quarter to a third of a short-sentence step at batch 8
+    # on a CPU (BENCHMARKS.md). Not the paper's (it fine-tunes every weight); the CPU profile's choice.
     freeze_word_embeddings: bool = False
     selection: Literal["dev", "split_dev"] = "dev"  # split_dev: choose on one half of dev, score on the other
     sampler: Sampler = "gap"                         # the paper says dynamic sampling
