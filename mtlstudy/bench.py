@@ -154,7 +154,8 @@ def loop_optimizer(model, cfg: TrainSettings, device: torch.device, fused: bool 
     """The optimizer as train.train builds it, or with `fused` forced on or off."""
     if fused is None:
         return train_mod.make_optimizer(model, cfg, device)
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def cpu_eval_batch() -> int:

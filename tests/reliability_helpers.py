@@ -114,7 +114,11 @@ def kill_group_when(predicate, proc: subprocess.Popen, timeout: float, what: str
     while True:
         wait_for(predicate, deadline - time.monotonic(), what, poll=poll, proc=proc)
         os.killpg(proc.pid, signal.SIGSTOP)
-        value = predicate()
+        try:
+            value = predicate()
+        except BaseException:  # never leave a stopped group behind (it is in its own session)
+            kill_group(proc)
+            raise
         if value:
             kill_group(proc)
             return value
