@@ -152,10 +152,7 @@ def _settings(batch_size: int) -> TrainSettings:
 
 def loop_optimizer(model, cfg: TrainSettings, device: torch.device, fused: bool | None = None):
     """The optimizer as train.train builds it, or with `fused` forced on or off."""
-    if fused is None:
-        return train_mod.make_optimizer(model, cfg, device)
-    trained = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+    return train_mod.make_optimizer(model, cfg, device, fused)
 
 
 def cpu_eval_batch() -> int:
