@@ -24,7 +24,8 @@ forward + backward; P_head: pooler + classifier, once per example), divided by t
 the throughput of torch.matmul on two 2048 x 2048 fp32 matrices measured in the same run.
 
 `python -m mtlstudy.bench --ablate` measures single changes to our loop (what helps, and by how
-much) and prints a markdown table.
+much) and prints a markdown table. `python -m mtlstudy.bench --multitask` measures a multi-task
+step (train.multitask_forward): one encoder pass over a heterogeneous batch against one per task.
 """
 from __future__ import annotations
 
@@ -518,9 +519,64 @@ def ablate(task="rte", glue_dir="../shared/data/glue", examples=256, batch_size=
     return "\n".join(lines)
 
 
+MULTITASK_BEGIN, MULTITASK_END = "<!-- multitask:begin -->", "<!-- multitask:end -->"
+
+
+def multitask(tasks, glue_dir="../shared/data/glue", examples=480, batch_sizes=(8, 16), repeats=3, log=print) -> str:
+    """train_step on the heterogeneous batches of a size-sampled epoch over `tasks` (`examples`
+    rows per measurement; word embeddings frozen, as the glue_cpu profile), one encoder pass
+    (merged) against one per task, interleaved. Returns a markdown table."""
+    from .spec import DataSource, RunSpec
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    spec = RunSpec(method="mtl_all" if len(tasks) > 2 else "mtl", tasks=list(tasks), seed=1, model=MODEL,
+                   data=DataSource(source="glue_dir", glue_dir=str(glue_dir)), train_counts={t: examples for t in tasks})
+    tokenizer = load_tokenizer(MODEL)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = train_mod.prepare_data(spec, tokenizer, Path(tmp))
+    base = load_model(MODEL, [data[t].task for t in tasks])
+    base.freeze_word_embeddings()
+    sizes = {t: len(data[t].train) for t in tasks}
+    lengths = {t: data[t].train.lengths() for t in tasks}
+    cpu = torch.device("cpu")
+
+    def one_epoch_part(batch_size, forward):
+        cfg = _settings(batch_size).model_copy(update={"multitask_forward": forward, "freeze_word_embeddings": True})
+        plan = sampling.EpochPlan(sizes, batch_size, sampling.task_probabilities("size", sizes))
+        batches = plan.batches(np.random.default_rng([0, batch_size]), lengths)[:max(1, examples // batch_size)]
+        model = copy.deepcopy(base)
+        optimizer = train_mod.make_optimizer(model, cfg, cpu)
+        model.train()
+        t0 = time.perf_counter()
+        for b in batches:
+            train_mod.train_step(model, data, b, tokenizer.pad_token_id, cpu, None, cfg, optimizer, None)
+        return sum(len(ix) for b in batches for _, ix in b) / (time.perf_counter() - t0)
+
+    variants = {(b, f): (lambda b=b, f=f: one_epoch_part(b, f)) for b in batch_sizes for f in ("merged", "per_task")}
+    one_epoch_part(batch_sizes[0], "merged")  # warm-up
+    rates = {k: [] for k in variants}
+    names = list(variants)
+    load0 = _load()
+    for r in range(repeats):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            rates[k].append(variants[k]())
+            log(f"{r + 1}/{repeats} batch {k[0]}, {k[1]}: {rates[k][-1]:.1f} ex/s")
+    mean_len = {t: f"{lengths[t].mean():.0f}" for t in tasks}
+    lines = [f"Tasks {' + '.join(tasks)} ({examples} train examples each; mean real tokens {mean_len}), size "
+             f"sampler, heterogeneous batches, {torch.get_num_threads()} threads, {repeats} interleaved repeats; "
+             f"load average {load0} at start, {_load()} at end.", "",
+             "| batch | encoder passes | train ex/s, median | train ex/s, best | per_task / merged (median) |",
+             "|---:|---|---:|---:|---:|"]
+    for b, f in names:
+        ratio = statistics.median(rates[(b, f)]) / statistics.median(rates[(b, "merged")])
+        lines.append(f"| {b} | {f} | {statistics.median(rates[(b, f)]):.1f} | {max(rates[(b, f)]):.1f} | {ratio:.2f}x |")
+    return "\n".join(lines)
+
+
 def _cli(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mtlstudy.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--ablate", action="store_true", help="measure single changes to our loop instead")
+    ap.add_argument("--multitask", action="store_true",
+                    help="measure one encoder pass per multi-task batch against one per task, on --tasks together")
     ap.add_argument("--tasks", nargs="+", default=["rte", "sst2"])
     ap.add_argument("--glue-dir", default="../shared/data/glue")
     ap.add_argument("--examples", type=int, default=256)
@@ -531,6 +587,17 @@ def _cli(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.multitask:
+        now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+        argv_ = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+        table = multitask(a.tasks, a.glue_dir, a.examples, (8, 16), a.repeats)
+        section = "\n".join([MULTITASK_BEGIN, "## CPU: a multi-task step, one encoder pass or one per task "
+                              "(`python -m mtlstudy.bench --multitask`)", "",
+                              f"- command: `{_env_prefix()}python -m mtlstudy.bench {argv_}`", f"- date: {now}",
+                              f"- machine: {machine()}", "", table, "", MULTITASK_END])
+        write_section(Path(a.out), section, MULTITASK_BEGIN, MULTITASK_END)
+        print(section)
+        return 0
     if a.ablate:
         parts = [ablate(t, a.glue_dir, a.examples, a.batch_size, a.repeats) for t in a.tasks]
         now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")

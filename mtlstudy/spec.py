@@ -52,6 +52,11 @@ class TrainSettings(BaseModel):
     # its gradient and AdamW update are a quarter to a third of a short-sentence step at batch 8
     # on a CPU (BENCHMARKS.md). Not the paper's (it fine-tunes every weight); the CPU profile's choice.
     freeze_word_embeddings: bool = False
+    # A heterogeneous batch's encoder passes: merged (one pass, every row padded to the batch's
+    # longest, as the released code) or per_task (one pass per task's rows: the same gradient
+    # without padding short tasks to long ones; 1.2-1.7x faster on a CPU at batch 16, BENCHMARKS.md).
+    # auto: per_task on CPU, merged on accelerators, where one big pass beats several small ones.
+    multitask_forward: Literal["auto", "merged", "per_task"] = "auto"
     selection: Literal["dev", "split_dev"] = "dev"  # split_dev: choose on one half of dev, score on the other
     sampler: Sampler = "gap"                         # the paper says dynamic sampling
     temperature: float = Field(2.0, gt=0)
@@ -67,7 +72,8 @@ class TrainSettings(BaseModel):
 
     def result_fields(self) -> dict:
         """Settings that change a run's result (device, threads and the like do not)."""
-        fields = self.model_dump(exclude={"device", "threads", "eval_batch_size", "keep_checkpoint", "compile"})
+        fields = self.model_dump(exclude={"device", "threads", "eval_batch_size", "keep_checkpoint", "compile",
+                                               "multitask_forward"})
         for key, unset in (("max_grad_norm", None), ("drop_last", False), ("regression_targets", "raw"),
                            ("pooling", "auto"), ("freeze_word_embeddings", False)):
             if fields[key] == unset:  # added later: unset, they leave the ids of earlier runs as they were

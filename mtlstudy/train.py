@@ -435,16 +435,28 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
     return record
 
 
+def forward_per_task(cfg: TrainSettings, device) -> bool:
+    """Whether a multi-task batch takes one encoder pass per task (the setting; auto: on CPU)."""
+    if cfg.multitask_forward == "auto":
+        return device.type == "cpu"
+    return cfg.multitask_forward == "per_task"
+
+
+def pass_chunks(batch_plan, micro: int | None, per_task: bool) -> list[list[tuple[str, int]]]:
+    """The batch's (task, row) pairs cut into encoder passes: all rows together, or each task's
+    rows apart; then into chunks of at most `micro` rows (gradient accumulation)."""
+    groups = [[(t, i) for i in ix] for t, ix in batch_plan] if per_task else \
+        [[(t, i) for t, ix in batch_plan for i in ix]]
+    return [rows[s:s + (micro or len(rows))] for rows in groups for s in range(0, len(rows), micro or len(rows))]
+
+
 def train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, scaler) -> float:
-    """One optimizer step on one batch (the learning rate is set by the caller): sum over tasks of each task's mean loss. With a
-    micro-batch size the batch runs in chunks whose losses are normalised by the full batch's
-    per-task counts, so accumulation gives the same gradient as one big batch."""
+    """One optimizer step on one batch (the learning rate is set by the caller): sum over tasks of
+    each task's mean loss. The batch runs in encoder passes (`pass_chunks`) whose losses are
+    normalised by the full batch's per-task counts, so any cut gives the same gradient as one pass."""
     counts = {t: len(ix) for t, ix in batch_plan}
-    micro = cfg.micro_batch_size or sum(counts.values())
-    rows = [(t, i) for t, ix in batch_plan for i in ix]
     total = 0.0
-    for start in range(0, len(rows), micro):
-        chunk = rows[start:start + micro]
+    for chunk in pass_chunks(batch_plan, cfg.micro_batch_size, forward_per_task(cfg, device)):
         by_task: dict[str, list] = {}
         for t, i in chunk:
             by_task.setdefault(t, []).append(i)

@@ -73,3 +73,16 @@ def test_gpu_script_cpu_smoke(tmp_path):
     res = json.loads(out.read_text())
     assert res["study"]["example_passes"] == res["study"]["plan_example_passes"]
     assert res["study"]["gpu_hours"] > 0
+
+
+def test_multitask_bench_writes_its_section(glue_dir, minilm_path, tmp_path):
+    """`--multitask` measures both encoder-pass modes at batches 8 and 16 and rewrites only its section."""
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\nkept\n\n<!-- multitask:begin -->\nold\n<!-- multitask:end -->\n")
+    assert bench._cli(["--multitask", "--tasks", "cola", "mrpc", "--glue-dir", str(glue_dir), "--examples", "16",
+                       "--repeats", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "kept" in text and "old" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| 8 |") or line.startswith("| 16 |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["merged", "per_task", "merged", "per_task"]
+    assert all(float(r.split("|")[3]) > 0 for r in rows)

@@ -144,11 +144,14 @@ def _prepared(model_path, tasks, **train_kw):
     return spec, tok, train.prepare_data(spec, tok)
 
 
+@pytest.mark.parametrize("forward", ["merged", "per_task"])
 @pytest.mark.parametrize("micro", [None, 3])
-def test_summed_multitask_loss_and_gradient(tiny_roberta_nodropout, micro):
-    """train_step on a heterogeneous batch (classification + regression rows in one encoder pass)
-    equals the sum of each task's mean loss computed separately, in loss and in the SGD update."""
-    spec, tok, tasks = _prepared(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), micro_batch_size=micro)
+def test_summed_multitask_loss_and_gradient(tiny_roberta_nodropout, micro, forward):
+    """train_step on a heterogeneous batch (classification + regression rows, in one encoder pass
+    or one per task, whole or in micro-batches) equals the sum of each task's mean loss computed
+    separately, in loss and in the SGD update."""
+    spec, tok, tasks = _prepared(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), micro_batch_size=micro,
+                                 multitask_forward=forward)
     model = model_mod.load_model(spec.model, [tasks[t].task for t in tasks])
     reference = copy.deepcopy(model)
     plan = [("gen_nli", np.array([0, 5, 9, 11, 40])), ("gen_sim", np.array([3, 4, 17]))]
@@ -166,6 +169,23 @@ def test_summed_multitask_loss_and_gradient(tiny_roberta_nodropout, micro):
         for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
             expected = q - q.grad if q.grad is not None else q
             assert torch.allclose(p, expected, atol=1e-6), name
+
+
+def test_pass_chunks_cut_by_task_and_micro_batch():
+    plan = [("a", np.array([0, 1, 2])), ("b", np.array([7, 8]))]
+    assert train.pass_chunks(plan, None, per_task=False) == [[("a", 0), ("a", 1), ("a", 2), ("b", 7), ("b", 8)]]
+    assert train.pass_chunks(plan, 2, per_task=False) == [[("a", 0), ("a", 1)], [("a", 2), ("b", 7)], [("b", 8)]]
+    assert train.pass_chunks(plan, None, per_task=True) == [[("a", 0), ("a", 1), ("a", 2)], [("b", 7), ("b", 8)]]
+    assert train.pass_chunks(plan, 2, per_task=True) == [[("a", 0), ("a", 1)], [("a", 2)], [("b", 7), ("b", 8)]]
+
+
+def test_multitask_forward_auto_follows_the_device_and_leaves_run_ids_alone(tiny_roberta_nodropout):
+    spec = make_spec(tiny_roberta_nodropout, ("gen_nli", "gen_sim"))
+    assert train.forward_per_task(spec.train, torch.device("cpu"))
+    assert not train.forward_per_task(spec.train, torch.device("cuda"))
+    merged = make_spec(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), multitask_forward="merged")
+    assert not train.forward_per_task(merged.train, torch.device("cpu"))
+    assert merged.run_id() == spec.run_id()  # the same gradient: not part of what a run is
 
 
 def test_max_grad_norm_scales_the_update_to_that_norm(tiny_roberta_nodropout):
