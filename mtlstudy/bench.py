@@ -524,16 +524,18 @@ MULTITASK_BEGIN, MULTITASK_END = "<!-- multitask:begin -->", "<!-- multitask:end
 
 def multitask(tasks, glue_dir="../shared/data/glue", examples=480, batch_sizes=(8, 16), repeats=3, log=print) -> str:
     """train_step on the heterogeneous batches of a size-sampled epoch over `tasks` (`examples`
-    rows per measurement; word embeddings frozen, as the glue_cpu profile), one encoder pass
+    rows per measurement; mean pooling and word embeddings frozen, as glue_cpu), one encoder pass
     (merged) against one per task, interleaved. Returns a markdown table."""
     from .spec import DataSource, RunSpec
+    if len(tasks) < 2:
+        raise UserError(f"bench --multitask: --tasks needs at least two tasks, got {list(tasks)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     spec = RunSpec(method="mtl_all" if len(tasks) > 2 else "mtl", tasks=list(tasks), seed=1, model=MODEL,
                    data=DataSource(source="glue_dir", glue_dir=str(glue_dir)), train_counts={t: examples for t in tasks})
     tokenizer = load_tokenizer(MODEL)
     with tempfile.TemporaryDirectory() as tmp:
         data = train_mod.prepare_data(spec, tokenizer, Path(tmp))
-    base = load_model(MODEL, [data[t].task for t in tasks])
+    base = load_model(MODEL, [data[t].task for t in tasks], pooling="mean")  # as glue_cpu
     base.freeze_word_embeddings()
     sizes = {t: len(data[t].train) for t in tasks}
     lengths = {t: data[t].train.lengths() for t in tasks}
@@ -576,7 +578,8 @@ def _cli(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mtlstudy.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--ablate", action="store_true", help="measure single changes to our loop instead")
     ap.add_argument("--multitask", action="store_true",
-                    help="measure one encoder pass per multi-task batch against one per task, on --tasks together")
+                    help="measure one encoder pass per multi-task batch against one per task, on --tasks together, "
+                         "at batch 8 and --batch-size")
     ap.add_argument("--tasks", nargs="+", default=["rte", "sst2"])
     ap.add_argument("--glue-dir", default="../shared/data/glue")
     ap.add_argument("--examples", type=int, default=256)
@@ -590,7 +593,7 @@ def _cli(argv=None) -> int:
     if a.multitask:
         now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
         argv_ = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
-        table = multitask(a.tasks, a.glue_dir, a.examples, (8, 16), a.repeats)
+        table = multitask(a.tasks, a.glue_dir, a.examples, tuple(sorted({8, a.batch_size})), a.repeats)
         section = "\n".join([MULTITASK_BEGIN, "## CPU: a multi-task step, one encoder pass or one per task "
                               "(`python -m mtlstudy.bench --multitask`)", "",
                               f"- command: `{_env_prefix()}python -m mtlstudy.bench {argv_}`", f"- date: {now}",
@@ -612,4 +615,8 @@ def _cli(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli())
+    try:
+        sys.exit(_cli())
+    except UserError as e:  # bad input: one line, as the mtlstudy command prints it
+        print(f"mtlstudy.bench: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -53,9 +53,11 @@ class TrainSettings(BaseModel):
     # on a CPU (BENCHMARKS.md). Not the paper's (it fine-tunes every weight); the CPU profile's choice.
     freeze_word_embeddings: bool = False
     # A heterogeneous batch's encoder passes: merged (one pass, every row padded to the batch's
-    # longest, as the released code) or per_task (one pass per task's rows: the same gradient
-    # without padding short tasks to long ones; 1.2-1.7x faster on a CPU at batch 16, BENCHMARKS.md).
-    # auto: per_task on CPU, merged on accelerators, where one big pass beats several small ones.
+    # longest, as the released code) or per_task (one pass per task's rows, so short tasks are not
+    # padded to long ones: 1.2-1.7x faster on a CPU at batch 16, BENCHMARKS.md). The summed loss and
+    # its gradient are the same; dropout masks are drawn per pass, so with dropout the two agree in
+    # distribution, not step for step (like `device`, not part of the run id; result.json records
+    # the mode as `encoder_passes`). auto: per_task on CPU, merged elsewhere (one big pass is faster).
     multitask_forward: Literal["auto", "merged", "per_task"] = "auto"
     selection: Literal["dev", "split_dev"] = "dev"  # split_dev: choose on one half of dev, score on the other
     sampler: Sampler = "gap"                         # the paper says dynamic sampling

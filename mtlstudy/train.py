@@ -424,7 +424,8 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
         "batches_per_epoch": state.epochs[0]["batches"], "total_steps": state.step, "epochs": state.epochs,
         "history": state.history, "best": state.best,
         "examples_seen": state.examples_seen, "wall_seconds": round(state.elapsed + time.time() - t0, 2),
-        "device": str(device), "precision": str(amp or "fp32"), "versions": library_versions(),
+        "device": str(device), "precision": str(amp or "fp32"),
+        "encoder_passes": "per_task" if forward_per_task(cfg, device) else "merged", "versions": library_versions(),
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
         "reference_scores": reference_scores or {},
         "majority_scores": {t: metrics.majority_score(td.task.metric, td.train.labels, td.report.labels)
@@ -447,7 +448,8 @@ def pass_chunks(batch_plan, micro: int | None, per_task: bool) -> list[list[tupl
     rows apart; then into chunks of at most `micro` rows (gradient accumulation)."""
     groups = [[(t, i) for i in ix] for t, ix in batch_plan] if per_task else \
         [[(t, i) for t, ix in batch_plan for i in ix]]
-    return [rows[s:s + (micro or len(rows))] for rows in groups for s in range(0, len(rows), micro or len(rows))]
+    return [rows[s:s + (micro or len(rows))] for rows in groups if rows
+            for s in range(0, len(rows), micro or len(rows))]
 
 
 def train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, scaler) -> float:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mtlstudy import bench
+from mtlstudy.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,3 +87,8 @@ def test_multitask_bench_writes_its_section(glue_dir, minilm_path, tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| 8 |") or line.startswith("| 16 |")]
     assert [r.split("|")[2].strip() for r in rows] == ["merged", "per_task", "merged", "per_task"]
     assert all(float(r.split("|")[3]) > 0 for r in rows)
+
+
+def test_multitask_bench_needs_two_tasks(glue_dir):
+    with pytest.raises(UserError, match="at least two tasks"):
+        bench.multitask(["cola"], glue_dir)

@@ -132,6 +132,7 @@ def test_gradient_accumulation_equals_full_batch(tiny_roberta_nodropout, tmp_pat
     """micro_batch_size=5 (chunks that cut across tasks) gives the full batch's losses and scores."""
     full = run(make_spec(tiny_roberta_nodropout, ("gen_nli", "gen_sim")), tmp_path / "full")
     micro = run(make_spec(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), micro_batch_size=5), tmp_path / "micro")
+    assert full["encoder_passes"] == micro["encoder_passes"] == "per_task"  # auto, on CPU
     for h_full, h_micro in zip(full["history"], micro["history"], strict=True):
         assert h_micro["train_loss"] == pytest.approx(h_full["train_loss"], rel=1e-4)
         for t in ("gen_nli", "gen_sim"):
@@ -177,6 +178,20 @@ def test_pass_chunks_cut_by_task_and_micro_batch():
     assert train.pass_chunks(plan, 2, per_task=False) == [[("a", 0), ("a", 1)], [("a", 2), ("b", 7)], [("b", 8)]]
     assert train.pass_chunks(plan, None, per_task=True) == [[("a", 0), ("a", 1), ("a", 2)], [("b", 7), ("b", 8)]]
     assert train.pass_chunks(plan, 2, per_task=True) == [[("a", 0), ("a", 1)], [("a", 2)], [("b", 7), ("b", 8)]]
+    assert train.pass_chunks([("a", np.array([], dtype=int)), ("b", np.array([7]))], None, per_task=True) == [[("b", 7)]]
+
+
+@pytest.mark.parametrize("forward, passes", [("merged", 1), ("per_task", 2)])
+def test_train_step_takes_one_encoder_pass_per_task_when_asked(tiny_roberta_nodropout, forward, passes):
+    spec, tok, tasks = _prepared(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), multitask_forward=forward)
+    model = model_mod.load_model(spec.model, [tasks[t].task for t in tasks])
+    rows = []
+    features = model.features
+    model.features = lambda batch: (rows.append(batch["input_ids"].shape[0]), features(batch))[1]
+    plan = [("gen_nli", np.array([0, 5, 9])), ("gen_sim", np.array([3, 4]))]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train.train_step(model, tasks, plan, tok.pad_token_id, torch.device("cpu"), None, spec.train, opt, None)
+    assert rows == ([5] if passes == 1 else [3, 2])
 
 
 def test_multitask_forward_auto_follows_the_device_and_leaves_run_ids_alone(tiny_roberta_nodropout):
