@@ -54,11 +54,11 @@ class TrainSettings(BaseModel):
     freeze_word_embeddings: bool = False
     # A heterogeneous batch's encoder passes: merged (one pass, every row padded to the batch's
     # longest, as the released code) or per_task (one pass per task's rows, so short tasks are not
-    # padded to long ones: 1.2-1.7x faster on a CPU at batch 16, BENCHMARKS.md). The summed loss and
-    # its gradient are the same; dropout masks are drawn per pass, so with dropout the two agree in
-    # distribution, not step for step (like `device`, not part of the run id; result.json records
-    # the mode as `encoder_passes`). auto: per_task on CPU, merged elsewhere (one big pass is faster).
-    multitask_forward: Literal["auto", "merged", "per_task"] = "auto"
+    # padded to long ones: 1.2-1.7x faster on a CPU at batch 16 with mixed lengths, BENCHMARKS.md;
+    # on the demo's short, ungrouped batches it was slower). The summed loss and its gradient are
+    # the same; dropout masks are drawn per pass, so with dropout the two agree in distribution,
+    # not step for step. Not part of the run id (like `device`); `params` in result.json has it.
+    multitask_forward: Literal["merged", "per_task"] = "merged"
     selection: Literal["dev", "split_dev"] = "dev"  # split_dev: choose on one half of dev, score on the other
     sampler: Sampler = "gap"                         # the paper says dynamic sampling
     temperature: float = Field(2.0, gt=0)

@@ -425,7 +425,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
         "history": state.history, "best": state.best,
         "examples_seen": state.examples_seen, "wall_seconds": round(state.elapsed + time.time() - t0, 2),
         "device": str(device), "precision": str(amp or "fp32"),
-        "encoder_passes": "per_task" if forward_per_task(cfg, device) else "merged", "versions": library_versions(),
+        "versions": library_versions(),
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
         "reference_scores": reference_scores or {},
         "majority_scores": {t: metrics.majority_score(td.task.metric, td.train.labels, td.report.labels)
@@ -434,13 +434,6 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
                             for t, td in tasks.items()},
     }
     return record
-
-
-def forward_per_task(cfg: TrainSettings, device) -> bool:
-    """Whether a multi-task batch takes one encoder pass per task (the setting; auto: on CPU)."""
-    if cfg.multitask_forward == "auto":
-        return device.type == "cpu"
-    return cfg.multitask_forward == "per_task"
 
 
 def pass_chunks(batch_plan, micro: int | None, per_task: bool) -> list[list[tuple[str, int]]]:
@@ -458,7 +451,7 @@ def train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, sc
     normalised by the full batch's per-task counts, so any cut gives the same gradient as one pass."""
     counts = {t: len(ix) for t, ix in batch_plan}
     total = 0.0
-    for chunk in pass_chunks(batch_plan, cfg.micro_batch_size, forward_per_task(cfg, device)):
+    for chunk in pass_chunks(batch_plan, cfg.micro_batch_size, cfg.multitask_forward == "per_task"):
         by_task: dict[str, list] = {}
         for t, i in chunk:
             by_task.setdefault(t, []).append(i)
