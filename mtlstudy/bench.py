@@ -452,6 +452,20 @@ def collate_seconds(bt: BenchTask, batch_size: int, pad_id: int) -> float:
     return time.perf_counter() - t0
 
 
+def interleaved(variants: dict, repeats: int, log, after_each=None) -> dict:
+    """Each variant's measurements, `repeats` rounds with the order rotated per round, so a slow
+    spell on a shared machine does not fall on one variant; `after_each` runs after every round."""
+    results = {k: [] for k in variants}
+    names = list(variants)
+    for r in range(repeats):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            results[k].append(variants[k]())
+            log(r + 1, k, results[k][-1])
+        if after_each:
+            after_each()
+    return results
+
+
 def ablate(task="rte", glue_dir="../shared/data/glue", examples=256, batch_size=16, repeats=3, log=print) -> str:
     """One change at a time to our loop, interleaved (order rotated per repeat). Returns a
     markdown table with the median and the best (fastest) of the repeats."""
@@ -493,15 +507,11 @@ def ablate(task="rte", glue_dir="../shared/data/glue", examples=256, batch_size=
     }
     ours_train(base, bt, batch_size, pad_id)  # warm-up
     ours_eval(base, bt, ev, pad_id)
-    times = {k: [] for k in variants}
     collate_t = []
     names = list(variants)
     load0 = _load()
-    for r in range(repeats):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            times[k].append(variants[k]())
-            log(f"{r + 1}/{repeats} {k}: {times[k][-1]:.2f} s")
-        collate_t.append(collate_seconds(bt, batch_size, pad_id))
+    times = interleaved(variants, repeats, lambda r, k, t: log(f"{r}/{repeats} {k}: {t:.2f} s"),
+                        after_each=lambda: collate_t.append(collate_seconds(bt, batch_size, pad_id)))
     ref_t, ref_e = times[names[0]], times[f"eval: our loop as is (no_grad, batch {ev})"]
     lines = [f"Task {task}: {len(bt.train)} train / {len(bt.dev)} dev examples (mean {bt.train_tokens.mean():.1f} real "
              f"tokens), batch {batch_size}, {threads} threads, {repeats} interleaved repeats; load average "
@@ -555,13 +565,9 @@ def multitask(tasks, glue_dir="../shared/data/glue", examples=480, batch_sizes=(
 
     variants = {(b, f): (lambda b=b, f=f: one_epoch_part(b, f)) for b in batch_sizes for f in ("merged", "per_task")}
     one_epoch_part(batch_sizes[0], "merged")  # warm-up
-    rates = {k: [] for k in variants}
     names = list(variants)
     load0 = _load()
-    for r in range(repeats):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            rates[k].append(variants[k]())
-            log(f"{r + 1}/{repeats} batch {k[0]}, {k[1]}: {rates[k][-1]:.1f} ex/s")
+    rates = interleaved(variants, repeats, lambda r, k, v: log(f"{r}/{repeats} batch {k[0]}, {k[1]}: {v:.1f} ex/s"))
     mean_len = {t: f"{lengths[t].mean():.0f}" for t in tasks}
     lines = [f"Tasks {' + '.join(tasks)} ({examples} train examples each; mean real tokens {mean_len}), size "
              f"sampler, heterogeneous batches, {torch.get_num_threads()} threads, {repeats} interleaved repeats; "
@@ -590,25 +596,20 @@ def _cli(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    if a.multitask:
+    if a.multitask or a.ablate:
+        if a.multitask:
+            title, begin, end = "CPU: a multi-task step, one encoder pass or one per task", MULTITASK_BEGIN, MULTITASK_END
+            body = multitask(a.tasks, a.glue_dir, a.examples, tuple(sorted({8, a.batch_size})), a.repeats)
+        else:
+            title, begin, end = "CPU: what helps our loop", ABLATE_BEGIN, ABLATE_END
+            body = "\n\n".join(ablate(t, a.glue_dir, a.examples, a.batch_size, a.repeats) for t in a.tasks)
         now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
         argv_ = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
-        table = multitask(a.tasks, a.glue_dir, a.examples, tuple(sorted({8, a.batch_size})), a.repeats)
-        section = "\n".join([MULTITASK_BEGIN, "## CPU: a multi-task step, one encoder pass or one per task "
-                              "(`python -m mtlstudy.bench --multitask`)", "",
+        flag = "--multitask" if a.multitask else "--ablate"
+        section = "\n".join([begin, f"## {title} (`python -m mtlstudy.bench {flag}`)", "",
                               f"- command: `{_env_prefix()}python -m mtlstudy.bench {argv_}`", f"- date: {now}",
-                              f"- machine: {machine()}", "", table, "", MULTITASK_END])
-        write_section(Path(a.out), section, MULTITASK_BEGIN, MULTITASK_END)
-        print(section)
-        return 0
-    if a.ablate:
-        parts = [ablate(t, a.glue_dir, a.examples, a.batch_size, a.repeats) for t in a.tasks]
-        now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-        argv_ = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
-        section = "\n".join([ABLATE_BEGIN, "## CPU: what helps our loop (`python -m mtlstudy.bench --ablate`)", "",
-                              f"- command: `{_env_prefix()}python -m mtlstudy.bench {argv_}`", f"- date: {now}",
-                              f"- machine: {machine()}", ""] + ["\n\n".join(parts), "", ABLATE_END])
-        write_section(Path(a.out), section, ABLATE_BEGIN, ABLATE_END)
+                              f"- machine: {machine()}", "", body, "", end])
+        write_section(Path(a.out), section, begin, end)
         print(section)
         return 0
     return main(a)

@@ -92,3 +92,15 @@ def test_multitask_bench_writes_its_section(glue_dir, minilm_path, tmp_path):
 def test_multitask_bench_needs_two_tasks(glue_dir):
     with pytest.raises(UserError, match="at least two tasks"):
         bench.multitask(["cola"], glue_dir)
+
+
+def test_ablate_writes_its_section(glue_dir, minilm_path, tmp_path):
+    """`--ablate` measures every change, interleaved, and rewrites only its section."""
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\nkept\n\n<!-- ablate:begin -->\nold\n<!-- ablate:end -->\n")
+    assert bench._cli(["--ablate", "--tasks", "rte", "--glue-dir", str(glue_dir), "--examples", "8",
+                       "--repeats", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "kept" in text and "old" not in text and "`python -m mtlstudy.bench --ablate`" in text
+    rows = [line for line in text.splitlines() if line.startswith("| train:") or line.startswith("| eval:")]
+    assert len(rows) >= 10 and all(float(r.split("|")[2]) > 0 for r in rows)
