@@ -552,7 +552,7 @@ def multitask(tasks, glue_dir="../shared/data/glue", examples=480, batch_sizes=(
     cpu = torch.device("cpu")
 
     def one_epoch_part(batch_size, forward):
-        cfg = _settings(batch_size).model_copy(update={"multitask_forward": forward, "freeze_word_embeddings": True})
+        cfg = _settings(batch_size).model_copy(update={"multitask_forward": forward})  # base is frozen already
         plan = sampling.EpochPlan(sizes, batch_size, sampling.task_probabilities("size", sizes))
         batches = plan.batches(np.random.default_rng([0, batch_size]), lengths)[:max(1, examples // batch_size)]
         model = copy.deepcopy(base)
