@@ -103,8 +103,12 @@ def pick_device(setting: str) -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device):
-    if device.type != "cuda" or precision == "fp32":
+    """The autocast dtype, None for fp32. `auto` is bf16 (fp16 where bf16 is missing) on a GPU and
+    fp32 on CPU; `bf16` is honoured on CPU too (fast where the CPU has AMX: BENCHMARKS.md)."""
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
         return None
+    if device.type == "cpu":
+        return torch.bfloat16 if precision == "bf16" else None
     if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16

@@ -420,6 +420,25 @@ def test_optimizer_and_eval_batch_defaults():
     assert train.eval_batch_size_for(train.TrainSettings(eval_batch_size=8), torch.device("cpu")) == 8
 
 
+@pytest.mark.parametrize("precision,device,dtype", [
+    ("auto", "cpu", None), ("fp32", "cpu", None), ("fp16", "cpu", None), ("bf16", "cpu", torch.bfloat16),
+    ("fp32", "cuda", None), ("fp16", "cuda", torch.float16), ("bf16", "cuda", torch.bfloat16)])
+def test_autocast_dtype_per_precision_and_device(precision, device, dtype):
+    assert train.autocast_dtype(precision, torch.device(device)) == dtype
+
+
+def test_bf16_on_cpu_runs_under_autocast_and_stays_near_fp32(tiny_roberta, tmp_path):
+    """`precision: bf16` on CPU trains and evaluates under bf16 autocast (the record says so, and
+    the losses move off the fp32 run's), and lands near the fp32 run."""
+    fp32 = run(make_spec(tiny_roberta, precision="fp32"), tmp_path / "fp32")
+    bf16 = run(make_spec(tiny_roberta, precision="bf16"), tmp_path / "bf16")
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "torch.bfloat16")
+    losses = [[h["train_loss"] for h in r["history"]] for r in (fp32, bf16)]
+    assert losses[0] != losses[1]
+    assert np.allclose(losses[0], losses[1], rtol=0.05)
+    assert fp32["run_id"] != bf16["run_id"]
+
+
 def test_compiled_run_with_inductor_equals_the_uncompiled_run(tiny_roberta, tmp_path):
     """`compile: true` must compile the encoder (torch.compile(model) would compile only
     model.forward, which the step never calls: no graph at all). With the real compiler (inductor,
