@@ -162,8 +162,9 @@ def cpu_eval_batch() -> int:
 
 
 def ours_train(base, bt: BenchTask, batch_size: int, pad_id: int, *, group_by_length=True, pad_to=1,
-               fused: bool | None = None, freeze_word_embeddings: bool = False) -> float:
-    """Seconds for one epoch of our loop over bt.train (optimizer and schedule built as in train.train)."""
+               fused: bool | None = None, freeze_word_embeddings: bool = False, amp=None) -> float:
+    """Seconds for one epoch of our loop over bt.train (optimizer and schedule built as in train.train);
+    `amp` an autocast dtype (torch.bfloat16: `precision: bf16`)."""
     model = copy.deepcopy(base)
     model.train()
     if freeze_word_embeddings:
@@ -182,19 +183,19 @@ def ours_train(base, bt: BenchTask, batch_size: int, pad_id: int, *, group_by_le
         schedule = train_mod.LinearSchedule(optimizer, cfg.lr, 1)
         for i, batch in enumerate(batches):
             schedule.set(i / len(batches), (i + 1) / len(batches))
-            train_mod.train_step(model, tasks, batch, pad_id, device, None, cfg, optimizer, None)
+            train_mod.train_step(model, tasks, batch, pad_id, device, amp, cfg, optimizer, None)
         return time.perf_counter() - t0
     finally:
         data_mod.collate = collate
 
 
-def ours_eval(base, bt: BenchTask, eval_batch: int, pad_id: int, *, inference=False) -> float:
+def ours_eval(base, bt: BenchTask, eval_batch: int, pad_id: int, *, inference=False, amp=None) -> float:
     model = copy.deepcopy(base)
     tasks = {bt.name: train_mod.TaskData(bt.task, bt.train, bt.dev, bt.dev)}
     ctx = torch.inference_mode() if inference else contextlib.nullcontext()
     t0 = time.perf_counter()
     with ctx:
-        train_mod.evaluate(model, tasks, "select", eval_batch, pad_id, torch.device("cpu"), None)
+        train_mod.evaluate(model, tasks, "select", eval_batch, pad_id, torch.device("cpu"), amp)
     return time.perf_counter() - t0
 
 
@@ -498,11 +499,13 @@ def ablate(task="rte", glue_dir="../shared/data/glue", examples=256, batch_size=
         "train: no length grouping": lambda: ours_train(base, bt, batch_size, pad_id, group_by_length=False),
         "train: pad to 128": lambda: ours_train(base, bt, batch_size, pad_id, pad_to=MAX_LENGTH),
         "train: eager attention (not SDPA)": lambda: ours_train(eager, bt, batch_size, pad_id),
+        "train: bf16 autocast (precision: bf16)": lambda: ours_train(base, bt, batch_size, pad_id, amp=torch.bfloat16),
         "train: 1 thread": with_threads(1, lambda: ours_train(base, bt, batch_size, pad_id)),
         f"eval: our loop as is (no_grad, batch {ev})": lambda: ours_eval(base, bt, ev, pad_id),
         f"eval: inference_mode, batch {ev}": lambda: ours_eval(base, bt, ev, pad_id, inference=True),
         **{f"eval: batch {n}": (lambda n=n: ours_eval(base, bt, n, pad_id)) for n in (16, 32, 64, 256) if n != ev},
         "eval: eager attention": lambda: ours_eval(eager, bt, ev, pad_id),
+        "eval: bf16 autocast (precision: bf16)": lambda: ours_eval(base, bt, ev, pad_id, amp=torch.bfloat16),
         "eval: 1 thread": with_threads(1, lambda: ours_eval(base, bt, ev, pad_id)),
     }
     ours_train(base, bt, batch_size, pad_id)  # warm-up
