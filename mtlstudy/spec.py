@@ -67,7 +67,9 @@ class TrainSettings(BaseModel):
     epoch_length: EpochLength = "shortest"
     drop_last: bool = False                          # single-task epochs: drop the partial batch (released code)
     group_by_length: bool = True                     # similar lengths in a batch; selection stays random
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 (or fp16) on GPU, fp32 on CPU; bf16 also on CPU
+    # auto: bf16 (or fp16) on GPU, fp32 on CPU; bf16 also on CPU; bf16_one_task: bf16 for runs that train
+    # one task (single-task, STILTs), fp32 for multi-task runs
+    precision: Literal["auto", "fp32", "bf16", "fp16", "bf16_one_task"] = "auto"
     device: str = "auto"
     threads: Optional[int] = Field(None, gt=0)
     compile: bool = False

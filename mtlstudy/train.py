@@ -102,9 +102,13 @@ def pick_device(setting: str) -> torch.device:
     return device
 
 
-def autocast_dtype(precision: str, device: torch.device):
+def autocast_dtype(precision: str, device: torch.device, multitask: bool = False):
     """The autocast dtype, None for fp32. `auto` is bf16 (fp16 where bf16 is missing) on a GPU and
-    fp32 on CPU; `bf16` is honoured on CPU too (fast where the CPU has AMX: BENCHMARKS.md)."""
+    fp32 on CPU; `bf16` is honoured on CPU too (fast where the CPU has AMX: BENCHMARKS.md);
+    `bf16_one_task` is bf16 for runs that train one task and fp32 for multi-task runs (glue_cpu:
+    its multi-task runs were slower in bf16 on these CPUs, docs/glue_cpu.md)."""
+    if precision == "bf16_one_task":
+        precision = "fp32" if multitask else "bf16"
     if precision == "fp32" or device.type not in ("cuda", "cpu"):
         return None
     if device.type == "cpu":
@@ -345,7 +349,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    amp = autocast_dtype(cfg.precision, device)
+    amp = autocast_dtype(cfg.precision, device, multitask=len(spec.trained_tasks) > 1)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

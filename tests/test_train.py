@@ -443,9 +443,18 @@ def test_optimizer_and_eval_batch_defaults():
 
 @pytest.mark.parametrize("precision,device,dtype", [
     ("auto", "cpu", None), ("fp32", "cpu", None), ("fp16", "cpu", None), ("bf16", "cpu", torch.bfloat16),
-    ("fp32", "cuda", None), ("fp16", "cuda", torch.float16), ("bf16", "cuda", torch.bfloat16)])
+    ("fp32", "cuda", None), ("fp16", "cuda", torch.float16), ("bf16", "cuda", torch.bfloat16),
+    ("bf16_one_task", "cpu", torch.bfloat16), ("bf16_one_task", "cuda", torch.bfloat16)])
 def test_autocast_dtype_per_precision_and_device(precision, device, dtype):
     assert train.autocast_dtype(precision, torch.device(device)) == dtype
+    expected = None if precision == "bf16_one_task" else dtype  # multi-task runs: fp32
+    assert train.autocast_dtype(precision, torch.device(device), multitask=True) == expected
+
+
+def test_bf16_one_task_is_bf16_for_one_task_and_fp32_for_two(tiny_roberta, tmp_path):
+    single = run(make_spec(tiny_roberta, precision="bf16_one_task"), tmp_path / "single")
+    pair = run(make_spec(tiny_roberta, ("gen_nli", "gen_para"), precision="bf16_one_task"), tmp_path / "pair")
+    assert (single["precision"], pair["precision"]) == ("torch.bfloat16", "fp32")
 
 
 def test_bf16_on_cpu_runs_under_autocast_and_stays_near_fp32(tiny_roberta, tmp_path):
