@@ -457,26 +457,19 @@ def train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, sc
     each task's mean loss. The batch runs in encoder passes (`pass_chunks`) whose losses are
     normalised by the full batch's per-task counts, so any cut gives the same gradient as one pass."""
     counts = {t: len(ix) for t, ix in batch_plan}
-
-    def chunk_loss(chunk) -> torch.Tensor:
+    total = 0.0
+    for chunk in pass_chunks(batch_plan, cfg.micro_batch_size, cfg.multitask_forward == "per_task"):
         by_task: dict[str, list] = {}
         for t, i in chunk:
             by_task.setdefault(t, []).append(i)
         parts = [(t, data_mod.collate(tasks[t].train, np.array(ix), pad_id)) for t, ix in by_task.items()]
         batch, rows_of, labels_of = merge(parts, pad_id)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        logits = model.logits_by_task(model.features(batch), {t: r.to(device) for t, r in rows_of.items()})
-        return sum(task_loss(tasks[t].task, logits[t], tasks[t].target(labels_of[t].to(device))) * (len(rows_of[t]) / counts[t])
-                   for t in logits)
-
-    chunks = pass_chunks(batch_plan, cfg.micro_batch_size, cfg.multitask_forward == "per_task")
-    # One backward per step, or one per micro-batch (what micro-batches are for: memory). Each runs
-    # after one autocast region, so bf16 copies of the weights are made once per region, not once
-    # per encoder pass (per-task passes in bf16 on CPU were slower than fp32 with a region each).
-    total = 0.0
-    for group in ([c] for c in chunks) if cfg.micro_batch_size else [chunks]:
         with _autocast(device, amp):
-            loss = sum(chunk_loss(c) for c in group)
+            feats = model.features(batch)
+            logits = model.logits_by_task(feats, {t: r.to(device) for t, r in rows_of.items()})
+        loss = sum(task_loss(tasks[t].task, logits[t], tasks[t].target(labels_of[t].to(device))) * (len(rows_of[t]) / counts[t])
+                   for t in logits)
         (scaler.scale(loss) if scaler else loss).backward()
         total += float(loss.detach())
     if cfg.max_grad_norm is not None:
