@@ -104,11 +104,13 @@ def pick_device(setting: str) -> torch.device:
 
 def autocast_dtype(precision: str, device: torch.device, multitask: bool = False):
     """The autocast dtype, None for fp32. `auto` is bf16 (fp16 where bf16 is missing) on a GPU and
-    fp32 on CPU; `bf16` is honoured on CPU too (fast where the CPU has AMX: BENCHMARKS.md);
-    `bf16_one_task` is bf16 for runs that train one task and fp32 for multi-task runs (glue_cpu:
-    its multi-task runs were slower in bf16 on these CPUs, docs/glue_cpu.md)."""
+    fp32 on CPU; `bf16` is honoured on CPU too (faster where the CPU has AMX: BENCHMARKS.md);
+    `bf16_one_task` is bf16 for runs that train one task and fp32 for multi-task runs."""
     if precision == "bf16_one_task":
         precision = "fp32" if multitask else "bf16"
+    if precision == "fp16" and device.type != "cuda":
+        raise TrainingError(f"train.precision 'fp16' needs a CUDA GPU (device here: {device.type}); "
+                            "use bf16 or fp32")
     if precision == "fp32" or device.type not in ("cuda", "cpu"):
         return None
     if device.type == "cpu":
@@ -116,6 +118,12 @@ def autocast_dtype(precision: str, device: torch.device, multitask: bool = False
     if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
+
+
+def run_autocast_dtype(spec: RunSpec, device: torch.device):
+    """The run's autocast dtype: a run trains one task (single-task, STILTs' second stage) or
+    several (pairwise MTL, MTL-All)."""
+    return autocast_dtype(spec.train.precision, device, multitask=len(spec.trained_tasks) > 1)
 
 
 def merge(parts: list[tuple[str, dict]], pad_id: int):
@@ -349,7 +357,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    amp = autocast_dtype(cfg.precision, device, multitask=len(spec.trained_tasks) > 1)
+    amp = run_autocast_dtype(spec, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -437,13 +437,27 @@ def test_optimizer_and_eval_batch_defaults():
 
 
 @pytest.mark.parametrize("precision,device,dtype", [
-    ("auto", "cpu", None), ("fp32", "cpu", None), ("fp16", "cpu", None), ("bf16", "cpu", torch.bfloat16),
+    ("auto", "cpu", None), ("fp32", "cpu", None), ("bf16", "cpu", torch.bfloat16),
     ("fp32", "cuda", None), ("fp16", "cuda", torch.float16), ("bf16", "cuda", torch.bfloat16),
     ("bf16_one_task", "cpu", torch.bfloat16), ("bf16_one_task", "cuda", torch.bfloat16)])
 def test_autocast_dtype_per_precision_and_device(precision, device, dtype):
     assert train.autocast_dtype(precision, torch.device(device)) == dtype
     expected = None if precision == "bf16_one_task" else dtype  # multi-task runs: fp32
     assert train.autocast_dtype(precision, torch.device(device), multitask=True) == expected
+
+
+def test_fp16_on_cpu_is_refused_by_name():
+    with pytest.raises(train.TrainingError, match="train.precision 'fp16' needs a CUDA GPU"):
+        train.autocast_dtype("fp16", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("method, tasks, dtype", [
+    ("single", ("gen_nli",), torch.bfloat16), ("stilts", ("gen_nli", "gen_para"), torch.bfloat16),
+    ("mtl", ("gen_nli", "gen_para"), None), ("mtl_all", ("gen_nli", "gen_para", "gen_sent"), None)])
+def test_bf16_one_task_per_method(tiny_roberta, method, tasks, dtype):
+    """STILTs' second stage trains its target alone: bf16; pairwise MTL and MTL-All: fp32."""
+    spec = make_spec(tiny_roberta, tasks, method=method, precision="bf16_one_task")
+    assert train.run_autocast_dtype(spec, torch.device("cpu")) == dtype
 
 
 def test_bf16_one_task_is_bf16_for_one_task_and_fp32_for_two(tiny_roberta, tmp_path):
