@@ -601,14 +601,14 @@ def _cli(argv=None) -> int:
         torch.set_num_threads(a.threads)
     if a.multitask or a.ablate:
         if a.multitask:
-            title, begin, end = "CPU: a multi-task step, one encoder pass or one per task", MULTITASK_BEGIN, MULTITASK_END
+            flag, title, begin, end = ("--multitask", "CPU: a multi-task step, one encoder pass or one per task",
+                                       MULTITASK_BEGIN, MULTITASK_END)
             body = multitask(a.tasks, a.glue_dir, a.examples, tuple(sorted({8, a.batch_size})), a.repeats)
         else:
-            title, begin, end = "CPU: what helps our loop", ABLATE_BEGIN, ABLATE_END
+            flag, title, begin, end = "--ablate", "CPU: what helps our loop", ABLATE_BEGIN, ABLATE_END
             body = "\n\n".join(ablate(t, a.glue_dir, a.examples, a.batch_size, a.repeats) for t in a.tasks)
         now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
         argv_ = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
-        flag = "--multitask" if a.multitask else "--ablate"
         section = "\n".join([begin, f"## {title} (`python -m mtlstudy.bench {flag}`)", "",
                               f"- command: `{_env_prefix()}python -m mtlstudy.bench {argv_}`", f"- date: {now}",
                               f"- machine: {machine()}", "", body, "", end])

@@ -54,9 +54,8 @@ class TrainSettings(BaseModel):
     freeze_word_embeddings: bool = False
     # A heterogeneous batch's encoder passes: merged (one pass, every row padded to the batch's
     # longest, as the released code) or per_task (one pass per task's rows, so short tasks are not
-    # padded to long ones: 1.42x (one thread) and 1.24x (two) on a CPU at batch 16 on
-    # glue_cpu's four tasks, BENCHMARKS.md;
-    # on the demo's short, ungrouped batches it was slower). The summed loss and its gradient are
+    # padded to long ones: 1.42x (one thread) and 1.24x (two) on a CPU at batch 16 on glue_cpu's
+    # four tasks, BENCHMARKS.md; on the demo's short, ungrouped batches it was slower). The summed loss and its gradient are
     # the same; dropout masks are drawn per pass, so with dropout the two agree in distribution,
     # not step for step. Not part of the run id (like `device`); `params` in result.json has it.
     multitask_forward: Literal["merged", "per_task"] = "merged"
