@@ -55,9 +55,9 @@ class TrainSettings(BaseModel):
     # A heterogeneous batch's encoder passes: merged (one pass, every row padded to the batch's
     # longest, as the released code) or per_task (one pass per task's rows, so short tasks are not
     # padded to long ones: 1.42x (one thread) and 1.24x (two) on a CPU at batch 16 on glue_cpu's
-    # four tasks, BENCHMARKS.md; on the demo's short, ungrouped batches it was slower). The summed loss and its gradient are
-    # the same; dropout masks are drawn per pass, so with dropout the two agree in distribution,
-    # not step for step. Not part of the run id (like `device`); `params` in result.json has it.
+    # four tasks, BENCHMARKS.md; on the demo's short, ungrouped batches it was slower). The summed
+    # loss and its gradient are the same; dropout masks are drawn per pass, so with dropout the two
+    # agree in distribution, not step for step. Not part of the run id (like `device`); `params` in result.json has it.
     multitask_forward: Literal["merged", "per_task"] = "merged"
     selection: Literal["dev", "split_dev"] = "dev"  # split_dev: choose on one half of dev, score on the other
     sampler: Sampler = "gap"                         # the paper says dynamic sampling
@@ -131,12 +131,18 @@ class RunSpec(BaseModel):
     def scored_tasks(self) -> list[str]:
         return self.trained_tasks
 
+    @property
+    def multitask(self) -> bool:
+        """Trains several tasks at once (pairwise MTL, MTL-All); single-task runs and STILTs'
+        second stage train one."""
+        return len(self.trained_tasks) > 1
+
     def run_id(self) -> str:
         d = self.model_dump(mode="json", exclude={"tags"})
         d["train"] = self.train.result_fields()
         if self.method in ("single", "stilts") or self.train.sampler not in DYNAMIC:
             d.pop("reference_runs")
-        if self.method == "single" or len(self.trained_tasks) == 1:  # sampler settings do not apply
+        if not self.multitask:  # sampler settings do not apply
             for k in ("sampler", "temperature", "schedule", "epoch_length"):
                 d["train"].pop(k)
         blob = json.dumps(d, sort_keys=True)

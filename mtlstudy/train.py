@@ -121,9 +121,8 @@ def autocast_dtype(precision: str, device: torch.device, multitask: bool = False
 
 
 def run_autocast_dtype(spec: RunSpec, device: torch.device):
-    """The run's autocast dtype: a run trains one task (single-task, STILTs' second stage) or
-    several (pairwise MTL, MTL-All)."""
-    return autocast_dtype(spec.train.precision, device, multitask=len(spec.trained_tasks) > 1)
+    """The run's autocast dtype: `bf16_one_task` depends on whether it trains several tasks."""
+    return autocast_dtype(spec.train.precision, device, multitask=spec.multitask)
 
 
 def merge(parts: list[tuple[str, dict]], pad_id: int):
@@ -348,7 +347,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
     """Train one run; return its record. Checkpoints go to out_dir (resume/, best/<task>/)."""
     t0 = time.time()
     cfg = spec.train
-    if cfg.sampler in sampling.DYNAMIC and len(spec.trained_tasks) > 1:
+    if cfg.sampler in sampling.DYNAMIC and spec.multitask:
         missing = [t for t in spec.trained_tasks if t not in (reference_scores or {})]
         if missing:  # otherwise it would fail after a whole epoch of training
             raise TrainingError(f"sampler '{cfg.sampler}' needs reference scores (mean single-task dev score) for "

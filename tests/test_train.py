@@ -457,6 +457,7 @@ def test_fp16_on_cpu_is_refused_by_name():
 def test_bf16_one_task_per_method(tiny_roberta, method, tasks, dtype):
     """STILTs' second stage trains its target alone: bf16; pairwise MTL and MTL-All: fp32."""
     spec = make_spec(tiny_roberta, tasks, method=method, precision="bf16_one_task")
+    assert spec.multitask == (method in ("mtl", "mtl_all"))
     assert train.run_autocast_dtype(spec, torch.device("cpu")) == dtype
 
 
