@@ -69,6 +69,9 @@ class TrainSettings(BaseModel):
     # auto: bf16 (or fp16) on GPU, fp32 on CPU; bf16 also on CPU; bf16_one_task: bf16 for runs that train
     # one task (single-task, STILTs), fp32 for multi-task runs
     precision: Literal["auto", "fp32", "bf16", "fp16", "bf16_one_task"] = "auto"
+    # The dev evaluations' autocast: as training (`same`), or bf16 whatever the training's precision
+    # (forward passes only; bf16 evaluation ran 2.2x as fast on these AMX CPUs, BENCHMARKS.md)
+    eval_precision: Literal["same", "bf16"] = "same"
     device: str = "auto"
     threads: Optional[int] = Field(None, gt=0)
     compile: bool = False
@@ -79,7 +82,7 @@ class TrainSettings(BaseModel):
         fields = self.model_dump(exclude={"device", "threads", "eval_batch_size", "keep_checkpoint", "compile",
                                                "multitask_forward"})
         for key, unset in (("max_grad_norm", None), ("drop_last", False), ("regression_targets", "raw"),
-                           ("pooling", "auto"), ("freeze_word_embeddings", False)):
+                           ("pooling", "auto"), ("freeze_word_embeddings", False), ("eval_precision", "same")):
             if fields[key] == unset:  # added later: unset, they leave the ids of earlier runs as they were
                 fields.pop(key)
         return fields

@@ -125,6 +125,13 @@ def run_autocast_dtype(spec: RunSpec, device: torch.device):
     return autocast_dtype(spec.train.precision, device, multitask=spec.multitask)
 
 
+def run_eval_autocast_dtype(spec: RunSpec, device: torch.device):
+    """The autocast dtype of the run's dev evaluations: the training's unless `eval_precision: bf16`."""
+    if spec.train.eval_precision == "bf16":
+        return autocast_dtype("bf16", device)
+    return run_autocast_dtype(spec, device)
+
+
 def merge(parts: list[tuple[str, dict]], pad_id: int):
     """Concatenate per-task collated batches into one, padded to the longest; rows per task."""
     width = max(b["input_ids"].shape[1] for _, b in parts)
@@ -357,6 +364,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     amp = run_autocast_dtype(spec, device)
+    eval_amp = run_eval_autocast_dtype(spec, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -421,7 +429,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
             if b + 1 in eval_points:
                 state.batch = b + 1
                 progress_now = epoch + (b + 1) / n
-                _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state, progress_now,
+                _evaluate_and_record(model, tasks, cfg, pad_id, device, eval_amp, state, progress_now,
                                      schedule.lr(progress_now, progress_now + 1 / n), out_dir)
                 if b + 1 == n:
                     state.epoch, state.batch = epoch + 1, 0
@@ -439,7 +447,8 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
         "batches_per_epoch": state.epochs[0]["batches"], "total_steps": state.step, "epochs": state.epochs,
         "history": state.history, "best": state.best,
         "examples_seen": state.examples_seen, "wall_seconds": round(state.elapsed + time.time() - t0, 2),
-        "device": str(device), "precision": str(amp or "fp32"), "versions": library_versions(),
+        "device": str(device), "precision": str(amp or "fp32"),
+        "eval_precision": str(eval_amp or "fp32"), "versions": library_versions(),
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
         "reference_scores": reference_scores or {},
         "majority_scores": {t: metrics.majority_score(td.task.metric, td.train.labels, td.report.labels)

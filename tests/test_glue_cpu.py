@@ -31,6 +31,7 @@ def test_glue_cpu_profile_plans_every_method_at_proportional_sizes():
     assert p.train.regression_targets == "standardized" and p.train.max_grad_norm == 1.0
     assert p.train.freeze_word_embeddings and p.train.epochs == 3
     assert p.train.batch_size == 16 and p.train.pooling == "mean" and p.train.multitask_forward == "per_task"
+    assert (p.train.eval_precision, p.train.eval_batch_size) == ("bf16", 64)
     assert p.train.precision == "bf16_one_task" and p.notebooks is False  # as docs/glue_cpu.md was trained
     kinds = pd.Series([r.kind for r in st.runs]).value_counts().to_dict()
     n, s = len(p.tasks), len(p.seeds)

@@ -467,6 +467,26 @@ def test_bf16_one_task_is_bf16_for_one_task_and_fp32_for_two(tiny_roberta, tmp_p
     assert (single["precision"], pair["precision"]) == ("torch.bfloat16", "fp32")
 
 
+def test_bf16_evaluation_leaves_fp32_training_as_it_was(tiny_roberta, tmp_path, monkeypatch):
+    """`eval_precision: bf16` evaluates under bf16 autocast and trains exactly as the fp32 run
+    (same losses); the setting is part of the run id, and its default leaves ids as they were."""
+    from mtlstudy import train as train_mod
+
+    seen = []
+    real_evaluate = train_mod.evaluate
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a: seen.append(a[-1]) or real_evaluate(*a))
+    pair = ("gen_nli", "gen_para")
+    fp32 = run(make_spec(tiny_roberta, pair, precision="fp32"), tmp_path / "fp32")
+    assert set(seen) == {None}
+    seen.clear()
+    mixed = run(make_spec(tiny_roberta, pair, precision="fp32", eval_precision="bf16"), tmp_path / "mixed")
+    assert seen and set(seen) == {torch.bfloat16}
+    assert (mixed["precision"], mixed["eval_precision"], fp32["eval_precision"]) == ("fp32", "torch.bfloat16", "fp32")
+    assert [h["train_loss"] for h in mixed["history"]] == [h["train_loss"] for h in fp32["history"]]
+    assert mixed["run_id"] != fp32["run_id"]
+    assert make_spec(tiny_roberta, pair, eval_precision="same").run_id() == make_spec(tiny_roberta, pair).run_id()
+
+
 def test_bf16_on_cpu_runs_under_autocast_and_stays_near_fp32(tiny_roberta, tmp_path):
     """`precision: bf16` on CPU trains and evaluates under bf16 autocast (the record says so, and
     the losses move off the fp32 run's), and lands near the fp32 run."""
