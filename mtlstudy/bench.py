@@ -26,6 +26,8 @@ the throughput of torch.matmul on two 2048 x 2048 fp32 matrices measured in the 
 `python -m mtlstudy.bench --ablate` measures single changes to our loop (what helps, and by how
 much) and prints a markdown table. `python -m mtlstudy.bench --multitask` measures a multi-task
 step (train.multitask_forward): one encoder pass over a heterogeneous batch against one per task.
+`python -m mtlstudy.bench --eval` measures the dev evaluation of --tasks (train.eval_precision and
+eval_batch_size): fp32 against bf16 autocast at several batch sizes.
 """
 from __future__ import annotations
 
@@ -583,15 +585,63 @@ def multitask(tasks, glue_dir="../shared/data/glue", examples=480, batch_sizes=(
     return "\n".join(lines)
 
 
+EVAL_BEGIN, EVAL_END = "<!-- eval:begin -->", "<!-- eval:end -->"
+
+
+def eval_speed(tasks, glue_dir="../shared/data/glue", examples=None, batch_sizes=(16, 32, 64), repeats=3,
+               log=print) -> str:
+    """train.evaluate over the dev sets of `tasks` together (the first `examples` of each; all by
+    default), as glue_cpu evaluates (mean pooling), in fp32 and under bf16 autocast at each batch
+    size, interleaved. Returns a markdown table."""
+    from .spec import DataSource, RunSpec
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    spec = RunSpec(method="mtl_all" if len(tasks) > 2 else "mtl" if len(tasks) == 2 else "single", tasks=list(tasks),
+                   seed=1, model=MODEL, data=DataSource(source="glue_dir", glue_dir=str(glue_dir)),
+                   train_counts={t: 16 for t in tasks})
+    tokenizer = load_tokenizer(MODEL)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = train_mod.prepare_data(spec, tokenizer, Path(tmp))
+    if examples:
+        for td in data.values():
+            td.select = td.report = td.select.subset(np.arange(min(examples, len(td.select))))
+    model = load_model(MODEL, [data[t].task for t in tasks], pooling="mean")
+    cpu, pad_id = torch.device("cpu"), tokenizer.pad_token_id
+    n = sum(len(td.select) for td in data.values())
+
+    def one_pass(batch_size, amp):
+        t0 = time.perf_counter()
+        train_mod.evaluate(model, data, "select", batch_size, pad_id, cpu, amp)
+        return n / (time.perf_counter() - t0)
+
+    variants = {(b, name): (lambda b=b, amp=amp: one_pass(b, amp))
+                for name, amp in (("fp32", None), ("bf16", torch.bfloat16)) for b in batch_sizes}
+    one_pass(batch_sizes[0], None)  # warm-up
+    load0 = _load()
+    rates = interleaved(variants, repeats, lambda r, k, v: log(f"{r}/{repeats} batch {k[0]}, {k[1]}: {v:.1f} ex/s"))
+    ref = statistics.median(rates[(16 if 16 in batch_sizes else batch_sizes[0], "fp32")])
+    lines = [f"Dev sets of {' + '.join(f'{t} ({len(data[t].select)})' for t in tasks)}: {n} examples a pass, "
+             f"{torch.get_num_threads()} threads, {repeats} interleaved repeats; load average {load0} at start, "
+             f"{_load()} at end.", "",
+             "| batch | autocast | eval ex/s, median | eval ex/s, best | seconds a pass (median) | vs fp32 at 16 (median) |",
+             "|---:|---|---:|---:|---:|---:|"]
+    for b, name in variants:
+        med = statistics.median(rates[(b, name)])
+        lines.append(f"| {b} | {name} | {med:.1f} | {max(rates[(b, name)]):.1f} | {n / med:.2f} | {med / ref:.2f}x |")
+    return "\n".join(lines)
+
+
 def _cli(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mtlstudy.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--ablate", action="store_true", help="measure single changes to our loop instead")
     ap.add_argument("--multitask", action="store_true",
                     help="measure one encoder pass per multi-task batch against one per task, on --tasks together, "
                          "at batch 8 and --batch-size")
+    ap.add_argument("--eval", action="store_true",
+                    help="measure the dev evaluation of --tasks together: fp32 against bf16 autocast, batches 16/32/64")
     ap.add_argument("--tasks", nargs="+", default=["rte", "sst2"])
     ap.add_argument("--glue-dir", default="../shared/data/glue")
     ap.add_argument("--examples", type=int, default=256)
+    ap.add_argument("--dev-examples", type=int, default=None, help="--eval: the first N dev examples of each task (all by default)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
@@ -599,8 +649,11 @@ def _cli(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    if a.multitask or a.ablate:
-        if a.multitask:
+    if a.multitask or a.ablate or a.eval:
+        if a.eval:
+            flag, title, begin, end = "--eval", "CPU: dev evaluation, fp32 or bf16, by batch size", EVAL_BEGIN, EVAL_END
+            body = eval_speed(a.tasks, a.glue_dir, a.dev_examples, repeats=a.repeats)
+        elif a.multitask:
             flag, title, begin, end = ("--multitask", "CPU: a multi-task step, one encoder pass or one per task",
                                        MULTITASK_BEGIN, MULTITASK_END)
             body = multitask(a.tasks, a.glue_dir, a.examples, tuple(sorted({8, a.batch_size})), a.repeats)

@@ -89,6 +89,22 @@ def test_multitask_bench_writes_its_section(glue_dir, minilm_path, tmp_path):
     assert all(float(r.split("|")[3]) > 0 for r in rows)
 
 
+def test_eval_bench_writes_its_section(glue_dir, minilm_path, tmp_path):
+    """`--eval` measures the dev evaluation in fp32 and bf16 at batches 16/32/64 and rewrites only its section."""
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\nkept\n\n<!-- eval:begin -->\nold\n<!-- eval:end -->\n")
+    assert bench._cli(["--eval", "--tasks", "cola", "mrpc", "--glue-dir", str(glue_dir), "--dev-examples", "24",
+                       "--repeats", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "kept" in text and "old" not in text and "`python -m mtlstudy.bench --eval" in text
+    assert "cola (24) + mrpc (24): 48 examples a pass" in text
+    rows = [line for line in text.splitlines() if line.startswith("| 16 |") or line.startswith("| 64 |")]
+    assert [(r.split("|")[1].strip(), r.split("|")[2].strip()) for r in rows] == [
+        ("16", "fp32"), ("64", "fp32"), ("16", "bf16"), ("64", "bf16")]
+    assert all(float(r.split("|")[3]) > 0 for r in rows)
+    assert rows[0].rstrip().endswith("| 1.00x |")  # fp32 at 16 is the reference
+
+
 def test_multitask_bench_needs_two_tasks(glue_dir):
     with pytest.raises(UserError, match="at least two tasks"):
         bench.multitask(["cola"], glue_dir)
