@@ -70,7 +70,7 @@ class TrainSettings(BaseModel):
     # one task (single-task, STILTs), fp32 for multi-task runs
     precision: Literal["auto", "fp32", "bf16", "fp16", "bf16_one_task"] = "auto"
     # The dev evaluations' autocast: as training (`same`), or bf16 whatever the training's precision
-    # (forward passes only; bf16 evaluation ran 2.2x as fast on these AMX CPUs, BENCHMARKS.md)
+    # (forward passes only; on these AMX CPUs bf16 at 64 a batch ran 2.2x fp32 at 16, BENCHMARKS.md)
     eval_precision: Literal["same", "bf16"] = "same"
     device: str = "auto"
     threads: Optional[int] = Field(None, gt=0)
