@@ -537,19 +537,27 @@ def ablate(task="rte", glue_dir="../shared/data/glue", examples=256, batch_size=
 MULTITASK_BEGIN, MULTITASK_END = "<!-- multitask:begin -->", "<!-- multitask:end -->"
 
 
+def _glue_task_data(tasks, glue_dir, train_count: int):
+    """The tokenizer and the GLUE `tasks` as a study run prepares them (train_mod.prepare_data),
+    `train_count` training examples each, tokenized into a throw-away cache."""
+    from .spec import DataSource, RunSpec
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    method = "mtl_all" if len(tasks) > 2 else "mtl" if len(tasks) == 2 else "single"
+    spec = RunSpec(method=method, tasks=list(tasks), seed=1, model=MODEL,
+                   data=DataSource(source="glue_dir", glue_dir=str(glue_dir)),
+                   train_counts={t: train_count for t in tasks})
+    tokenizer = load_tokenizer(MODEL)
+    with tempfile.TemporaryDirectory() as tmp:
+        return tokenizer, train_mod.prepare_data(spec, tokenizer, Path(tmp))
+
+
 def multitask(tasks, glue_dir="../shared/data/glue", examples=480, batch_sizes=(8, 16), repeats=3, log=print) -> str:
     """train_step on the heterogeneous batches of a size-sampled epoch over `tasks` (`examples`
     rows per measurement; mean pooling and word embeddings frozen, as glue_cpu), one encoder pass
     (merged) against one per task, interleaved. Returns a markdown table."""
-    from .spec import DataSource, RunSpec
     if len(tasks) < 2:
         raise UserError(f"bench --multitask: --tasks needs at least two tasks, got {list(tasks)}")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    spec = RunSpec(method="mtl_all" if len(tasks) > 2 else "mtl", tasks=list(tasks), seed=1, model=MODEL,
-                   data=DataSource(source="glue_dir", glue_dir=str(glue_dir)), train_counts={t: examples for t in tasks})
-    tokenizer = load_tokenizer(MODEL)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = train_mod.prepare_data(spec, tokenizer, Path(tmp))
+    tokenizer, data = _glue_task_data(tasks, glue_dir, examples)
     base = load_model(MODEL, [data[t].task for t in tasks], pooling="mean")  # as glue_cpu
     base.freeze_word_embeddings()
     sizes = {t: len(data[t].train) for t in tasks}
@@ -593,14 +601,7 @@ def eval_speed(tasks, glue_dir="../shared/data/glue", examples=None, batch_sizes
     """train.evaluate over the dev sets of `tasks` together (the first `examples` of each; all by
     default), as glue_cpu evaluates (mean pooling), in fp32 and under bf16 autocast at each batch
     size, interleaved. Returns a markdown table."""
-    from .spec import DataSource, RunSpec
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    spec = RunSpec(method="mtl_all" if len(tasks) > 2 else "mtl" if len(tasks) == 2 else "single", tasks=list(tasks),
-                   seed=1, model=MODEL, data=DataSource(source="glue_dir", glue_dir=str(glue_dir)),
-                   train_counts={t: 16 for t in tasks})
-    tokenizer = load_tokenizer(MODEL)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = train_mod.prepare_data(spec, tokenizer, Path(tmp))
+    tokenizer, data = _glue_task_data(tasks, glue_dir, 16)  # the training examples are not used
     if examples:
         for td in data.values():
             td.select = td.report = td.select.subset(np.arange(min(examples, len(td.select))))
@@ -618,11 +619,12 @@ def eval_speed(tasks, glue_dir="../shared/data/glue", examples=None, batch_sizes
     one_pass(batch_sizes[0], None)  # warm-up
     load0 = _load()
     rates = interleaved(variants, repeats, lambda r, k, v: log(f"{r}/{repeats} batch {k[0]}, {k[1]}: {v:.1f} ex/s"))
-    ref = statistics.median(rates[(16 if 16 in batch_sizes else batch_sizes[0], "fp32")])
+    ref = statistics.median(rates[(batch_sizes[0], "fp32")])
     lines = [f"Dev sets of {' + '.join(f'{t} ({len(data[t].select)})' for t in tasks)}: {n} examples a pass, "
              f"{torch.get_num_threads()} threads, {repeats} interleaved repeats; load average {load0} at start, "
              f"{_load()} at end.", "",
-             "| batch | autocast | eval ex/s, median | eval ex/s, best | seconds a pass (median) | vs fp32 at 16 (median) |",
+             f"| batch | autocast | eval ex/s, median | eval ex/s, best | seconds a pass (median) "
+             f"| vs fp32 at {batch_sizes[0]} (median) |",
              "|---:|---|---:|---:|---:|---:|"]
     for b, name in variants:
         med = statistics.median(rates[(b, name)])

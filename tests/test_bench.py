@@ -76,14 +76,21 @@ def test_gpu_script_cpu_smoke(tmp_path):
     assert res["study"]["gpu_hours"] > 0
 
 
-def test_multitask_bench_writes_its_section(glue_dir, minilm_path, tmp_path):
-    """`--multitask` measures both encoder-pass modes at batches 8 and 16 and rewrites only its section."""
+def bench_into_section(tmp_path, marker: str, *args) -> str:
+    """Run `python -m mtlstudy.bench *args` (one repeat) into a BENCHMARKS.md that holds an old
+    `marker` section; check that it replaced that section and kept the rest; return the file."""
     out = tmp_path / "BENCHMARKS.md"
-    out.write_text("# Benchmarks\n\nkept\n\n<!-- multitask:begin -->\nold\n<!-- multitask:end -->\n")
-    assert bench._cli(["--multitask", "--tasks", "cola", "mrpc", "--glue-dir", str(glue_dir), "--examples", "16",
-                       "--repeats", "1", "--out", str(out)]) == 0
+    out.write_text(f"# Benchmarks\n\nkept\n\n<!-- {marker}:begin -->\nold\n<!-- {marker}:end -->\n")
+    assert bench._cli([*args, "--repeats", "1", "--out", str(out)]) == 0
     text = out.read_text()
     assert "kept" in text and "old" not in text
+    return text
+
+
+def test_multitask_bench_writes_its_section(glue_dir, minilm_path, tmp_path):
+    """`--multitask` measures both encoder-pass modes at batches 8 and 16 and rewrites only its section."""
+    text = bench_into_section(tmp_path, "multitask", "--multitask", "--tasks", "cola", "mrpc",
+                              "--glue-dir", str(glue_dir), "--examples", "16")
     rows = [line for line in text.splitlines() if line.startswith("| 8 |") or line.startswith("| 16 |")]
     assert [r.split("|")[2].strip() for r in rows] == ["merged", "per_task", "merged", "per_task"]
     assert all(float(r.split("|")[3]) > 0 for r in rows)
@@ -91,12 +98,9 @@ def test_multitask_bench_writes_its_section(glue_dir, minilm_path, tmp_path):
 
 def test_eval_bench_writes_its_section(glue_dir, minilm_path, tmp_path):
     """`--eval` measures the dev evaluation in fp32 and bf16 at batches 16/32/64 and rewrites only its section."""
-    out = tmp_path / "BENCHMARKS.md"
-    out.write_text("# Benchmarks\n\nkept\n\n<!-- eval:begin -->\nold\n<!-- eval:end -->\n")
-    assert bench._cli(["--eval", "--tasks", "cola", "mrpc", "--glue-dir", str(glue_dir), "--dev-examples", "24",
-                       "--repeats", "1", "--out", str(out)]) == 0
-    text = out.read_text()
-    assert "kept" in text and "old" not in text and "`python -m mtlstudy.bench --eval" in text
+    text = bench_into_section(tmp_path, "eval", "--eval", "--tasks", "cola", "mrpc", "--glue-dir", str(glue_dir),
+                              "--dev-examples", "24")
+    assert "`python -m mtlstudy.bench --eval" in text
     assert "cola (24) + mrpc (24): 48 examples a pass" in text
     rows = [line for line in text.splitlines() if line.startswith("| 16 |") or line.startswith("| 64 |")]
     assert [(r.split("|")[1].strip(), r.split("|")[2].strip()) for r in rows] == [
@@ -112,11 +116,8 @@ def test_multitask_bench_needs_two_tasks(glue_dir):
 
 def test_ablate_writes_its_section(glue_dir, minilm_path, tmp_path):
     """`--ablate` measures every change, interleaved, and rewrites only its section."""
-    out = tmp_path / "BENCHMARKS.md"
-    out.write_text("# Benchmarks\n\nkept\n\n<!-- ablate:begin -->\nold\n<!-- ablate:end -->\n")
-    assert bench._cli(["--ablate", "--tasks", "rte", "--glue-dir", str(glue_dir), "--examples", "8",
-                       "--repeats", "1", "--out", str(out)]) == 0
-    text = out.read_text()
-    assert "kept" in text and "old" not in text and "`python -m mtlstudy.bench --ablate`" in text
+    text = bench_into_section(tmp_path, "ablate", "--ablate", "--tasks", "rte", "--glue-dir", str(glue_dir),
+                              "--examples", "8")
+    assert "`python -m mtlstudy.bench --ablate`" in text
     rows = [line for line in text.splitlines() if line.startswith("| train:") or line.startswith("| eval:")]
     assert len(rows) >= 10 and all(float(r.split("|")[2]) > 0 for r in rows)
