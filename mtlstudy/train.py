@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -102,10 +103,19 @@ def pick_device(setting: str) -> torch.device:
     return device
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (AMX or AVX-512 BF16). Elsewhere torch
+    emulates it: bf16 autocast trained 13-17x and evaluated 5-6x slower than fp32 on an AMD EPYC
+    with AVX2 only (BENCHMARKS.md)."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def autocast_dtype(precision: str, device: torch.device, multitask: bool = False):
     """The autocast dtype, None for fp32. `auto` is bf16 (fp16 where bf16 is missing) on a GPU and
-    fp32 on CPU; `bf16` is honoured on CPU too (faster where the CPU has AMX: BENCHMARKS.md);
-    `bf16_one_task` is bf16 for runs that train one task and fp32 for multi-task runs."""
+    fp32 on CPU; `bf16` is honoured on a CPU that computes bf16 in hardware (faster with AMX:
+    BENCHMARKS.md) and is fp32 on one that would emulate it, with a warning; `bf16_one_task` is
+    bf16 for runs that train one task and fp32 for multi-task runs."""
     if precision == "bf16_one_task":
         precision = "fp32" if multitask else "bf16"
     if precision == "fp16" and device.type != "cuda":
@@ -114,7 +124,13 @@ def autocast_dtype(precision: str, device: torch.device, multitask: bool = False
     if precision == "fp32" or device.type not in ("cuda", "cpu"):
         return None
     if device.type == "cpu":
-        return torch.bfloat16 if precision == "bf16" else None
+        if precision != "bf16":
+            return None
+        if not cpu_computes_bf16():
+            warnings.warn("bf16 asked for on a CPU without AMX or AVX-512 BF16, which would emulate it "
+                          "(5-17x slower than fp32): this run trains and evaluates in fp32", stacklevel=2)
+            return None
+        return torch.bfloat16
     if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16

@@ -46,6 +46,15 @@ def _torch_threads():
     torch.set_num_threads(old)
 
 
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """This CPU counted as one that computes bf16 in hardware (AMX), whatever it has: for the tests
+    of what the bf16 settings do. Elsewhere torch emulates bf16, more slowly."""
+    from mtlstudy import train
+
+    monkeypatch.setattr(train, "cpu_computes_bf16", lambda: True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory):
     """Tokenized data goes to a fresh folder for the session, never to the user's cache."""

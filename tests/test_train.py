@@ -440,7 +440,7 @@ def test_optimizer_and_eval_batch_defaults():
     ("auto", "cpu", None), ("fp32", "cpu", None), ("bf16", "cpu", torch.bfloat16),
     ("fp32", "cuda", None), ("fp16", "cuda", torch.float16), ("bf16", "cuda", torch.bfloat16),
     ("bf16_one_task", "cpu", torch.bfloat16), ("bf16_one_task", "cuda", torch.bfloat16)])
-def test_autocast_dtype_per_precision_and_device(precision, device, dtype):
+def test_autocast_dtype_per_precision_and_device(precision, device, dtype, native_bf16):
     assert train.autocast_dtype(precision, torch.device(device)) == dtype
     expected = None if precision == "bf16_one_task" else dtype  # multi-task runs: fp32
     assert train.autocast_dtype(precision, torch.device(device), multitask=True) == expected
@@ -454,20 +454,20 @@ def test_fp16_on_cpu_is_refused_by_name():
 @pytest.mark.parametrize("method, tasks, dtype", [
     ("single", ("gen_nli",), torch.bfloat16), ("stilts", ("gen_nli", "gen_para"), torch.bfloat16),
     ("mtl", ("gen_nli", "gen_para"), None), ("mtl_all", ("gen_nli", "gen_para", "gen_sent"), None)])
-def test_bf16_one_task_per_method(tiny_roberta, method, tasks, dtype):
+def test_bf16_one_task_per_method(tiny_roberta, method, tasks, dtype, native_bf16):
     """STILTs' second stage trains its target alone: bf16; pairwise MTL and MTL-All: fp32."""
     spec = make_spec(tiny_roberta, tasks, method=method, precision="bf16_one_task")
     assert spec.multitask == (method in ("mtl", "mtl_all"))
     assert train.run_autocast_dtype(spec, torch.device("cpu")) == dtype
 
 
-def test_bf16_one_task_is_bf16_for_one_task_and_fp32_for_two(tiny_roberta, tmp_path):
+def test_bf16_one_task_is_bf16_for_one_task_and_fp32_for_two(tiny_roberta, tmp_path, native_bf16):
     single = run(make_spec(tiny_roberta, precision="bf16_one_task"), tmp_path / "single")
     pair = run(make_spec(tiny_roberta, ("gen_nli", "gen_para"), precision="bf16_one_task"), tmp_path / "pair")
     assert (single["precision"], pair["precision"]) == ("torch.bfloat16", "fp32")
 
 
-def test_bf16_evaluation_leaves_fp32_training_as_it_was(tiny_roberta, tmp_path, monkeypatch):
+def test_bf16_evaluation_leaves_fp32_training_as_it_was(tiny_roberta, tmp_path, monkeypatch, native_bf16):
     """`eval_precision: bf16` evaluates under bf16 autocast and trains exactly as the fp32 run
     (same losses); the setting is part of the run id, and its default leaves ids as they were."""
     from mtlstudy import train as train_mod
@@ -487,7 +487,7 @@ def test_bf16_evaluation_leaves_fp32_training_as_it_was(tiny_roberta, tmp_path, 
     assert make_spec(tiny_roberta, pair, eval_precision="same").run_id() == make_spec(tiny_roberta, pair).run_id()
 
 
-def test_bf16_on_cpu_runs_under_autocast_and_stays_near_fp32(tiny_roberta, tmp_path):
+def test_bf16_on_cpu_runs_under_autocast_and_stays_near_fp32(tiny_roberta, tmp_path, native_bf16):
     """`precision: bf16` on CPU trains and evaluates under bf16 autocast (the record says so, and
     the losses move off the fp32 run's), and lands near the fp32 run."""
     fp32 = run(make_spec(tiny_roberta, precision="fp32"), tmp_path / "fp32")
@@ -497,6 +497,28 @@ def test_bf16_on_cpu_runs_under_autocast_and_stays_near_fp32(tiny_roberta, tmp_p
     assert losses[0] != losses[1]
     assert np.allclose(losses[0], losses[1], rtol=0.05)
     assert fp32["run_id"] != bf16["run_id"]
+
+
+def test_bf16_on_a_cpu_that_would_emulate_it_runs_fp32(tiny_roberta, tmp_path, monkeypatch):
+    """On a CPU without AMX or AVX-512 BF16 every bf16 setting trains and evaluates in fp32 (the
+    record says so, the losses are the fp32 run's), with a warning; a GPU is not affected."""
+    monkeypatch.setattr(train, "cpu_computes_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="without AMX or AVX-512 BF16"):
+        assert train.autocast_dtype("bf16", torch.device("cpu")) is None
+    assert train.autocast_dtype("bf16", torch.device("cuda")) == torch.bfloat16
+    fp32 = run(make_spec(tiny_roberta, precision="fp32"), tmp_path / "fp32")
+    with pytest.warns(UserWarning):
+        asked = run(make_spec(tiny_roberta, precision="bf16_one_task", eval_precision="bf16"), tmp_path / "bf16")
+    assert (asked["precision"], asked["eval_precision"]) == ("fp32", "fp32")
+    assert [h["train_loss"] for h in asked["history"]] == [h["train_loss"] for h in fp32["history"]]
+
+
+def test_cpu_computes_bf16_reads_torchs_cpu_flags(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert train.cpu_computes_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert train.cpu_computes_bf16() is True
 
 
 def test_compiled_run_with_inductor_equals_the_uncompiled_run(tiny_roberta, tmp_path):
