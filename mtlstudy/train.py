@@ -136,6 +136,16 @@ def autocast_dtype(precision: str, device: torch.device, multitask: bool = False
     return torch.bfloat16
 
 
+def cpu_bf16_note(cfg: TrainSettings) -> str | None:
+    """A line for a study about to train on this machine's CPU with settings that ask for bf16
+    this CPU would emulate (those settings then run in fp32: `autocast_dtype`); None otherwise."""
+    asks = cfg.precision in ("bf16", "bf16_one_task") or cfg.eval_precision == "bf16"
+    if asks and pick_device(cfg.device).type == "cpu" and not cpu_computes_bf16():
+        return ("note: this CPU has no bf16 in hardware (no AMX, no AVX-512 BF16): the profile's bf16 "
+                "settings run in fp32 here, as bf16 would be emulated, 5-17x slower (BENCHMARKS.md)")
+    return None
+
+
 def run_autocast_dtype(spec: RunSpec, device: torch.device):
     """The run's autocast dtype: `bf16_one_task` depends on whether it trains several tasks."""
     return autocast_dtype(spec.train.precision, device, multitask=spec.multitask)
