@@ -106,7 +106,8 @@ def pick_device(setting: str) -> torch.device:
 def cpu_computes_bf16() -> bool:
     """Whether this CPU does bf16 arithmetic in hardware (AMX or AVX-512 BF16). Elsewhere torch
     emulates it: bf16 autocast trained 13-17x and evaluated 5-6x slower than fp32 on an AMD EPYC
-    with AVX2 only (BENCHMARKS.md)."""
+    with AVX2 only (BENCHMARKS.md). AVX-512 BF16 without AMX is counted as hardware bf16 unmeasured:
+    no such CPU was at hand."""
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
@@ -128,7 +129,7 @@ def autocast_dtype(precision: str, device: torch.device, multitask: bool = False
             return None
         if not cpu_computes_bf16():
             warnings.warn("bf16 asked for on a CPU without AMX or AVX-512 BF16, which would emulate it "
-                          "(5-17x slower than fp32): this run trains and evaluates in fp32", stacklevel=2)
+                          "(5-17x slower than fp32): this run trains and evaluates in fp32")
             return None
         return torch.bfloat16
     if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
@@ -140,7 +141,11 @@ def cpu_bf16_note(cfg: TrainSettings) -> str | None:
     """A line for a study about to train on this machine's CPU with settings that ask for bf16
     this CPU would emulate (those settings then run in fp32: `autocast_dtype`); None otherwise."""
     asks = cfg.precision in ("bf16", "bf16_one_task") or cfg.eval_precision == "bf16"
-    if asks and pick_device(cfg.device).type == "cpu" and not cpu_computes_bf16():
+    try:
+        on_cpu = pick_device(cfg.device).type == "cpu"
+    except TrainingError:  # a bad train.device fails each run, with its message, as before
+        return None
+    if asks and on_cpu and not cpu_computes_bf16():
         return ("note: this CPU has no bf16 in hardware (no AMX, no AVX-512 BF16): the profile's bf16 "
                 "settings run in fp32 here, as bf16 would be emulated, 5-17x slower (BENCHMARKS.md)")
     return None

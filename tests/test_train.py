@@ -518,6 +518,7 @@ def test_a_study_on_a_cpu_without_bf16_is_told_its_bf16_settings_run_fp32(monkey
     for asked in (dict(precision="bf16_one_task"), dict(precision="bf16"), dict(eval_precision="bf16")):
         assert "run in fp32 here" in train.cpu_bf16_note(TrainSettings(device="cpu", **asked))
     assert train.cpu_bf16_note(TrainSettings(device="cpu", precision="fp32")) is None
+    assert train.cpu_bf16_note(TrainSettings(device="gpu0", precision="bf16")) is None  # each run says why
     monkeypatch.setattr(train, "cpu_computes_bf16", lambda: True)
     assert train.cpu_bf16_note(TrainSettings(device="cpu", precision="bf16_one_task")) is None
 
