@@ -15,13 +15,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import BadValue, UserError
+from .errors import BadValue, StudyNotFound
 from .sampling import DYNAMIC
 from .tasks import GENERATED_TASKS, GLUE_TASKS
-
-
-class StudyNotFound(UserError, FileNotFoundError):
-    """No finished study (results.csv) where one was asked for."""
 
 
 ALPHA = 0.1  # the paper's significance level (two-sided)

@@ -96,11 +96,8 @@ def cmd_plan(a):
 
 def cmd_run(a):
     from . import study
-    from .train import cpu_bf16_note
 
     st = study.open_study(a.profile, a.overrides)
-    if (a.executor or st.profile.executor) == "local" and (note := cpu_bf16_note(st.profile.train)):
-        print(note, file=sys.stderr)
     outcome = study.run(st, executor=a.executor, workers=a.workers, notebooks=False if a.no_notebooks else None,
                         retry_failed=a.retry_failed)
     print(f"study {st.profile.name}: " + ", ".join(f"{k} {v}" for k, v in outcome.counts.items()))

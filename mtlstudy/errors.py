@@ -20,3 +20,7 @@ def validation_message(error, where: str = "", what: str = "key") -> str:
 
 class BadValue(UserError, ValueError):
     """A value given on the command line or to a notebook that cannot be used (a ValueError too)."""
+
+
+class StudyNotFound(UserError, FileNotFoundError):
+    """No finished study (results.csv) where one was asked for."""

@@ -6,14 +6,14 @@ slurm.py (the executors), claims.py.
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from . import results
-from .analysis import StudyNotFound
-from .errors import UserError
+from .errors import StudyNotFound, UserError
 from .plan import (PlannedRun, Profile, ProfileError, apply_overrides, check_inputs, load_profile, make_plan,
                    profile_from_dict, profile_path, read_profile_file)
 
@@ -132,7 +132,10 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
         run_slurm(d, p, notebooks=notebooks, progress=progress)
     else:
         from .local import run_local
+        from .train import cpu_bf16_note  # torch: only once the inputs are known to be good
 
+        if note := cpu_bf16_note(p.train):
+            print(note, file=sys.stderr)
         run_local(d, workers=workers or p.workers, notebooks=notebooks, progress=progress)
     # claims first, then records: a run released in between counts as done
     held = [(r.run_id, claims.held_elsewhere(d, r.run_id)) for r in study.runs]
