@@ -23,9 +23,10 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/mtlstudy plan demo --quiet
 	HF_HUB_OFFLINE=1 $(BIN)/mtlstudy run demo --report
 
-# The whole test suite, real-data and Slurm tests included (Slurm is brought up by the tests).
+# The whole test suite, real-data and Slurm tests included (Slurm is brought up by the tests), on one
+# pytest-xdist worker per core, each test file on one worker; the Slurm tests take turns (tests/conftest.py).
 test: setup
-	HF_HUB_OFFLINE=1 MTLSTUDY_REQUIRE_SLURM=$${MTLSTUDY_REQUIRE_SLURM:-0} $(BIN)/python -m pytest -q -ra
+	HF_HUB_OFFLINE=1 MTLSTUDY_REQUIRE_SLURM=$${MTLSTUDY_REQUIRE_SLURM:-0} $(BIN)/python -m pytest -q -ra -n auto --dist loadfile
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/mtlstudy bench

@@ -5,9 +5,11 @@ Nothing here touches the network: HF_HUB_OFFLINE is set before transformers or d
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -157,3 +159,26 @@ def minilm_path() -> str:
 
 
 pytest_plugins = ["tests.slurm_fixture"]
+
+
+
+# `make test` runs the test files on pytest-xdist workers (`-n auto --dist loadfile`): each file on
+# one worker, in order, so its module fixtures (the notebooks' shared study folders) are built once.
+# The tests on the one local Slurm node (three files) take turns, across workers, through a lock.
+_SLURM_LOCK = Path(tempfile.gettempdir()) / "mtlstudy-slurm-tests.lock"
+_held = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if "slurm_cluster" in getattr(item, "fixturenames", ()):
+        f = open(_SLURM_LOCK, "w")
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the test's teardown closes it (or the worker dies)
+        _held[item.nodeid] = f
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    f = _held.pop(item.nodeid, None)
+    if f is not None:
+        f.close()
