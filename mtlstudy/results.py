@@ -108,6 +108,23 @@ def reset_failed(study_dir: Path) -> list[str]:
     return out
 
 
+def reopen_cleaned_supports(study_dir: Path) -> list[str]:
+    """Support runs that are done but whose checkpoint is gone (a finished study removes them)
+    while a STILTs run not yet done needs it: a task or method added to a finished study, or a
+    second profile in its folder. Their records are removed, so they train again (seeded as before)."""
+    index = RunIndex(study_dir)
+    out = set()
+    for rid, entry in index.runs.items():
+        if entry["kind"] != "stilts" or index.status[rid] != "pending":
+            continue
+        support = entry["spec"]["tasks"][0]
+        out.update(s for s in entry["spec"]["support_runs"] if index.status.get(s) == "done" and not
+                   (store.run_dir(study_dir, s) / "best" / support / "model.safetensors").exists())
+    for rid in sorted(out):
+        store.result_path(study_dir, rid).unlink(missing_ok=True)
+    return sorted(out)
+
+
 def disk_usage(study_dir: Path) -> int:
     return sum(p.stat().st_size for p in Path(study_dir).rglob("*") if p.is_file())
 

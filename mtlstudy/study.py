@@ -125,6 +125,7 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
     d = results.write_study(p, study.runs, study.user)
     if retry_failed:
         results.reset_failed(d)
+    results.reopen_cleaned_supports(d)
     notebooks = p.notebooks if notebooks is None else notebooks
     if executor == "slurm":
         from .slurm import run_slurm

@@ -119,6 +119,19 @@ def test_tiny_study_runs_once_and_reruns_only_what_is_missing(tmp_path, tiny_rob
     assert not list((st.dir / "runs").glob("*/best"))
 
 
+def test_stilts_added_to_a_finished_study_retrains_its_cleaned_support(tmp_path, tiny_roberta):
+    """A finished study keeps no support checkpoints; STILTs added later (the same folder, another
+    profile or a task added) trains its supports again, to the same scores, instead of failing."""
+    first = study.open_study(tiny_profile(tmp_path, tiny_roberta, methods=["single", "mtl"]))
+    assert study.run(first, progress=False).counts["done"] == 3
+    assert not list((first.dir / "runs").glob("*/best"))
+    singles = {r.run_id: store.read_result(first.dir, r.run_id)["best"] for r in first.runs if r.kind == "single"}
+    later = study.open_study(tiny_profile(tmp_path, tiny_roberta, methods=["single", "stilts"]))
+    assert set(singles) <= {r.run_id for r in later.runs}  # the same single-task runs
+    assert study.run(later, progress=False).counts == {"done": 4, "failed": 0, "blocked": 0, "pending": 0}
+    assert {rid: store.read_result(later.dir, rid)["best"] for rid in singles} == singles
+
+
 def test_run_notebook_writes_the_same_record_as_the_python_call(tmp_path, tiny_roberta):
     st = study.open_study(tiny_profile(tmp_path, tiny_roberta, methods=["single"], tasks=["gen_sent"]))
     results.write_study(st.profile, st.runs, st.user)
