@@ -119,17 +119,27 @@ def test_tiny_study_runs_once_and_reruns_only_what_is_missing(tmp_path, tiny_rob
     assert not list((st.dir / "runs").glob("*/best"))
 
 
-def test_stilts_added_to_a_finished_study_retrains_its_cleaned_support(tmp_path, tiny_roberta):
-    """A finished study keeps no support checkpoints; STILTs added later (the same folder, another
-    profile or a task added) trains its supports again, to the same scores, instead of failing."""
-    first = study.open_study(tiny_profile(tmp_path, tiny_roberta, methods=["single", "mtl"]))
-    assert study.run(first, progress=False).counts["done"] == 3
+def test_a_task_added_to_a_finished_study_retrains_the_supports_its_stilts_runs_need(tmp_path, tiny_roberta):
+    """A finished study removes its support checkpoints; a task added later plans STILTs runs from
+    the done single-task runs, which train again (seeded: the same scores) instead of those STILTs
+    runs failing with 'support checkpoint missing'. Nothing else is trained again."""
+    sizes = {"data.generated_sizes": {"gen_para": 48, "gen_sent": 24, "gen_nli": 24}}
+    first = study.open_study(tiny_profile(tmp_path, tiny_roberta, methods=["single", "stilts"], **sizes))
+    assert study.run(first, progress=False).counts["done"] == 4
+    stilts = [r.run_id for r in first.runs if r.kind == "stilts"]
+    assert all(Path(store.read_result(first.dir, rid)["init_checkpoint"]).parents[2] == first.dir / "runs"
+               for rid in stilts)  # they started from the supports' checkpoints, which are now gone:
     assert not list((first.dir / "runs").glob("*/best"))
     singles = {r.run_id: store.read_result(first.dir, r.run_id)["best"] for r in first.runs if r.kind == "single"}
-    later = study.open_study(tiny_profile(tmp_path, tiny_roberta, methods=["single", "stilts"]))
-    assert set(singles) <= {r.run_id for r in later.runs}  # the same single-task runs
-    assert study.run(later, progress=False).counts == {"done": 4, "failed": 0, "blocked": 0, "pending": 0}
+    before = mtimes(first.dir)
+    later = study.open_study(tiny_profile(tmp_path, tiny_roberta, methods=["single", "stilts"],
+                                          tasks=["gen_para", "gen_sent", "gen_nli"], **sizes))
+    assert set(before) <= {r.run_id for r in later.runs}  # the same runs, and 5 new ones
+    assert study.run(later, progress=False).counts == {"done": 9, "failed": 0, "blocked": 0, "pending": 0}
     assert {rid: store.read_result(later.dir, rid)["best"] for rid in singles} == singles
+    after = mtimes(later.dir)
+    assert all(after[rid] == before[rid] for rid in stilts)  # the done STILTs runs were not trained again
+    assert all(after[rid] != before[rid] for rid in singles)  # the supports were
 
 
 def test_run_notebook_writes_the_same_record_as_the_python_call(tmp_path, tiny_roberta):
