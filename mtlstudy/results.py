@@ -119,7 +119,7 @@ def reopen_cleaned_supports(study_dir: Path) -> list[str]:
             continue
         support = entry["spec"]["tasks"][0]
         out.update(s for s in entry["spec"]["support_runs"] if index.status.get(s) == "done" and not
-                   (store.run_dir(study_dir, s) / "best" / support / "model.safetensors").exists())
+                   store.has_weights(store.support_checkpoint(study_dir, s, support)))
     for rid in sorted(out):
         store.result_path(study_dir, rid).unlink(missing_ok=True)
     return sorted(out)

@@ -30,8 +30,8 @@ def _best_support_checkpoint(study_dir: Path, spec: RunSpec) -> Path:
         i = int(np.argmax(scores))  # first on ties
     else:
         i = int(np.argmin(np.abs(scores - scores.mean())))
-    path = store.run_dir(study_dir, spec.support_runs[i]) / "best" / support
-    if not (path / "model.safetensors").exists():
+    path = store.support_checkpoint(study_dir, spec.support_runs[i], support)
+    if not store.has_weights(path):
         raise FileNotFoundError(f"{path}: support checkpoint missing (was it cleaned up early?)")
     return path
 

@@ -69,6 +69,15 @@ def result_path(study_dir: Path, run_id: str) -> Path:
     return run_dir(study_dir, run_id) / "result.json"
 
 
+def support_checkpoint(study_dir: Path, run_id: str, task: str) -> Path:
+    """The folder of a run's best weights for `task` (kept for STILTs: train.keep_checkpoint)."""
+    return run_dir(study_dir, run_id) / "best" / task
+
+
+def has_weights(folder: Path) -> bool:
+    return (Path(folder) / "model.safetensors").exists()
+
+
 def read_result(study_dir: Path, run_id: str) -> dict | None:
     """The run's record, or None if it has none. A corrupt record raises CorruptResultError."""
     p = result_path(study_dir, run_id)

@@ -161,7 +161,6 @@ def minilm_path() -> str:
 pytest_plugins = ["tests.slurm_fixture"]
 
 
-
 # `make test` runs the test files on pytest-xdist workers (`-n auto --dist loadfile`): each file on
 # one worker, in order, so its module fixtures (the notebooks' shared study folders) are built once.
 # The tests on the one local Slurm node (three files) take turns, across workers, through a lock.
