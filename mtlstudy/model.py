@@ -3,11 +3,14 @@
 Heads follow Hugging Face's own sequence-classification heads so that our forward pass equals
 theirs for the same weights: BERT-style encoders feed the pooler output to dropout + linear;
 RoBERTa-style (and any encoder without a pooler) feed the first token to dropout, dense, tanh,
-dropout, linear. `heads="per_task"` gives each task its own head (default);
+dropout, linear. `pooling="first_token"` gives every encoder, BERT included, that RoBERTa head
+on the first token's hidden state: the head the paper's released code put on BERT.
+`heads="per_task"` gives each task its own head (default);
 `heads="by_label_count"` shares one head per output size, as the paper's released code did.
 `pooling="mean"` instead feeds the mean of the last hidden states over the real tokens to dropout +
 linear: the pooling sentence-transformers encoders such as all-MiniLM-L6-v2 were trained with (not
-the paper's heads).
+the paper's heads). `head_init="hf"` draws head weights from normal(0, initializer_range) with
+zero biases (transformers' _init_weights); "torch" keeps nn.Linear's own initialisation.
 """
 from __future__ import annotations
 
@@ -41,14 +44,44 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str, lower_case: bool = False):
+    """The model's tokenizer; with `lower_case`, one that lower-cases every text first."""
     from transformers import AutoTokenizer
 
     path = resolve_model(name)
     try:
-        return AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as e:
         raise ModelLoadError(_load_message(name, e)) from None
+    return LowerCasingTokenizer(tokenizer) if lower_case else tokenizer
+
+
+def lower(text):
+    """Lower-case character by character, as transformers 2.x's tokenize() did for do_lower_case
+    (its regex lowered one character at a time; GLUE texts hold no special tokens it would skip)."""
+    return None if text is None else "".join(c.lower() for c in text)
+
+
+class LowerCasingTokenizer:
+    """A tokenizer whose calls lower-case their texts first (train.lower_case). Everything else is the
+    wrapped tokenizer's; its class name enters the tokenization cache key, so cased and lower-cased
+    tokens are cached apart."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text, text_pair=None, **kwargs):
+        def low(x):
+            return x if x is None else lower(x) if isinstance(x, str) else [lower(t) for t in x]
+        return self.tokenizer(low(text), low(text_pair), **kwargs)
+
+    def __len__(self):
+        return len(self.tokenizer)
+
+    def __getattr__(self, name):
+        if name == "tokenizer":  # not set yet (copy, unpickling)
+            raise AttributeError(name)
+        return getattr(self.tokenizer, name)
 
 
 def _load_message(name, e):
@@ -66,11 +99,16 @@ def head_key(task: Task, heads: str) -> str:
 
 
 class Head(nn.Module):
-    def __init__(self, hidden: int, n_out: int, dropout: float, dense: bool):
+    def __init__(self, hidden: int, n_out: int, dropout: float, dense: bool, init_std: float | None = None):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(hidden, hidden) if dense else None
         self.out = nn.Linear(hidden, n_out)
+        if init_std is not None:  # head_init="hf"; None keeps nn.Linear's own
+            for layer in (self.dense, self.out):
+                if layer is not None:
+                    nn.init.normal_(layer.weight, mean=0.0, std=init_std)
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, x):
         x = self.dropout(x)
@@ -80,15 +118,19 @@ class Head(nn.Module):
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, encoder, tasks: list[Task], heads: str = "per_task", pooling: str = "auto"):
+    def __init__(self, encoder, tasks: list[Task], heads: str = "per_task", pooling: str = "auto",
+                 head_init: str = "torch"):
         super().__init__()
         self.encoder = encoder
         cfg = encoder.config
-        if pooling not in ("auto", "mean"):
-            raise ValueError(f"pooling must be 'auto' or 'mean', got '{pooling}'")
+        if pooling not in ("auto", "first_token", "mean"):
+            raise ValueError(f"pooling must be 'auto', 'first_token' or 'mean', got '{pooling}'")
+        if head_init not in ("torch", "hf"):
+            raise ValueError(f"head_init must be 'torch' or 'hf', got '{head_init}'")
         self.mean_pool = pooling == "mean"
-        self.use_pooler = not self.mean_pool and getattr(encoder, "pooler", None) is not None \
+        self.use_pooler = pooling == "auto" and getattr(encoder, "pooler", None) is not None \
             and cfg.model_type not in _NO_POOLER_TYPES
+        self.init_std = getattr(cfg, "initializer_range", 0.02) if head_init == "hf" else None
         self.dropout = getattr(cfg, "classifier_dropout", None) or getattr(cfg, "hidden_dropout_prob", 0.1)
         self.heads_mode = heads
         self.task_heads = nn.ModuleDict()
@@ -101,7 +143,7 @@ class MultiTaskModel(nn.Module):
         key = head_key(task, self.heads_mode)
         if fresh or key not in self.task_heads:
             self.task_heads[key] = Head(self.encoder.config.hidden_size, task.num_outputs, self.dropout,
-                                        dense=not (self.use_pooler or self.mean_pool))
+                                        dense=not (self.use_pooler or self.mean_pool), init_std=self.init_std)
         self.head_of[task.name] = key
 
     def freeze_word_embeddings(self):
@@ -134,7 +176,8 @@ def predictions(task: Task, logits: torch.Tensor) -> torch.Tensor:
     return logits.squeeze(-1).float() if task.is_regression else logits.argmax(-1)
 
 
-def load_model(name: str, tasks: list[Task], heads: str = "per_task", pooling: str = "auto") -> MultiTaskModel:
+def load_model(name: str, tasks: list[Task], heads: str = "per_task", pooling: str = "auto",
+               head_init: str = "torch") -> MultiTaskModel:
     from transformers import AutoConfig, AutoModel
 
     path = resolve_model(name)
@@ -144,4 +187,4 @@ def load_model(name: str, tasks: list[Task], heads: str = "per_task", pooling: s
         encoder = AutoModel.from_pretrained(path, **kwargs)
     except Exception as e:
         raise ModelLoadError(_load_message(name, e)) from None
-    return MultiTaskModel(encoder, tasks, heads, pooling)
+    return MultiTaskModel(encoder, tasks, heads, pooling, head_init)

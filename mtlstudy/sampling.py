@@ -27,8 +27,12 @@ Schedules (how an epoch's sampled examples form batches):
                         batch's task mix is random (the released `heterogeneous`)
   homogeneous           each batch holds one task; task i gets its share p_i of the batches, shuffled
   partition             the same batches, all of one task, then the next
-With length grouping, batches of similar lengths are formed within each task's stream and the
-batch order is then shuffled, for single-task and multi-task epochs alike.
+Length grouping (`lengths`, train.group_by_length; a speed option, off in the paper profiles): each
+task's shuffled pass is sorted by length within windows of 50 batches' worth, each task's slice of a
+batch is cut from that order and the batch order is shuffled, in single-task epochs and in the
+other three schedules. Batch-mates are then neighbours in length, not a random draw: a task of 50
+batches or fewer is one window, so nearly the same batches recur every epoch. `heterogeneous_random`
+pools and shuffles the drawn examples, so its batch-mates stay random with or without it.
 A single-task epoch is every example once in batches of B (the last one smaller, or dropped with
 `drop_last` as the released code's data loader does).
 """

@@ -24,7 +24,8 @@ Method = Literal["single", "mtl", "mtl_all", "stilts"]
 
 
 class TrainSettings(BaseModel):
-    """Hyper-parameters. Defaults are the paper's (docs/protocol.md)."""
+    """Hyper-parameters. Defaults are the paper's (docs/protocol.md) except `group_by_length` and
+    `schedule`, kept for the run ids of earlier studies: the paper profiles set both."""
 
     model_config = ConfigDict(extra="forbid")
     lr: float = Field(2e-5, gt=0)
@@ -45,9 +46,18 @@ class TrainSettings(BaseModel):
     evals_per_epoch: int = Field(2, gt=0)          # the paper: every half epoch
     eval_batch_size: Optional[int] = Field(None, gt=0)  # None: 256 on GPU, 16 on CPU (measured: BENCHMARKS.md)
     heads: Literal["per_task", "by_label_count"] = "per_task"
-    # auto: Hugging Face's sequence-classification heads (the paper's). mean: the mean of the last
+    # auto: Hugging Face's sequence-classification heads today (BERT: pooler -> linear; RoBERTa: first
+    # token -> dense -> tanh -> linear). first_token: the RoBERTa head for every encoder, BERT included,
+    # as the released code built it (docs/protocol.md, fidelity table). mean: the mean of the last
     # hidden states, the pooling sentence-transformers encoders (all-MiniLM-L6-v2) were trained with.
-    pooling: Literal["auto", "mean"] = "auto"
+    pooling: Literal["auto", "first_token", "mean"] = "auto"
+    # torch: nn.Linear's own initialisation for the heads (what the released code's heads got: its
+    # transformers 2.x never re-initialised them). hf: normal(0, config.initializer_range) weights and
+    # zero biases, as transformers' _init_weights does for a head today.
+    head_init: Literal["torch", "hf"] = "torch"
+    # Lower-case every text before tokenizing: what the released scripts' --do_lower_case did to the
+    # RoBERTa tokenizer in the transformers 2.x they pin (docs/protocol.md, fidelity table).
+    lower_case: bool = False
     # The input word-embedding matrix (half of MiniLM-L6's 22.7M parameters) left as pre-trained:
     # its gradient and AdamW update are a quarter to a third of a short-sentence step at batch 8
     # on a CPU (BENCHMARKS.md). Not the paper's (it fine-tunes every weight); the CPU profile's choice.
@@ -62,10 +72,19 @@ class TrainSettings(BaseModel):
     selection: Literal["dev", "split_dev"] = "dev"  # split_dev: choose on one half of dev, score on the other
     sampler: Sampler = "gap"                         # the paper says dynamic sampling
     temperature: float = Field(2.0, gt=0)
+    # heterogeneous: fixed slots per task in every batch (the released `forced_heterogeneous`);
+    # heterogeneous_random: a random task mix per batch (the released `heterogeneous`, which every
+    # released script uses; the paper profiles set it). sampling.py
     schedule: Schedule = "heterogeneous"
     epoch_length: EpochLength = "shortest"
     drop_last: bool = False                          # single-task epochs: drop the partial batch (released code)
-    group_by_length: bool = True                     # similar lengths in a batch; selection stays random
+    # Length grouping (a speed option, not the paper's nor the released code's): each task's shuffled
+    # examples are sorted by length within windows of 50 batches, so batch-mates are examples of similar
+    # length, not a random draw; a task of 50 batches or fewer (RTE, MRPC, STS-B, WNLI at 128) then gets
+    # nearly the same batches every epoch. Applies to single-task epochs and to the heterogeneous,
+    # homogeneous and partition schedules; `heterogeneous_random` pools and shuffles, so its batch-mates
+    # stay random. Off in every paper profile.
+    group_by_length: bool = True
     # auto: bf16 (or fp16) on GPU, fp32 on CPU; bf16 also on CPU; bf16_one_task: bf16 for runs that train
     # one task (single-task, STILTs), fp32 for multi-task runs
     precision: Literal["auto", "fp32", "bf16", "fp16", "bf16_one_task"] = "auto"
@@ -82,7 +101,8 @@ class TrainSettings(BaseModel):
         fields = self.model_dump(exclude={"device", "threads", "eval_batch_size", "keep_checkpoint", "compile",
                                                "multitask_forward"})
         for key, unset in (("max_grad_norm", None), ("drop_last", False), ("regression_targets", "raw"),
-                           ("pooling", "auto"), ("freeze_word_embeddings", False), ("eval_precision", "same")):
+                           ("pooling", "auto"), ("freeze_word_embeddings", False), ("eval_precision", "same"),
+                           ("head_init", "torch"), ("lower_case", False)):
             if fields[key] == unset:  # added later: unset, they leave the ids of earlier runs as they were
                 fields.pop(key)
         return fields

@@ -403,14 +403,14 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
 
     examples = load_task_examples(spec)  # a broken data file fails the run now, not after the model loads
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(spec.model)
+    tokenizer = load_tokenizer(spec.model, cfg.lower_case)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     tasks = prepare_data(spec, tokenizer, cache_dir, examples)
     names = list(tasks)
     sizes = {t: len(tasks[t].train) for t in names}
     lengths = {t: tasks[t].train.lengths() for t in names} if cfg.group_by_length else None
 
-    model = load_model(spec.model, [tasks[t].task for t in names], cfg.heads, cfg.pooling)
+    model = load_model(spec.model, [tasks[t].task for t in names], cfg.heads, cfg.pooling, cfg.head_init)
     if init_checkpoint is not None:
         load_encoder_from(model, init_checkpoint, reuse_heads=cfg.heads == "by_label_count")
     if cfg.freeze_word_embeddings:

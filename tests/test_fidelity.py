@@ -1,0 +1,151 @@
+"""The paper profiles do what the paper and its released code did (docs/protocol.md, fidelity table):
+random batch-mates (no length grouping), a random task mix per batch, the first-token head on BERT,
+lower-cased texts under paper_code, and the Hugging Face head initialisation as an option."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from mtlstudy import model as model_mod
+from mtlstudy.plan import load_profile
+from mtlstudy.sampling import EpochPlan, task_probabilities
+from mtlstudy.spec import TrainSettings
+from mtlstudy.tasks import get_task
+
+PAPER_PROFILES = ("paper", "paper_code", "bert", "size_ablation", "mtl_all")
+
+
+def _train(name) -> TrainSettings:
+    return load_profile(name)[0].train
+
+
+def _pairs(batches) -> set:
+    return {pair for batch in batches for _, ix in batch for pair in itertools.combinations(sorted(ix.tolist()), 2)}
+
+
+def _recurring_pairs(cfg: TrainSettings, size: int, lengths: np.ndarray) -> float:
+    """Share of epoch 1's batch-mate pairs that are batch-mates again in epoch 2, for one task epoched
+    as train.py does under `cfg` (lengths passed only with group_by_length)."""
+    plan = EpochPlan({"t": size}, cfg.batch_size, drop_last=cfg.drop_last)
+    given = {"t": lengths} if cfg.group_by_length else None
+    first, second = (_pairs(plan.batches(np.random.default_rng([42, epoch]), given)) for epoch in (1, 2))
+    return len(first & second) / len(first)
+
+
+@pytest.mark.parametrize("profile", PAPER_PROFILES)
+def test_consecutive_epochs_share_batch_mates_as_random_batches_do(profile):
+    """RTE's size (2,490) at the profile's batch size: about (B - 1) / (N - 1) = 5% of batch-mate pairs
+    recur by chance; length-grouped batches repeated about 81% of them."""
+    cfg = _train(profile)
+    size = 2490
+    lengths = np.random.default_rng(0).integers(8, 128, size)
+    chance = (cfg.batch_size - 1) / (size - 1)
+    share = _recurring_pairs(cfg, size, lengths)
+    assert not cfg.group_by_length
+    assert share < 2 * chance, (share, chance)
+
+
+def test_length_grouping_stays_an_option_and_repeats_batches():
+    """The check above can fail: with grouping on, most pairs recur."""
+    cfg = TrainSettings(group_by_length=True)
+    lengths = np.random.default_rng(0).integers(8, 128, 2490)
+    assert _recurring_pairs(cfg, 2490, lengths) > 0.5
+
+
+@pytest.mark.parametrize("profile", ["paper", "paper_code", "bert", "size_ablation", "mtl_all"])
+def test_paper_batches_vary_their_task_mix(profile):
+    """The authors' `heterogeneous`: the epoch's drawn examples shuffled together, so batches differ
+    in how many rows each task has; every row of the epoch is still used once."""
+    cfg = _train(profile)
+    sizes = {"big": 3000, "small": 700}
+    probs = task_probabilities("size", sizes)
+    plan = EpochPlan(sizes, cfg.batch_size, probs, cfg.schedule, cfg.epoch_length)
+    batches = plan.batches(np.random.default_rng([42, 1]))
+    mixes = {tuple(sorted((t, len(ix)) for t, ix in batch)) for batch in batches}
+    assert cfg.schedule == "heterogeneous_random"
+    assert len(mixes) > 3, mixes
+    drawn = {t: np.concatenate([ix for batch in batches for tt, ix in batch if tt == t]) for t in sizes}
+    assert all(len(drawn[t]) == len(set(drawn[t].tolist())) == plan.num_batches * plan.slots[t] for t in sizes)
+
+
+def _tiny_bert_encoder():
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    return BertModel(config)  # with its pooler, as bert-base-uncased
+
+
+def test_bert_profile_head_is_dense_tanh_linear_on_the_first_token():
+    cfg = _train("bert")
+    task = get_task("rte")
+    model = model_mod.MultiTaskModel(_tiny_bert_encoder(), [task], cfg.heads, cfg.pooling).eval()
+    batch = {"input_ids": torch.randint(0, 50, (3, 9)), "attention_mask": torch.ones(3, 9, dtype=torch.long),
+             "token_type_ids": torch.zeros(3, 9, dtype=torch.long)}
+    head = model.task_heads[model.head_of[task.name]]
+    with torch.no_grad():
+        first = model.encoder(**batch).last_hidden_state[:, 0]
+        expected = first @ head.dense.weight.T + head.dense.bias
+        expected = torch.tanh(expected) @ head.out.weight.T + head.out.bias
+        got = model(batch, task.name)
+    assert cfg.pooling == "first_token" and not model.use_pooler
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_auto_pooling_on_bert_still_uses_the_pooler():
+    """The old behaviour stays what `auto` means (glue_cpu and the demo keep their run ids)."""
+    model = model_mod.MultiTaskModel(_tiny_bert_encoder(), [get_task("rte")], pooling="auto")
+    assert model.use_pooler and model.task_heads["rte"].dense is None
+
+
+def test_paper_code_lower_cases_its_texts(tiny_roberta):
+    cfg = _train("paper_code")
+    assert cfg.lower_case and not _train("paper").lower_case
+    plain = model_mod.load_tokenizer(str(tiny_roberta))
+    lowered = model_mod.load_tokenizer(str(tiny_roberta), cfg.lower_case)
+    text, pair = ["The Happy Doctor bought THE car ."], ["A Man is playing ."]
+    got = lowered(text, pair, truncation=True, max_length=32)["input_ids"]
+    assert got == plain([t.lower() for t in text], [t.lower() for t in pair], truncation=True, max_length=32)["input_ids"]
+    assert got != plain(text, pair, truncation=True, max_length=32)["input_ids"]
+    assert len(lowered) == len(plain) and lowered.pad_token_id == plain.pad_token_id
+
+
+def test_lower_cased_tokens_are_cached_apart(tiny_roberta, tmp_path):
+    from mtlstudy import data
+
+    examples = data.Examples(["The Doctor ."], None, np.array([1]))
+    cased = data.tokenize(model_mod.load_tokenizer(str(tiny_roberta)), examples, 32, tmp_path)
+    lowered = data.tokenize(model_mod.load_tokenizer(str(tiny_roberta), True), examples, 32, tmp_path)
+    assert list(cased.input_ids) != list(lowered.input_ids)
+
+
+def test_hf_head_init_is_normal_002_with_zero_bias():
+    encoder = _tiny_bert_encoder()
+    model = model_mod.MultiTaskModel(encoder, [get_task("mnli"), get_task("stsb")], pooling="first_token",
+                                     head_init="hf")
+    weights = torch.cat([p.detach().flatten() for n, p in model.task_heads.named_parameters() if n.endswith("weight")])
+    biases = [p for n, p in model.task_heads.named_parameters() if n.endswith("bias")]
+    assert abs(weights.std().item() - 0.02) < 0.002 and abs(weights.mean().item()) < 0.002
+    assert all(torch.count_nonzero(b) == 0 for b in biases)
+    fresh = model_mod.MultiTaskModel(encoder, [get_task("rte")], pooling="first_token", head_init="hf")
+    fresh.add_task(get_task("rte"), fresh=True)  # STILTs' new head gets the same init
+    assert torch.count_nonzero(fresh.task_heads["rte"].out.bias) == 0
+
+
+def test_torch_head_init_is_the_released_codes():
+    """nn.Linear's own: uniform(+-1/sqrt(fan_in)) weights and biases (non-zero biases)."""
+    model = model_mod.MultiTaskModel(_tiny_bert_encoder(), [get_task("rte")], pooling="first_token")
+    out = model.task_heads["rte"].out
+    assert torch.count_nonzero(out.bias) > 0 and out.weight.abs().max() <= 1 / 32 ** 0.5
+
+
+def test_new_settings_leave_earlier_run_ids_alone():
+    unset = TrainSettings().result_fields()
+    assert "head_init" not in unset and "lower_case" not in unset
+    assert TrainSettings(head_init="hf").result_fields()["head_init"] == "hf"
+    assert TrainSettings(lower_case=True).result_fields()["lower_case"] is True
