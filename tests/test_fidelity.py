@@ -48,6 +48,26 @@ def test_consecutive_epochs_share_batch_mates_as_random_batches_do(profile):
     assert share < 2 * chance, (share, chance)
 
 
+@pytest.mark.parametrize("profile", PAPER_PROFILES)
+def test_a_small_task_in_a_pair_meets_new_batch_mates_each_epoch(profile):
+    """RTE beside QNLI (10,000 here) in a multi-task epoch of the profile: RTE's rows that share a
+    batch in epoch 1 share one again in epoch 2 at about the rate of chance, not more as with grouped
+    fixed slots."""
+    cfg = _train(profile)
+    sizes = {"rte": 2490, "qnli": 10000}
+    rng = np.random.default_rng(0)
+    lengths = {t: rng.integers(8, 128, n) for t, n in sizes.items()}
+    plan = EpochPlan(sizes, cfg.batch_size, task_probabilities("size", sizes), cfg.schedule, cfg.epoch_length)
+
+    def rte_pairs(epoch):
+        batches = plan.batches(np.random.default_rng([42, epoch]), lengths if cfg.group_by_length else None)
+        return _pairs([[(t, ix) for t, ix in batch if t == "rte"] for batch in batches])
+
+    first, second = rte_pairs(1), rte_pairs(2)
+    chance = (plan.slots["rte"] - 1) / (sizes["rte"] - 1)
+    assert len(first & second) / len(first) < 2 * chance
+
+
 def test_length_grouping_stays_an_option_and_repeats_batches():
     """The check above can fail: with grouping on, most pairs recur."""
     cfg = TrainSettings(group_by_length=True)
