@@ -104,7 +104,8 @@ class RunningLoss:
 def train(spec: RunSpec, run_folder: RunFolder, init_checkpoint: Path | None = None,
           reference_scores: dict[str, float] | None = None, cache_dir=None, progress: bool = True,
           log=print) -> dict:
-    """Train one run; return its record. Its checkpoints go to run_folder (resume, best weights)."""
+    """Train one run; return its record. Its checkpoints go to run_folder (resume state, best
+    weights); a plain path is taken as the run's folder (`mtlstudy train --out`)."""
     # ---- set up: device and precision, data, model, optimizer, the state to start from
     t0 = time.time()
     cfg = spec.train
