@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from mtlstudy import data as data_mod  # noqa: E402
 from mtlstudy import sampling  # noqa: E402
+from mtlstudy import precision  # noqa: E402
 from mtlstudy import train as train_mod  # noqa: E402
 from mtlstudy.model import MultiTaskModel  # noqa: E402
 from mtlstudy.spec import TrainSettings  # noqa: E402
@@ -109,10 +110,8 @@ def batch_lengths(width: int, rows: int, rng) -> np.ndarray:
 class Bench:
     def __init__(self, device: str, batch_size: int, eval_batch_size: int, compile_: bool, log=print):
         self.device = torch.device(device)
-        self.amp = train_mod.autocast_dtype("auto", self.device)
-        if self.device.type == "cuda":  # what train.train sets
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        self.amp = precision.autocast_dtype("auto", self.device)
+        precision.allow_tf32(self.device)  # what train.train sets
         from transformers import RobertaConfig, RobertaModel
 
         torch.manual_seed(0)
@@ -125,7 +124,7 @@ class Bench:
         self.cfg = TrainSettings(batch_size=batch_size, eval_batch_size=eval_batch_size, device=device)
         self.optimizer = train_mod.make_optimizer(self.model, self.cfg, self.device)
         self.schedule = train_mod.LinearSchedule(self.optimizer, self.cfg.lr, 1)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.scaler = precision.make_scaler(self.amp, self.device)
         self.rng = np.random.default_rng(0)
         self.task = get_task("rte")
         self.log = log
@@ -142,8 +141,9 @@ class Bench:
             tasks = {"rte": train_mod.TaskData(self.task, tok, tok, tok)}
             self._sync()
             t = time.perf_counter()
-            train_mod.train_step(self.model, tasks, [("rte", np.arange(len(lengths)))], 1, self.device, self.amp,
-                                 self.cfg, self.optimizer, self.scaler)
+            ctx = train_mod.RunContext(self.model, tasks, self.cfg, self.device, 1, self.optimizer, self.amp, self.amp,
+                                       self.scaler)
+            train_mod.train_step(ctx, [("rte", np.arange(len(lengths)))])
             self._sync()
             out.append(time.perf_counter() - t)
         return out
@@ -153,7 +153,7 @@ class Bench:
         tasks = {"rte": train_mod.TaskData(self.task, tok, tok, tok)}
         self._sync()
         t = time.perf_counter()
-        train_mod.evaluate(self.model, tasks, "select", self.cfg.eval_batch_size, 1, self.device, self.amp)
+        train_mod.evaluate(train_mod.RunContext(self.model, tasks, self.cfg, self.device, 1, eval_amp=self.amp), "select")
         self._sync()
         return time.perf_counter() - t
 

@@ -185,7 +185,7 @@ def ours_train(base, bt: BenchTask, batch_size: int, pad_id: int, *, group_by_le
         schedule = train_mod.LinearSchedule(optimizer, cfg.lr, 1)
         for i, batch in enumerate(batches):
             schedule.set(i / len(batches), (i + 1) / len(batches))
-            train_mod.train_step(model, tasks, batch, pad_id, device, amp, cfg, optimizer, None)
+            train_mod.train_step(train_mod.RunContext(model, tasks, cfg, device, pad_id, optimizer, amp), batch)
         return time.perf_counter() - t0
     finally:
         data_mod.collate = collate
@@ -197,7 +197,8 @@ def ours_eval(base, bt: BenchTask, eval_batch: int, pad_id: int, *, inference=Fa
     ctx = torch.inference_mode() if inference else contextlib.nullcontext()
     t0 = time.perf_counter()
     with ctx:
-        train_mod.evaluate(model, tasks, "select", eval_batch, pad_id, torch.device("cpu"), amp)
+        train_mod.evaluate(train_mod.RunContext(model, tasks, _settings(8), torch.device("cpu"), pad_id, eval_amp=amp),
+                           "select", eval_batch)
     return time.perf_counter() - t0
 
 
@@ -573,7 +574,7 @@ def multitask(tasks, glue_dir="../shared/data/glue", examples=480, batch_sizes=(
         model.train()
         t0 = time.perf_counter()
         for b in batches:
-            train_mod.train_step(model, data, b, tokenizer.pad_token_id, cpu, None, cfg, optimizer, None)
+            train_mod.train_step(train_mod.RunContext(model, data, cfg, cpu, tokenizer.pad_token_id, optimizer), b)
         return sum(len(ix) for b in batches for _, ix in b) / (time.perf_counter() - t0)
 
     variants = {(b, f): (lambda b=b, f=f: one_epoch_part(b, f)) for b in batch_sizes for f in ("merged", "per_task")}
@@ -611,7 +612,7 @@ def eval_speed(tasks, glue_dir="../shared/data/glue", examples=None, batch_sizes
 
     def one_pass(batch_size, amp):
         t0 = time.perf_counter()
-        train_mod.evaluate(model, data, "select", batch_size, pad_id, cpu, amp)
+        train_mod.evaluate(train_mod.RunContext(model, data, _settings(8), cpu, pad_id, eval_amp=amp), "select", batch_size)
         return n / (time.perf_counter() - t0)
 
     variants = {(b, name): (lambda b=b, amp=amp: one_pass(b, amp))

@@ -24,3 +24,7 @@ class BadValue(UserError, ValueError):
 
 class StudyNotFound(UserError, FileNotFoundError):
     """No finished study (results.csv) where one was asked for."""
+
+
+class TrainingError(UserError, RuntimeError):
+    """A run that cannot train as asked: its device, precision, inputs, or a non-finite loss."""

@@ -114,6 +114,9 @@ class Head(nn.Module):
         x = self.dropout(x)
         if self.dense is not None:
             x = self.dropout(torch.tanh(self.dense(x)))
+        if self.out.out_features == 1:  # regression: its output in fp32, not rounded to bf16's ~0.02 steps
+            with torch.autocast(x.device.type, enabled=False):
+                return self.out(x.float())
         return self.out(x)
 
 
@@ -184,7 +187,7 @@ def load_model(name: str, tasks: list[Task], heads: str = "per_task", pooling: s
     try:
         config = AutoConfig.from_pretrained(path)
         kwargs = {"add_pooling_layer": False} if config.model_type in _NO_POOLER_TYPES else {}
-        encoder = AutoModel.from_pretrained(path, **kwargs)
+        encoder = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs)  # fp32 whatever its stored dtype
     except Exception as e:
         raise ModelLoadError(_load_message(name, e)) from None
     return MultiTaskModel(encoder, tasks, heads, pooling, head_init)

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import store
 from .claims import claim, release
+from .folder import RunFolder
 from .results import RunIndex, read_runs, run_status
 from .spec import RunSpec
 
@@ -66,7 +67,7 @@ def train_and_record(study_dir: str | Path, run_id: str, progress: bool = False)
     study_dir = Path(study_dir)
     spec, kwargs = resolve_inputs(study_dir, run_id)
     out = store.run_dir(study_dir, run_id)
-    record = train(spec, out, progress=progress, **kwargs)
+    record = train(spec, RunFolder(out), progress=progress, **kwargs)
     record["tags"] = {**spec.tags, "study": study_dir.name}
     if spec.method == "stilts":
         sup = store.read_result(study_dir, Path(kwargs["init_checkpoint"]).parent.parent.name)

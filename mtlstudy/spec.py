@@ -94,12 +94,16 @@ class TrainSettings(BaseModel):
     device: str = "auto"
     threads: Optional[int] = Field(None, gt=0)
     compile: bool = False
+    # The resume checkpoint (weights and AdamW state, about 1 GB for DistilRoBERTa) is written after
+    # an evaluation once this many seconds have passed since the last one. None: every evaluation on
+    # a CPU, at most every 300 s on a GPU (docs/gpu.md). Best-weights selection is unaffected.
+    resume_every_seconds: Optional[float] = Field(None, ge=0)
     keep_checkpoint: Literal["never", "best"] = "never"  # the planner sets "best" for STILTs supports
 
     def result_fields(self) -> dict:
         """Settings that change a run's result (device, threads and the like do not)."""
         fields = self.model_dump(exclude={"device", "threads", "eval_batch_size", "keep_checkpoint", "compile",
-                                               "multitask_forward"})
+                                               "multitask_forward", "resume_every_seconds"})
         for key, unset in (("max_grad_norm", None), ("drop_last", False), ("regression_targets", "raw"),
                            ("pooling", "auto"), ("freeze_word_embeddings", False), ("eval_precision", "same"),
                            ("head_init", "torch"), ("lower_case", False)):

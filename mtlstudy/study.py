@@ -133,7 +133,7 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
         run_slurm(d, p, notebooks=notebooks, progress=progress)
     else:
         from .local import run_local
-        from .train import cpu_bf16_note  # torch: only once the inputs are known to be good
+        from .precision import cpu_bf16_note  # torch: only once the inputs are known to be good
 
         if note := cpu_bf16_note(p.train):
             print(note, file=sys.stderr)

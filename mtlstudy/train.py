@@ -2,274 +2,33 @@
 
 Per batch: the encoder runs once over the whole batch; each task's head scores its rows; the
 loss is the sum over tasks of each task's mean loss. Every 1/evals_per_epoch of an epoch the dev
-sets are scored; each task keeps its best step (earliest on ties). At each evaluation the run
-saves a resume checkpoint (model, optimizer, scheduler, RNG, position), so a killed run continues
-exactly where its last evaluation left it.
+sets are scored; each task keeps its best step (earliest on ties). After an evaluation the run
+saves a resume checkpoint (checkpoints.py), so a killed run continues exactly where it left off.
+
+`train` reads top to bottom: set up, loop, evaluate and select, record. Where and in which
+precision it computes is precision.py; the data, batches.py; the files of weights, checkpoints.py.
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import os
-import shutil
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import data as data_mod
 from . import metrics, sampling
+from .batches import TaskData, chunk_batch, load_task_examples, pad_multiple, pass_chunks, prepare_data
+from .checkpoints import BestWeights, Resume, load_encoder_from, resume_interval
+from .errors import TrainingError
+from .folder import RunFolder
 from .model import load_model, load_tokenizer, predictions, task_loss
-from .errors import UserError
+from .precision import (allow_tf32, autocast, gpu_name, make_scaler, pick_device, run_autocast_dtype,
+                        run_eval_autocast_dtype)
 from .spec import RunSpec, TrainSettings
-from .tasks import get_task
-from .store import library_versions, remove_checkpoint, write_json_atomic
-
-
-class TrainingError(UserError, RuntimeError):
-    pass
-
-
-@dataclass
-class TaskData:
-    task: object
-    train: data_mod.Tokenized
-    select: data_mod.Tokenized   # dev examples that choose the checkpoint
-    report: data_mod.Tokenized   # dev examples that give the reported score (the same unless split_dev)
-    label_mean: float = 0.0      # regression with standardized targets: the head learns
-    label_sd: float = 1.0        # (label - mean) / sd, and predicts mean + sd * output
-
-    def target(self, labels: torch.Tensor) -> torch.Tensor:
-        """What the head is trained to output for these labels."""
-        return (labels - self.label_mean) / self.label_sd if self.task.is_regression else labels
-
-    def prediction(self, outputs: np.ndarray) -> np.ndarray:
-        """Predictions on the labels' scale from the head's outputs."""
-        return self.label_mean + self.label_sd * outputs if self.task.is_regression else outputs
-
-
-def load_task_examples(spec: RunSpec) -> dict[str, tuple]:
-    """(task, train examples, dev examples) per trained task: read (and checked) before any model loads."""
-    out = {}
-    for name in spec.trained_tasks:
-        task = get_task(name, spec.user_tasks)
-        out[name] = (task, data_mod.load_examples(task, "train", spec.data), data_mod.load_examples(task, "dev", spec.data))
-    return out
-
-
-def prepare_data(spec: RunSpec, tokenizer, cache_dir=None, examples: dict | None = None) -> dict[str, TaskData]:
-    out = {}
-    examples = examples or load_task_examples(spec)
-    for name in spec.trained_tasks:
-        task, train_ex, dev_ex = examples[name]
-        train = data_mod.tokenize(tokenizer, train_ex, spec.train.max_length, cache_dir)
-        dev = data_mod.tokenize(tokenizer, dev_ex, spec.train.max_length, cache_dir)
-        try:
-            keep = data_mod.subsample_indices(len(train), spec.data_seed, count=spec.train_counts.get(name),
-                                              fraction=spec.train_fractions.get(name))
-        except ValueError as e:
-            raise data_mod.DataError(f"task {name}: {e}") from None
-        if len(keep) < len(train):
-            train = train.subset(keep)
-        if spec.train.selection == "split_dev":
-            order = np.random.default_rng([spec.data_seed, 7]).permutation(len(dev))
-            half = len(dev) // 2
-            select, report = dev.subset(np.sort(order[:half])), dev.subset(np.sort(order[half:]))
-        else:
-            select = report = dev
-        scale = {}
-        if task.is_regression and spec.train.regression_targets == "standardized":
-            labels = train.labels.astype(np.float64)
-            scale = {"label_mean": float(labels.mean()), "label_sd": float(labels.std()) or 1.0}
-        out[name] = TaskData(task, train, select, report, **scale)
-    return out
-
-
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(setting)
-    except RuntimeError as e:
-        raise TrainingError(f"train.device '{setting}': not a device ({str(e).splitlines()[0]})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"train.device '{setting}': CUDA is not available on this machine")
-    return device
-
-
-def cpu_computes_bf16() -> bool:
-    """Whether this CPU does bf16 arithmetic in hardware (AMX or AVX-512 BF16). Elsewhere torch
-    emulates it: bf16 autocast trained 13-17x and evaluated 5-6x slower than fp32 on an AMD EPYC
-    with AVX2 only (BENCHMARKS.md). AVX-512 BF16 without AMX is counted as hardware bf16 unmeasured:
-    no such CPU was at hand."""
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def autocast_dtype(precision: str, device: torch.device, multitask: bool = False):
-    """The autocast dtype, None for fp32. `auto` is bf16 (fp16 where bf16 is missing) on a GPU and
-    fp32 on CPU; `bf16` is honoured on a CPU that computes bf16 in hardware (faster with AMX:
-    BENCHMARKS.md) and is fp32 on one that would emulate it, with a warning; `bf16_one_task` is
-    bf16 for runs that train one task and fp32 for multi-task runs."""
-    if precision == "bf16_one_task":
-        precision = "fp32" if multitask else "bf16"
-    if precision == "fp16" and device.type != "cuda":
-        raise TrainingError(f"train.precision 'fp16' needs a CUDA GPU (device here: {device.type}); "
-                            "use bf16 or fp32")
-    if precision == "fp32" or device.type not in ("cuda", "cpu"):
-        return None
-    if device.type == "cpu":
-        if precision != "bf16":
-            return None
-        if not cpu_computes_bf16():
-            warnings.warn("bf16 asked for on a CPU without AMX or AVX-512 BF16, which would emulate it "
-                          "(5-17x slower than fp32): this run trains and evaluates in fp32")
-            return None
-        return torch.bfloat16
-    if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
-
-
-def cpu_bf16_note(cfg: TrainSettings) -> str | None:
-    """A line for a study about to train on this machine's CPU with settings that ask for bf16
-    this CPU would emulate (those settings then run in fp32: `autocast_dtype`); None otherwise."""
-    asks = cfg.precision in ("bf16", "bf16_one_task") or cfg.eval_precision == "bf16"
-    try:
-        on_cpu = pick_device(cfg.device).type == "cpu"
-    except TrainingError:  # a bad train.device fails each run, with its message, as before
-        return None
-    if asks and on_cpu and not cpu_computes_bf16():
-        return ("note: this CPU has no bf16 in hardware (no AMX, no AVX-512 BF16): the profile's bf16 "
-                "settings run in fp32 here, as bf16 would be emulated, 5-17x slower (BENCHMARKS.md)")
-    return None
-
-
-def run_autocast_dtype(spec: RunSpec, device: torch.device):
-    """The run's autocast dtype: `bf16_one_task` depends on whether it trains several tasks."""
-    return autocast_dtype(spec.train.precision, device, multitask=spec.multitask)
-
-
-def run_eval_autocast_dtype(spec: RunSpec, device: torch.device):
-    """The autocast dtype of the run's dev evaluations: the training's unless `eval_precision: bf16`."""
-    if spec.train.eval_precision == "bf16":
-        return autocast_dtype("bf16", device)
-    return run_autocast_dtype(spec, device)
-
-
-def merge(parts: list[tuple[str, dict]], pad_id: int):
-    """Concatenate per-task collated batches into one, padded to the longest; rows per task."""
-    width = max(b["input_ids"].shape[1] for _, b in parts)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in parts[0][1]]
-    merged, rows_of, labels_of, start = {k: [] for k in keys}, {}, {}, 0
-    for task, b in parts:
-        n = b["input_ids"].shape[0]
-        for k in keys:
-            fill = pad_id if k == "input_ids" else 0
-            merged[k].append(torch.nn.functional.pad(b[k], (0, width - b[k].shape[1]), value=fill))
-        rows_of[task] = torch.arange(start, start + n)
-        labels_of[task] = b["labels"]
-        start += n
-    return {k: torch.cat(v) for k, v in merged.items()}, rows_of, labels_of
-
-
-def compile_encoder(model):
-    """torch.compile the encoder in place (its state-dict keys stay): torch.compile(model) would
-    compile only model.forward, which the step never calls (it calls model.features and the heads).
-    Inductor's own dropout RNG would make a compiled run a different run; with eager's RNG it
-    follows the seed and agrees with the uncompiled run up to rounding (tested)."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.fallback_random = True
-    model.encoder.compile(dynamic=True)
-
-
-def make_optimizer(model, cfg: TrainSettings, device, fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW over the trained parameters, fused where torch has a fused kernel (CUDA, and CPU:
-    1.0-1.4x faster training there) unless `fused` says otherwise (the bench's ablation)."""
-    fused = device.type in ("cuda", "cpu") if fused is None else fused
-    trained = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-
-
-def eval_batch_size_for(cfg: TrainSettings, device) -> int:
-    """The evaluation batch: the setting, else 256 on an accelerator and 16 on CPU, where big
-    padded batches fit no cache and run 1.4-2x slower (BENCHMARKS.md, ablation)."""
-    if cfg.eval_batch_size is not None:
-        return cfg.eval_batch_size
-    return 16 if device.type == "cpu" else 256
-
-
-def evaluate(model, tasks: dict[str, TaskData], split: str, batch_size: int, pad_id: int, device, amp) -> dict:
-    """Metrics per task on its dev examples (`select` or `report`), no gradient, longest-first."""
-    model.eval()
-    results = {}
-    with torch.no_grad():
-        for name, td in tasks.items():
-            d = getattr(td, split)
-            order = np.argsort(-d.lengths(), kind="stable")
-            preds = np.empty(len(d), dtype=np.float32 if td.task.is_regression else np.int64)
-            for i in range(0, len(d), batch_size):
-                idx = order[i:i + batch_size]
-                batch = {k: v.to(device) for k, v in data_mod.collate(d, idx, pad_id).items() if k != "labels"}
-                with _autocast(device, amp):
-                    preds[idx] = predictions(td.task, model(batch, name)).cpu().numpy()
-            results[name] = metrics.compute(td.task.metric, td.prediction(preds), d.labels)
-    model.train()
-    return results
-
-
-def _autocast(device, amp):
-    return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-
-
-def _save_model(model, folder: Path):
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors.tmp"))
-    os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
-    (folder / "heads.json").write_text(json.dumps(model.head_of))
-
-
-def load_encoder_from(model, folder: Path, reuse_heads: bool):
-    """STILTs stage two: the encoder (and, with heads by label count, the matching head) of a checkpoint."""
-    state = load_file(str(Path(folder) / "model.safetensors"))
-    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    missing, unexpected = model.encoder.load_state_dict(enc, strict=False)
-    if unexpected or [m for m in missing if "pooler" not in m]:
-        raise TrainingError(f"{folder}: checkpoint does not match the encoder (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    if reuse_heads:
-        for key, head in model.task_heads.items():
-            sub = {k.split(f"task_heads.{key}.", 1)[1]: v for k, v in state.items() if k.startswith(f"task_heads.{key}.")}
-            if sub:
-                head.load_state_dict(sub)
-
-
-def _snapshot(model, optimizer, scheduler, scaler) -> dict:
-    """Copies (on the CPU) of everything Resume.load changes, taken before it changes anything."""
-    import copy
-
-    return {"model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-            "optimizer": copy.deepcopy(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict()),
-            "scaler": scaler.state_dict() if scaler is not None else None, "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _restore(snap: dict, model, optimizer, scheduler, scaler):
-    model.load_state_dict(snap["model"])
-    optimizer.load_state_dict(snap["optimizer"])
-    scheduler.load_state_dict(snap["scheduler"])
-    if scaler is not None:
-        scaler.load_state_dict(snap["scaler"])
-    torch.set_rng_state(snap["torch_rng"])
-    if snap["cuda_rng"] is not None:
-        torch.cuda.set_rng_state_all(snap["cuda_rng"])
+from .store import library_versions
 
 
 @dataclass
@@ -284,8 +43,262 @@ class LoopState:
     epochs: list = field(default_factory=list)    # per epoch begun: batches, examples per task, p
     examples_seen: int = 0
     elapsed: float = 0.0
-    loss_sum: float = 0.0             # training loss since the last evaluation
-    loss_count: int = 0
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "LoopState":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+
+@dataclass
+class RunContext:
+    """What a step and an evaluation need: the model and its optimizer, the tasks' data, the
+    settings, the device and the precision of training and of evaluation."""
+    model: torch.nn.Module
+    tasks: dict[str, TaskData]
+    cfg: TrainSettings
+    device: torch.device
+    pad_id: int
+    optimizer: torch.optim.Optimizer | None = None
+    amp: torch.dtype | None = None          # training autocast, None for fp32
+    eval_amp: torch.dtype | None = None     # evaluation autocast
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
+
+    @property
+    def pad_multiple(self) -> int:
+        return pad_multiple(self.device)
+
+
+class RunningLoss:
+    """The training loss since the last evaluation, summed on the device and read once per
+    evaluation, so a step never waits for the GPU. float64 (float32 on MPS, which has none): the
+    same sum of the same float32 values as Python floats gave. Also the first non-finite loss."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.reset()
+
+    def reset(self):
+        self.sum, self.count = torch.zeros((), dtype=self.dtype, device=self.device), 0
+        self.bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
+        self.bad_loss = torch.zeros((), dtype=self.dtype, device=self.device)
+
+    def add(self, loss, step: int):
+        loss = torch.as_tensor(loss, dtype=self.dtype, device=self.device)
+        self.sum += loss
+        self.count += 1
+        first = ~torch.isfinite(loss) & (self.bad_step < 0)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_loss = torch.where(first, loss, self.bad_loss)
+
+    def mean(self) -> float:
+        return float(self.sum) / max(1, self.count)
+
+    def first_non_finite(self) -> tuple[int, float] | None:
+        """(step, loss) of the first non-finite loss since the last reset, or None."""
+        step = int(self.bad_step)
+        return None if step < 0 else (step, float(self.bad_loss))
+
+
+def train(spec: RunSpec, run_folder: RunFolder, init_checkpoint: Path | None = None,
+          reference_scores: dict[str, float] | None = None, cache_dir=None, progress: bool = True,
+          log=print) -> dict:
+    """Train one run; return its record. Its checkpoints go to run_folder (resume state, best
+    weights); a plain path is taken as the run's folder (`mtlstudy train --out`)."""
+    # ---- set up: device and precision, data, model, optimizer, the state to start from
+    t0 = time.time()
+    cfg = spec.train
+    if cfg.sampler in sampling.DYNAMIC and spec.multitask:
+        missing = [t for t in spec.trained_tasks if t not in (reference_scores or {})]
+        if missing:  # otherwise it would fail after a whole epoch of training
+            raise TrainingError(f"sampler '{cfg.sampler}' needs reference scores (mean single-task dev score) for "
+                                f"{missing}: a study passes them; `mtlstudy train` takes --reference TASK=SCORE")
+    run_folder = run_folder if isinstance(run_folder, RunFolder) else RunFolder(Path(run_folder))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    amp, eval_amp = run_autocast_dtype(spec, device), run_eval_autocast_dtype(spec, device)
+    allow_tf32(device)
+    torch.manual_seed(spec.seed)
+
+    examples = load_task_examples(spec)  # a broken data file fails the run now, not after the model loads
+    run_folder.path.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(spec.model, cfg.lower_case)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tasks = prepare_data(spec, tokenizer, cache_dir, examples)
+    names = list(tasks)
+    sizes = {t: len(tasks[t].train) for t in names}
+    lengths = {t: tasks[t].train.lengths() for t in names} if cfg.group_by_length else None
+
+    model = load_model(spec.model, [tasks[t].task for t in names], cfg.heads, cfg.pooling, cfg.head_init)
+    if init_checkpoint is not None:
+        load_encoder_from(model, init_checkpoint, reuse_heads=cfg.heads == "by_label_count")
+    if cfg.freeze_word_embeddings:
+        model.freeze_word_embeddings()
+    model.to(device)
+    if cfg.compile:
+        compile_encoder(model)
+    ctx = RunContext(model, tasks, cfg, device, pad_id, make_optimizer(model, cfg, device), amp, eval_amp,
+                     make_scaler(amp, device))
+    schedule = LinearSchedule(ctx.optimizer, cfg.lr, cfg.epochs, cfg.warmup_ratio)
+    dynamic = cfg.sampler in sampling.DYNAMIC and len(names) > 1
+
+    def epoch_plan(probs) -> sampling.EpochPlan:
+        return sampling.EpochPlan(sizes, cfg.batch_size, probs, cfg.schedule, cfg.epoch_length, cfg.drop_last)
+
+    first = epoch_plan(sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature, reference_scores, None)
+                       if len(names) > 1 else None)
+    resume = Resume(run_folder.resume, device)
+    best_weights = BestWeights(run_folder, names) if cfg.keep_checkpoint == "best" else None
+    saved = resume.load(model, ctx.optimizer, schedule, log, ctx.scaler)
+    if saved is None:
+        log(f"{spec.run_id()}: training from scratch ({cfg.epochs} epochs, {first.num_batches} batches in epoch 1, "
+            f"seed {spec.seed})")
+    state = LoopState.from_saved(saved) if saved else LoopState(probs=first.probs)
+    if best_weights:
+        best_weights.reconcile(state.best)
+    every, last_save = resume_interval(cfg.resume_every_seconds, device), time.time()
+    loss = RunningLoss(device)
+
+    # ---- loop: epochs of batches; evaluate and select every 1/evals_per_epoch of an epoch
+    model.train()
+    bar = tqdm(total=cfg.epochs * first.num_batches, initial=state.step, desc=spec.run_id()[:40],
+               disable=not progress, mininterval=2, unit="step")
+    while state.epoch < cfg.epochs:
+        epoch = state.epoch
+        plan = epoch_plan(state.probs)
+        batches = plan.batches(np.random.default_rng([spec.seed, epoch]), lengths)
+        n = len(batches)
+        if len(state.epochs) == epoch:
+            state.epochs.append(plan.summary(epoch + 1, batches))
+        bar.total = state.step - state.batch + n * (cfg.epochs - epoch)  # later epochs: as long as this one
+        eval_points = {max(1, round(n * k / cfg.evals_per_epoch)) for k in range(1, cfg.evals_per_epoch + 1)}
+        for b in range(state.batch, n):
+            schedule.set(epoch + b / n, epoch + (b + 1) / n)
+            state.step += 1
+            loss.add(train_step(ctx, batches[b]), state.step)
+            state.examples_seen += sum(len(ix) for _, ix in batches[b])
+            bar.update(1)
+            if b + 1 not in eval_points:
+                continue
+            bad = loss.first_non_finite()  # read here, not after each step: a step never waits
+            if bad:
+                raise TrainingError(f"non-finite loss ({bad[1]}) at step {bad[0]}, epoch {epoch + 1}, "
+                                    f"batch {bad[0] - (state.step - b - 1)}")
+            state.batch = b + 1
+            progress_now = epoch + (b + 1) / n
+            evaluate_and_select(ctx, state, loss, progress_now, schedule.lr(progress_now, progress_now + 1 / n),
+                                best_weights)
+            if b + 1 == n:
+                state.epoch, state.batch = epoch + 1, 0
+                if dynamic:  # the evaluation just done gives the current scores: no extra pass
+                    state.probs = sampling.task_probabilities(
+                        cfg.sampler, sizes, cfg.temperature, reference_scores, state.history[-1]["selection_scores"])
+            state.elapsed += time.time() - t0
+            t0 = time.time()
+            if t0 - last_save >= every:
+                resume.save(model, ctx.optimizer, schedule, asdict(state), ctx.scaler)
+                last_save = time.time()
+                if best_weights:
+                    best_weights.commit()
+    bar.close()
+    if best_weights:
+        best_weights.commit()
+
+    # ---- record
+    name = gpu_name(device)
+    return {
+        "run_id": spec.run_id(), "method": spec.method, "tasks": spec.tasks, "scored_tasks": names,
+        "seed": spec.seed, "model": spec.model, "status": "done",
+        "params": spec.model_dump(mode="json"), "train_sizes": sizes,
+        "batches_per_epoch": state.epochs[0]["batches"], "total_steps": state.step, "epochs": state.epochs,
+        "history": state.history, "best": state.best,
+        "examples_seen": state.examples_seen, "wall_seconds": round(state.elapsed + time.time() - t0, 2),
+        "device": str(device), **({"gpu": name} if name else {}), "precision": str(amp or "fp32"),
+        "eval_precision": str(eval_amp or "fp32"), "versions": library_versions(),
+        "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
+        "reference_scores": reference_scores or {},
+        "majority_scores": {t: metrics.majority_score(td.task.metric, td.train.labels, td.report.labels)
+                            for t, td in tasks.items()},
+        "constant_scores": {t: metrics.constant_score(td.task.metric, td.train.labels, td.report.labels)
+                            for t, td in tasks.items()},
+    }
+
+
+def train_step(ctx: RunContext, batch_plan) -> torch.Tensor:
+    """One optimizer step on one batch (the learning rate is set by the caller); returns its loss,
+    a tensor on the device (reading it would make the step wait for the GPU). The loss is the sum
+    over tasks of each task's mean loss. The batch runs in encoder passes (`pass_chunks`) whose
+    losses are normalised by the full batch's per-task counts, so any cut gives the same gradient."""
+    model, tasks, device, scaler = ctx.model, ctx.tasks, ctx.device, ctx.scaler
+    counts = {t: len(ix) for t, ix in batch_plan}
+    total = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+    for chunk in pass_chunks(batch_plan, ctx.cfg.micro_batch_size, ctx.cfg.multitask_forward == "per_task"):
+        batch, rows_of, labels_of = chunk_batch(tasks, chunk, ctx.pad_id, ctx.pad_multiple)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast(device, ctx.amp):
+            feats = model.features(batch)
+            logits = model.logits_by_task(feats, {t: r.to(device) for t, r in rows_of.items()})
+        loss = sum(task_loss(tasks[t].task, logits[t], tasks[t].target(labels_of[t].to(device))) * (len(rows_of[t]) / counts[t])
+                   for t in logits)
+        (scaler.scale(loss) if scaler else loss).backward()
+        total += loss.detach()
+    if ctx.cfg.max_grad_norm is not None:
+        if scaler:
+            scaler.unscale_(ctx.optimizer)  # clip the true gradients, not the loss-scaled ones
+        torch.nn.utils.clip_grad_norm_(model.parameters(), ctx.cfg.max_grad_norm)
+    if scaler:
+        scaler.step(ctx.optimizer)
+        scaler.update()
+    else:
+        ctx.optimizer.step()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+def evaluate(ctx: RunContext, split: str, batch_size: int | None = None) -> dict:
+    """Metrics per task on its dev examples (`select` or `report`), no gradient, longest-first."""
+    model, device = ctx.model, ctx.device
+    batch_size = batch_size or eval_batch_size_for(ctx.cfg, device)
+    model.eval()
+    results = {}
+    with torch.no_grad():
+        for name, td in ctx.tasks.items():
+            d = getattr(td, split)
+            order = np.argsort(-d.lengths(), kind="stable")
+            preds = np.empty(len(d), dtype=np.float32 if td.task.is_regression else np.int64)
+            for i in range(0, len(d), batch_size):
+                idx = order[i:i + batch_size]
+                batch = {k: v.to(device) for k, v in data_mod.collate(d, idx, ctx.pad_id, ctx.pad_multiple).items()
+                         if k != "labels"}
+                with autocast(device, ctx.eval_amp):
+                    preds[idx] = predictions(td.task, model(batch, name)).cpu().numpy()
+            results[name] = metrics.compute(td.task.metric, td.prediction(preds), d.labels)
+    model.train()
+    return results
+
+
+def evaluate_and_select(ctx: RunContext, state: LoopState, loss: RunningLoss, progress: float, lr: float,
+                        best_weights: BestWeights | None):
+    """Score the dev sets, append to the history, keep each task's best step (and its weights)."""
+    select = evaluate(ctx, "select")
+    report = select if ctx.cfg.selection == "dev" else evaluate(ctx, "report")
+    entry = {"step": state.step, "epoch": round(progress, 4),
+             "examples_seen": state.examples_seen,
+             "train_loss": loss.mean(),
+             "lr": lr,
+             "scores": {t: m["score"] for t, m in report.items()},
+             "selection_scores": {t: m["score"] for t, m in select.items()},
+             "metrics": report, "sampler_probs": dict(state.probs)}
+    state.history.append(entry)
+    loss.reset()
+    for t, m in select.items():
+        if t not in state.best or m["score"] > state.best[t]["selection_score"]:  # strict: earliest wins ties
+            state.best[t] = {"step": entry["step"], "epoch": entry["epoch"], "selection_score": m["score"],
+                             "score": report[t]["score"], "metrics": report[t]}
+            if best_weights:
+                best_weights.save(t, ctx.model, entry["step"])
 
 
 class LinearSchedule:
@@ -316,242 +329,29 @@ class LinearSchedule:
         self.base_lr = state["base_lr"]
 
 
-class Resume:
-    """The latest evaluation's state, saved as safetensors (weights) + a weights-only torch file."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-
-    def save(self, model, optimizer, scheduler, state: "LoopState | dict", scaler=None):
-        tmp = self.folder.with_name(self.folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        _save_model(model, tmp)
-        rng = {"torch_rng": torch.get_rng_state()}
-        if torch.cuda.is_available():  # dropout on the GPU draws from the CUDA generators
-            rng["cuda_rng"] = torch.cuda.get_rng_state_all()
-        if scaler is not None:  # fp16: the loss scale and its growth tracker
-            rng["scaler"] = scaler.state_dict()
-        state = asdict(state) if isinstance(state, LoopState) else state
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng, **state},
-                   tmp / "state.pt")
-        old = self.folder.with_name(self.folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if self.folder.exists():
-            os.replace(self.folder, old)
-        os.replace(tmp, self.folder)
-        shutil.rmtree(old, ignore_errors=True)
-
-    def load(self, model, optimizer, scheduler, log, scaler=None) -> dict | None:
-        """The saved state, or None. A corrupt checkpoint falls back to the previous one or to scratch.
-        A checkpoint that fails half-way through loading leaves model, optimizer, scheduler and RNG
-        exactly as they were, so that "from scratch" really is from scratch."""
-        initial = None
-        for folder in (self.folder, self.folder.with_name(self.folder.name + ".old")):
-            if not (folder / "state.pt").exists():
-                continue
-            try:
-                weights = load_file(str(folder / "model.safetensors"))
-                state = torch.load(folder / "state.pt", weights_only=True)
-                if initial is None:
-                    initial = _snapshot(model, optimizer, scheduler, scaler)
-                model.load_state_dict(weights)
-                optimizer.load_state_dict(state.pop("optimizer"))
-                scheduler.load_state_dict(state.pop("scheduler"))
-                if scaler is not None and "scaler" in state:
-                    scaler.load_state_dict(state.pop("scaler"))
-                if "cuda_rng" in state and torch.cuda.is_available() \
-                        and len(state["cuda_rng"]) == torch.cuda.device_count():
-                    torch.cuda.set_rng_state_all(state.pop("cuda_rng"))
-                torch.set_rng_state(state.pop("torch_rng"))
-                for key in ("step", "epoch", "batch", "history", "best", "probs"):
-                    state[key]  # noqa: B018 - a KeyError here means a damaged checkpoint
-                log(f"resuming from {folder} at step {state['step']}")
-                return state
-            except Exception as e:  # noqa: BLE001 - any damage means: do not trust it
-                if initial is not None:
-                    _restore(initial, model, optimizer, scheduler, scaler)
-                msg = str(e).splitlines()[0] if str(e) else ""
-                log(f"checkpoint {folder} is corrupt ({type(e).__name__}: {msg}); "
-                    "trying an older one or starting from scratch")
-        return None
-
-    def remove(self):
-        remove_checkpoint(self.folder)
+def make_optimizer(model, cfg: TrainSettings, device, fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over the trained parameters, fused where torch has a fused kernel (CUDA, and CPU:
+    1.0-1.4x faster training there) unless `fused` says otherwise (the bench's ablation)."""
+    fused = device.type in ("cuda", "cpu") if fused is None else fused
+    trained = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
-def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
-          reference_scores: dict[str, float] | None = None, cache_dir=None, progress: bool = True,
-          log=print) -> dict:
-    """Train one run; return its record. Checkpoints go to out_dir (resume/, best/<task>/)."""
-    t0 = time.time()
-    cfg = spec.train
-    if cfg.sampler in sampling.DYNAMIC and spec.multitask:
-        missing = [t for t in spec.trained_tasks if t not in (reference_scores or {})]
-        if missing:  # otherwise it would fail after a whole epoch of training
-            raise TrainingError(f"sampler '{cfg.sampler}' needs reference scores (mean single-task dev score) for "
-                                f"{missing}: a study passes them; `mtlstudy train` takes --reference TASK=SCORE")
-    out_dir = Path(out_dir)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    amp = run_autocast_dtype(spec, device)
-    eval_amp = run_eval_autocast_dtype(spec, device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(spec.seed)
+def compile_encoder(model, backend: str = "inductor"):
+    """torch.compile the encoder in place (its state-dict keys stay): torch.compile(model) would
+    compile only model.forward, which the step never calls (it calls model.features and the heads).
+    Shapes are dynamic, so batches of new lengths reuse the graph instead of compiling again.
+    Inductor's own dropout RNG would make a compiled run a different run; with eager's RNG it
+    follows the seed and agrees with the uncompiled run up to rounding (tested)."""
+    import torch._inductor.config as inductor_config
 
-    examples = load_task_examples(spec)  # a broken data file fails the run now, not after the model loads
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(spec.model, cfg.lower_case)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tasks = prepare_data(spec, tokenizer, cache_dir, examples)
-    names = list(tasks)
-    sizes = {t: len(tasks[t].train) for t in names}
-    lengths = {t: tasks[t].train.lengths() for t in names} if cfg.group_by_length else None
-
-    model = load_model(spec.model, [tasks[t].task for t in names], cfg.heads, cfg.pooling, cfg.head_init)
-    if init_checkpoint is not None:
-        load_encoder_from(model, init_checkpoint, reuse_heads=cfg.heads == "by_label_count")
-    if cfg.freeze_word_embeddings:
-        model.freeze_word_embeddings()
-    model.to(device)
-    if cfg.compile:
-        compile_encoder(model)
-    optimizer = make_optimizer(model, cfg, device)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    schedule = LinearSchedule(optimizer, cfg.lr, cfg.epochs, cfg.warmup_ratio)
-    dynamic = cfg.sampler in sampling.DYNAMIC and len(names) > 1
-
-    def epoch_plan(probs) -> sampling.EpochPlan:
-        return sampling.EpochPlan(sizes, cfg.batch_size, probs, cfg.schedule, cfg.epoch_length, cfg.drop_last)
-
-    first = epoch_plan(sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature, reference_scores, None)
-                       if len(names) > 1 else None)
-    resume = Resume(out_dir / "resume")
-    state = resume.load(model, optimizer, schedule, log, scaler)
-    if state is None:
-        log(f"{spec.run_id()}: training from scratch ({cfg.epochs} epochs, {first.num_batches} batches in epoch 1, "
-            f"seed {spec.seed})")
-    known = {f.name for f in fields(LoopState)}
-    state = LoopState(**{k: v for k, v in state.items() if k in known}) if state else LoopState(probs=first.probs)
-    model.train()
-    bar = tqdm(total=cfg.epochs * first.num_batches, initial=state.step, desc=spec.run_id()[:40],
-               disable=not progress, mininterval=2, unit="step")
-    while state.epoch < cfg.epochs:
-        epoch = state.epoch
-        plan = epoch_plan(state.probs)
-        batches = plan.batches(np.random.default_rng([spec.seed, epoch]), lengths)
-        n = len(batches)
-        if len(state.epochs) == epoch:
-            state.epochs.append(plan.summary(epoch + 1, batches))
-        bar.total = state.step - state.batch + n * (cfg.epochs - epoch)  # later epochs: as long as this one
-        eval_points = {max(1, round(n * k / cfg.evals_per_epoch)) for k in range(1, cfg.evals_per_epoch + 1)}
-        for b in range(state.batch, n):
-            schedule.set(epoch + b / n, epoch + (b + 1) / n)
-            loss = train_step(model, tasks, batches[b], pad_id, device, amp, cfg, optimizer, scaler)
-            if not math.isfinite(loss):
-                raise TrainingError(f"non-finite loss ({loss}) at step {state.step + 1}, epoch {epoch + 1}, batch {b + 1}")
-            state.step += 1
-            state.examples_seen += sum(len(ix) for _, ix in batches[b])
-            state.loss_sum += loss
-            state.loss_count += 1
-            bar.update(1)
-            if b + 1 in eval_points:
-                state.batch = b + 1
-                progress_now = epoch + (b + 1) / n
-                _evaluate_and_record(model, tasks, cfg, pad_id, device, eval_amp, state, progress_now,
-                                     schedule.lr(progress_now, progress_now + 1 / n), out_dir)
-                if b + 1 == n:
-                    state.epoch, state.batch = epoch + 1, 0
-                    if dynamic:  # the evaluation just done gives the current scores: no extra pass
-                        state.probs = sampling.task_probabilities(
-                            cfg.sampler, sizes, cfg.temperature, reference_scores, state.history[-1]["selection_scores"])
-                state.elapsed += time.time() - t0
-                t0 = time.time()
-                resume.save(model, optimizer, schedule, state, scaler)
-    bar.close()
-    record = {
-        "run_id": spec.run_id(), "method": spec.method, "tasks": spec.tasks, "scored_tasks": names,
-        "seed": spec.seed, "model": spec.model, "status": "done",
-        "params": spec.model_dump(mode="json"), "train_sizes": sizes,
-        "batches_per_epoch": state.epochs[0]["batches"], "total_steps": state.step, "epochs": state.epochs,
-        "history": state.history, "best": state.best,
-        "examples_seen": state.examples_seen, "wall_seconds": round(state.elapsed + time.time() - t0, 2),
-        "device": str(device), "precision": str(amp or "fp32"),
-        "eval_precision": str(eval_amp or "fp32"), "versions": library_versions(),
-        "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
-        "reference_scores": reference_scores or {},
-        "majority_scores": {t: metrics.majority_score(td.task.metric, td.train.labels, td.report.labels)
-                            for t, td in tasks.items()},
-        "constant_scores": {t: metrics.constant_score(td.task.metric, td.train.labels, td.report.labels)
-                            for t, td in tasks.items()},
-    }
-    return record
+    inductor_config.fallback_random = True
+    model.encoder.compile(dynamic=True, backend=backend)
 
 
-def pass_chunks(batch_plan, micro: int | None, per_task: bool) -> list[list[tuple[str, int]]]:
-    """The batch's (task, row) pairs cut into encoder passes: all rows together, or each task's
-    rows apart; then into chunks of at most `micro` rows (gradient accumulation)."""
-    groups = [[(t, i) for i in ix] for t, ix in batch_plan] if per_task else \
-        [[(t, i) for t, ix in batch_plan for i in ix]]
-    return [rows[s:s + (micro or len(rows))] for rows in groups if rows
-            for s in range(0, len(rows), micro or len(rows))]
-
-
-def train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, scaler) -> float:
-    """One optimizer step on one batch (the learning rate is set by the caller): sum over tasks of
-    each task's mean loss. The batch runs in encoder passes (`pass_chunks`) whose losses are
-    normalised by the full batch's per-task counts, so any cut gives the same gradient as one pass."""
-    counts = {t: len(ix) for t, ix in batch_plan}
-    total = 0.0
-    for chunk in pass_chunks(batch_plan, cfg.micro_batch_size, cfg.multitask_forward == "per_task"):
-        by_task: dict[str, list] = {}
-        for t, i in chunk:
-            by_task.setdefault(t, []).append(i)
-        parts = [(t, data_mod.collate(tasks[t].train, np.array(ix), pad_id)) for t, ix in by_task.items()]
-        batch, rows_of, labels_of = merge(parts, pad_id)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with _autocast(device, amp):
-            feats = model.features(batch)
-            logits = model.logits_by_task(feats, {t: r.to(device) for t, r in rows_of.items()})
-        loss = sum(task_loss(tasks[t].task, logits[t], tasks[t].target(labels_of[t].to(device))) * (len(rows_of[t]) / counts[t])
-                   for t in logits)
-        (scaler.scale(loss) if scaler else loss).backward()
-        total += float(loss.detach())
-    if cfg.max_grad_norm is not None:
-        if scaler:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-    if scaler:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return total
-
-
-def _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state: LoopState, progress: float, lr: float,
-                         out_dir):
-    """Score the dev sets, append to the history, keep each task's best step (and its weights)."""
-    eval_batch = eval_batch_size_for(cfg, device)
-    select = evaluate(model, tasks, "select", eval_batch, pad_id, device, amp)
-    report = select if cfg.selection == "dev" else evaluate(model, tasks, "report", eval_batch,
-                                                             pad_id, device, amp)
-    entry = {"step": state.step, "epoch": round(progress, 4),
-             "examples_seen": state.examples_seen,
-             "train_loss": state.loss_sum / max(1, state.loss_count),
-             "lr": lr,
-             "scores": {t: m["score"] for t, m in report.items()},
-             "selection_scores": {t: m["score"] for t, m in select.items()},
-             "metrics": report, "sampler_probs": dict(state.probs)}
-    state.history.append(entry)
-    state.loss_sum, state.loss_count = 0.0, 0
-    best = state.best
-    for t, m in select.items():
-        if t not in best or m["score"] > best[t]["selection_score"]:  # strict: earliest wins ties
-            best[t] = {"step": entry["step"], "epoch": entry["epoch"], "selection_score": m["score"],
-                       "score": report[t]["score"], "metrics": report[t]}
-            if cfg.keep_checkpoint == "best":
-                _save_model(model, out_dir / "best" / t)
+def eval_batch_size_for(cfg: TrainSettings, device) -> int:
+    """The evaluation batch: the setting, else 256 on an accelerator and 16 on CPU, where big
+    padded batches fit no cache and run 1.4-2x slower (BENCHMARKS.md, ablation)."""
+    if cfg.eval_batch_size is not None:
+        return cfg.eval_batch_size
+    return 16 if device.type == "cpu" else 256

@@ -52,9 +52,9 @@ def _torch_threads():
 def native_bf16(monkeypatch):
     """This CPU counted as one that computes bf16 in hardware (AMX), whatever it has: for the tests
     of what the bf16 settings do. Elsewhere torch emulates bf16, more slowly."""
-    from mtlstudy import train
+    from mtlstudy import precision
 
-    monkeypatch.setattr(train, "cpu_computes_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: True)
 
 
 @pytest.fixture(scope="session", autouse=True)

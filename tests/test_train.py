@@ -13,8 +13,10 @@ from safetensors.torch import load_file
 
 from mtlstudy import data as data_mod
 from mtlstudy import model as model_mod
-from mtlstudy import sampling, store, train
+from mtlstudy import batches, sampling, store, train
+from mtlstudy import precision as precision_mod
 from mtlstudy.data import DataSource
+from mtlstudy.folder import RunFolder
 from mtlstudy.spec import RunSpec, TrainSettings
 from mtlstudy.tasks import get_task
 
@@ -32,7 +34,13 @@ def make_spec(model, tasks=("gen_sent",), method=None, seed=1, dev=48, **train_k
 
 
 def run(spec, out, **kw):
-    return train.train(spec, out, progress=False, log=lambda *a: None, **kw)
+    return train.train(spec, RunFolder(out), progress=False, log=lambda *a: None, **kw)
+
+
+def context(model, tasks, tok, spec, optimizer=None, amp=None, scaler=None, device="cpu"):
+    """What a step and an evaluation of this run need, on the CPU unless told."""
+    return train.RunContext(model, tasks, spec.train, torch.device(device), tok.pad_token_id, optimizer, amp, amp,
+                            scaler)
 
 
 def first_best(history, task):
@@ -111,10 +119,10 @@ def test_earliest_checkpoint_kept_on_ties(tiny_roberta, tmp_path, monkeypatch):
     scores = iter([50.0, 60.0, 60.0, 55.0])
     weights = []
 
-    def fake_evaluate(model, tasks, split, *a, **k):
-        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    def fake_evaluate(ctx, split, *a, **k):
+        weights.append({k: v.detach().clone() for k, v in ctx.model.state_dict().items()})
         s = next(scores)
-        return {t: {"accuracy": s, "score": s} for t in tasks}
+        return {t: {"accuracy": s, "score": s} for t in ctx.tasks}
 
     monkeypatch.setattr(train, "evaluate", fake_evaluate)
     spec = make_spec(tiny_roberta, ("gen_sent",), epochs=2, evals_per_epoch=2, keep_checkpoint="best")
@@ -141,7 +149,7 @@ def test_gradient_accumulation_equals_full_batch(tiny_roberta_nodropout, tmp_pat
 def _prepared(model_path, tasks, **train_kw):
     spec = make_spec(model_path, tasks, **train_kw)
     tok = model_mod.load_tokenizer(spec.model)
-    return spec, tok, train.prepare_data(spec, tok)
+    return spec, tok, batches.prepare_data(spec, tok)
 
 
 @pytest.mark.parametrize("forward", ["merged", "per_task"])
@@ -156,7 +164,7 @@ def test_summed_multitask_loss_and_gradient(tiny_roberta_nodropout, micro, forwa
     reference = copy.deepcopy(model)
     plan = [("gen_nli", np.array([0, 5, 9, 11, 40])), ("gen_sim", np.array([3, 4, 17]))]
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    loss = train.train_step(model, tasks, plan, tok.pad_token_id, torch.device("cpu"), None, spec.train, opt, None)
+    loss = train.train_step(context(model, tasks, tok, spec, opt), plan)
 
     total = 0.0
     for t, ix in plan:
@@ -164,7 +172,7 @@ def test_summed_multitask_loss_and_gradient(tiny_roberta_nodropout, micro, forwa
         labels = batch.pop("labels")
         total = total + model_mod.task_loss(tasks[t].task, reference(batch, t), labels)
     total.backward()
-    assert loss == pytest.approx(total.item(), rel=1e-5)
+    assert float(loss) == pytest.approx(total.item(), rel=1e-5)
     with torch.no_grad():
         for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
             expected = q - q.grad if q.grad is not None else q
@@ -173,11 +181,11 @@ def test_summed_multitask_loss_and_gradient(tiny_roberta_nodropout, micro, forwa
 
 def test_pass_chunks_cut_by_task_and_micro_batch():
     plan = [("a", np.array([0, 1, 2])), ("b", np.array([7, 8]))]
-    assert train.pass_chunks(plan, None, per_task=False) == [[("a", 0), ("a", 1), ("a", 2), ("b", 7), ("b", 8)]]
-    assert train.pass_chunks(plan, 2, per_task=False) == [[("a", 0), ("a", 1)], [("a", 2), ("b", 7)], [("b", 8)]]
-    assert train.pass_chunks(plan, None, per_task=True) == [[("a", 0), ("a", 1), ("a", 2)], [("b", 7), ("b", 8)]]
-    assert train.pass_chunks(plan, 2, per_task=True) == [[("a", 0), ("a", 1)], [("a", 2)], [("b", 7), ("b", 8)]]
-    assert train.pass_chunks([("a", np.array([], dtype=int)), ("b", np.array([7]))], None, per_task=True) == [[("b", 7)]]
+    assert batches.pass_chunks(plan, None, per_task=False) == [[("a", 0), ("a", 1), ("a", 2), ("b", 7), ("b", 8)]]
+    assert batches.pass_chunks(plan, 2, per_task=False) == [[("a", 0), ("a", 1)], [("a", 2), ("b", 7)], [("b", 8)]]
+    assert batches.pass_chunks(plan, None, per_task=True) == [[("a", 0), ("a", 1), ("a", 2)], [("b", 7), ("b", 8)]]
+    assert batches.pass_chunks(plan, 2, per_task=True) == [[("a", 0), ("a", 1)], [("a", 2)], [("b", 7), ("b", 8)]]
+    assert batches.pass_chunks([("a", np.array([], dtype=int)), ("b", np.array([7]))], None, per_task=True) == [[("b", 7)]]
 
 
 @pytest.mark.parametrize("forward, passes", [("merged", 1), ("per_task", 2)])
@@ -189,7 +197,7 @@ def test_train_step_takes_one_encoder_pass_per_task_when_asked(tiny_roberta_nodr
     model.features = lambda batch: (rows.append(batch["input_ids"].shape[0]), features(batch))[1]
     plan = [("gen_nli", np.array([0, 5, 9])), ("gen_sim", np.array([3, 4]))]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    train.train_step(model, tasks, plan, tok.pad_token_id, torch.device("cpu"), None, spec.train, opt, None)
+    train.train_step(context(model, tasks, tok, spec, opt), plan)
     assert rows == ([5] if passes == 1 else [3, 2])
 
 
@@ -205,7 +213,7 @@ def test_every_encoder_pass_runs_under_the_run_autocast(tiny_roberta_nodropout, 
                                                  torch.is_autocast_enabled("cpu"))), features(batch))[1]
     plan = [("gen_nli", np.array([0, 5, 9])), ("gen_sim", np.array([3, 4]))]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    train.train_step(model, tasks, plan, tok.pad_token_id, torch.device("cpu"), torch.bfloat16, spec.train, opt, None)
+    train.train_step(context(model, tasks, tok, spec, opt, torch.bfloat16), plan)
     assert [r[0] for r in rows] == passes and all(r[1:] == (torch.bfloat16, True) for r in rows)
 
 
@@ -224,7 +232,7 @@ def test_max_grad_norm_scales_the_update_to_that_norm(tiny_roberta_nodropout):
     reference = copy.deepcopy(model)
     plan = [("gen_nli", np.array([0, 5, 9, 11, 40]))]
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    train.train_step(model, tasks, plan, tok.pad_token_id, torch.device("cpu"), None, spec.train, opt, None)
+    train.train_step(context(model, tasks, tok, spec, opt), plan)
 
     batch = data_mod.collate(tasks["gen_nli"].train, plan[0][1], tok.pad_token_id)
     labels = batch.pop("labels")
@@ -266,9 +274,9 @@ def test_split_dev_selects_and_reports_on_different_halves(tiny_roberta, tmp_pat
     calls = []
     real = train.evaluate
 
-    def spy(model, tasks, split, *a, **k):
-        out = real(model, tasks, split, *a, **k)
-        calls.append((split, {t: len(getattr(tasks[t], split)) for t in tasks}, out))
+    def spy(ctx, split, *a, **k):
+        out = real(ctx, split, *a, **k)
+        calls.append((split, {t: len(getattr(ctx.tasks[t], split)) for t in ctx.tasks}, out))
         return out
 
     monkeypatch.setattr(train, "evaluate", spy)
@@ -299,7 +307,7 @@ def test_stage_one_checkpoint_is_the_best(stage_one, tiny_roberta):
     spec, tok, tasks = _prepared(tiny_roberta, ("gen_para",))
     model = model_mod.load_model(str(tiny_roberta), [tasks["gen_para"].task])
     model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-    scores = train.evaluate(model, tasks, "report", 64, tok.pad_token_id, torch.device("cpu"), None)
+    scores = train.evaluate(context(model, tasks, tok, spec), "report", 64)
     assert scores["gen_para"]["score"] == pytest.approx(record["best"]["gen_para"]["score"])
 
 
@@ -422,7 +430,7 @@ def test_evaluation_does_not_depend_on_the_eval_batch(stage_one, tiny_roberta):
     spec, tok, tasks = _prepared(tiny_roberta, ("gen_para",))
     model = model_mod.load_model(str(tiny_roberta), [tasks["gen_para"].task])
     model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-    scores = [train.evaluate(model, tasks, "report", b, tok.pad_token_id, torch.device("cpu"), None)["gen_para"]
+    scores = [train.evaluate(context(model, tasks, tok, spec), "report", b)["gen_para"]
               for b in (1, 7, 16, 32, 256)]
     assert all(s == scores[0] for s in scores[1:])
 
@@ -440,15 +448,16 @@ def test_optimizer_and_eval_batch_defaults():
     ("auto", "cpu", None), ("fp32", "cpu", None), ("bf16", "cpu", torch.bfloat16),
     ("fp32", "cuda", None), ("fp16", "cuda", torch.float16), ("bf16", "cuda", torch.bfloat16),
     ("bf16_one_task", "cpu", torch.bfloat16), ("bf16_one_task", "cuda", torch.bfloat16)])
-def test_autocast_dtype_per_precision_and_device(precision, device, dtype, native_bf16):
-    assert train.autocast_dtype(precision, torch.device(device)) == dtype
+def test_autocast_dtype_per_precision_and_device(precision, device, dtype, native_bf16, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # an A100 or later
+    assert precision_mod.autocast_dtype(precision, torch.device(device)) == dtype
     expected = None if precision == "bf16_one_task" else dtype  # multi-task runs: fp32
-    assert train.autocast_dtype(precision, torch.device(device), multitask=True) == expected
+    assert precision_mod.autocast_dtype(precision, torch.device(device), multitask=True) == expected
 
 
 def test_fp16_on_cpu_is_refused_by_name():
     with pytest.raises(train.TrainingError, match="train.precision 'fp16' needs a CUDA GPU"):
-        train.autocast_dtype("fp16", torch.device("cpu"))
+        precision_mod.autocast_dtype("fp16", torch.device("cpu"))
 
 
 @pytest.mark.parametrize("method, tasks, dtype", [
@@ -458,7 +467,7 @@ def test_bf16_one_task_per_method(tiny_roberta, method, tasks, dtype, native_bf1
     """STILTs' second stage trains its target alone: bf16; pairwise MTL and MTL-All: fp32."""
     spec = make_spec(tiny_roberta, tasks, method=method, precision="bf16_one_task")
     assert spec.multitask == (method in ("mtl", "mtl_all"))
-    assert train.run_autocast_dtype(spec, torch.device("cpu")) == dtype
+    assert precision_mod.run_autocast_dtype(spec, torch.device("cpu")) == dtype
 
 
 def test_bf16_one_task_is_bf16_for_one_task_and_fp32_for_two(tiny_roberta, tmp_path, native_bf16):
@@ -474,7 +483,7 @@ def test_bf16_evaluation_leaves_fp32_training_as_it_was(tiny_roberta, tmp_path, 
 
     seen = []
     real_evaluate = train_mod.evaluate
-    monkeypatch.setattr(train_mod, "evaluate", lambda *a: seen.append(a[-1]) or real_evaluate(*a))
+    monkeypatch.setattr(train_mod, "evaluate", lambda ctx, *a: seen.append(ctx.eval_amp) or real_evaluate(ctx, *a))
     pair = ("gen_nli", "gen_para")
     fp32 = run(make_spec(tiny_roberta, pair, precision="fp32"), tmp_path / "fp32")
     assert set(seen) == {None}
@@ -502,10 +511,11 @@ def test_bf16_on_cpu_runs_under_autocast_and_stays_near_fp32(tiny_roberta, tmp_p
 def test_bf16_on_a_cpu_that_would_emulate_it_runs_fp32(tiny_roberta, tmp_path, monkeypatch):
     """On a CPU without AMX or AVX-512 BF16 every bf16 setting trains and evaluates in fp32 (the
     record says so, the losses are the fp32 run's), with a warning; a GPU is not affected."""
-    monkeypatch.setattr(train, "cpu_computes_bf16", lambda: False)
+    monkeypatch.setattr(precision_mod, "cpu_computes_bf16", lambda: False)
     with pytest.warns(UserWarning, match="without AMX or AVX-512 BF16"):
-        assert train.autocast_dtype("bf16", torch.device("cpu")) is None
-    assert train.autocast_dtype("bf16", torch.device("cuda")) == torch.bfloat16
+        assert precision_mod.autocast_dtype("bf16", torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert precision_mod.autocast_dtype("bf16", torch.device("cuda")) == torch.bfloat16
     fp32 = run(make_spec(tiny_roberta, precision="fp32"), tmp_path / "fp32")
     with pytest.warns(UserWarning):
         asked = run(make_spec(tiny_roberta, precision="bf16_one_task", eval_precision="bf16"), tmp_path / "bf16")
@@ -514,21 +524,21 @@ def test_bf16_on_a_cpu_that_would_emulate_it_runs_fp32(tiny_roberta, tmp_path, m
 
 
 def test_a_study_on_a_cpu_without_bf16_is_told_its_bf16_settings_run_fp32(monkeypatch):
-    monkeypatch.setattr(train, "cpu_computes_bf16", lambda: False)
+    monkeypatch.setattr(precision_mod, "cpu_computes_bf16", lambda: False)
     for asked in (dict(precision="bf16_one_task"), dict(precision="bf16"), dict(eval_precision="bf16")):
-        assert "run in fp32 here" in train.cpu_bf16_note(TrainSettings(device="cpu", **asked))
-    assert train.cpu_bf16_note(TrainSettings(device="cpu", precision="fp32")) is None
-    assert train.cpu_bf16_note(TrainSettings(device="gpu0", precision="bf16")) is None  # each run says why
-    monkeypatch.setattr(train, "cpu_computes_bf16", lambda: True)
-    assert train.cpu_bf16_note(TrainSettings(device="cpu", precision="bf16_one_task")) is None
+        assert "run in fp32 here" in precision_mod.cpu_bf16_note(TrainSettings(device="cpu", **asked))
+    assert precision_mod.cpu_bf16_note(TrainSettings(device="cpu", precision="fp32")) is None
+    assert precision_mod.cpu_bf16_note(TrainSettings(device="gpu0", precision="bf16")) is None  # each run says why
+    monkeypatch.setattr(precision_mod, "cpu_computes_bf16", lambda: True)
+    assert precision_mod.cpu_bf16_note(TrainSettings(device="cpu", precision="bf16_one_task")) is None
 
 
 def test_cpu_computes_bf16_reads_torchs_cpu_flags(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    assert train.cpu_computes_bf16() is False
+    assert precision_mod.cpu_computes_bf16() is False
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    assert train.cpu_computes_bf16() is True
+    assert precision_mod.cpu_computes_bf16() is True
 
 
 def test_compiled_run_with_inductor_equals_the_uncompiled_run(tiny_roberta, tmp_path):
@@ -565,7 +575,7 @@ def test_standardized_regression_targets(tiny_roberta_nodropout):
     reference = copy.deepcopy(model)
     plan = [("gen_nli", np.array([0, 5, 9])), ("gen_sim", np.array([3, 4, 17]))]
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    loss = train.train_step(model, tasks, plan, tok.pad_token_id, torch.device("cpu"), None, spec.train, opt, None)
+    loss = train.train_step(context(model, tasks, tok, spec, opt), plan)
     expected = 0.0
     for t, ix in plan:
         batch = data_mod.collate(tasks[t].train, ix, tok.pad_token_id)
@@ -575,7 +585,7 @@ def test_standardized_regression_targets(tiny_roberta_nodropout):
             expected += np.mean((out[:, 0] - (y - labels.mean()) / labels.std()) ** 2)
         else:
             expected += float(torch.nn.functional.cross_entropy(torch.tensor(out), torch.tensor(y).long()))
-    assert loss == pytest.approx(expected, rel=1e-5)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
 
     raw = {t: np.array([0.0, 1.0, -2.0]) for t in ("gen_sim", "gen_nli")}
     np.testing.assert_allclose(sim.prediction(raw["gen_sim"]), labels.mean() + labels.std() * raw["gen_sim"])
