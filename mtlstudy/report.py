@@ -42,7 +42,7 @@ def check_kernel(kernel_name: str) -> None:
 
 
 @contextmanager
-def _package_on_path():
+def package_on_path():
     """Put this mtlstudy's parent folder on the kernel's PYTHONPATH (also when not installed)."""
     old = os.environ.get("PYTHONPATH")
     root = str(Path(__file__).resolve().parents[1])
@@ -68,7 +68,7 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, kernel_name: str = 
     if not source.is_file():
         raise FileNotFoundError(f"notebook {source} is missing")
     executed, page = out_dir / f"{name}.ipynb", out_dir / f"{name}.html"
-    with _package_on_path():
+    with package_on_path():
         try:
             papermill.execute_notebook(str(source), str(executed), parameters=parameters,
                                        kernel_name=kernel_name, progress_bar=False,

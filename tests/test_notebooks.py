@@ -72,7 +72,7 @@ def execute(name: str, out: Path, parameters: dict, cwd: Path = NB) -> dict:
     notebook's JSON."""
     import papermill
 
-    with report._package_on_path():
+    with report.package_on_path():
         papermill.execute_notebook(str(NB / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name="python3",
                                    progress_bar=False, cwd=str(cwd), execution_timeout=600)
     return json.loads(out.read_text())

@@ -77,7 +77,7 @@ def test_explore_notebook_executes(tmp_path):
     import papermill
 
     study = make_study(tmp_path, ablation=False)
-    with report._package_on_path():
+    with report.package_on_path():
         papermill.execute_notebook(str(report.NOTEBOOK_DIR / "explore.ipynb"), str(tmp_path / "explore.ipynb"),
                                    parameters={"study_dir": str(study), "interactive": False},
                                    kernel_name="python3", progress_bar=False, execution_timeout=300)
