@@ -159,7 +159,7 @@ def cmd_recommend(a):
         return _recommend_candidates(a)
     if a.support is None:
         raise UserError("no candidates: give a SUPPORT or --candidates S1 S2 ...")
-    from .analysis import format_recommendation, recommend
+    from .recommend import format_recommendation, recommend
 
     def arg(v):
         return int(v) if v.lstrip("-").isdigit() else v
@@ -169,7 +169,7 @@ def cmd_recommend(a):
 
 def _recommend_candidates(a):
     from .data import DataSource
-    from .ranking import format_candidates, recommend_candidates
+    from .recommend import format_candidates, recommend_candidates
     from .tasks import load_task_file
 
     if a.support is not None:

@@ -1,37 +1,17 @@
-"""Which support task? Rank candidate supports for a target before training anything, and measure
-how well that ranking does on a finished pairwise study.
+"""How good is the support ranking (recommend.py)? Measured on a finished pairwise study.
 
-Signals, each computed in minutes on a CPU without training:
-  size ratio     |S| / |T| (train sizes; the size heuristic reads the same two numbers)
-  similarity     cosine similarity of the two tasks' mean text embeddings: a seeded sample of
-                 each task's training texts (256 by default) through the encoder (the offline
-                 MiniLM by default), mean-pooled over the attention mask, averaged per task
-                 (Vu et al. 2020's TextEmb; Poth et al. 2021's SEmb); cached per task on disk
-  labels match   same number of labels, or both regression
-
-Ranking: each signal gives every candidate a rank (higher similarity, larger support, matching
-labels first; ties share their mean rank) and candidates are ordered by the mean of the three
-ranks, ties broken by similarity. No weight is fitted: the three signals vote equally. The method
-for each candidate is the size heuristic's (analysis.heuristic). The expected gain (points over
-the target's single-task score) comes from finished studies: the mean measured gain of the
-heuristic's method in cells whose size ratio is within a factor of 2 of the candidate's (else the
-3 nearest); without a study it is a stated prior of 0.
-
-Evaluation (evaluate): on a finished pairwise study, for every target (leave-one-target-out: the
-expected gains for a target use only the other targets' cells), the measured score of the
-ranker's top (support, heuristic method) pick against Avg S.H., the Pairwise Oracle and a random
-pick, Regret@1 and Regret@3 as Poth et al. (EMNLP 2021) define them,
+For every target (leave-one-target-out: the expected gains for a target use only the other
+targets' cells), the measured score of the ranker's top (support, heuristic method) pick against
+Avg S.H., the Pairwise Oracle and a random pick, Regret@1 and Regret@3 as Poth et al. (EMNLP 2021)
+define them,
   Regret@k = (oracle score - best measured score among the top k picks) / oracle score x 100,
-and the Spearman correlation of predicted and measured gains over all cells.
+and the Spearman correlation of predicted and measured gains over all cells. `report_section` is
+the report's part on it.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import html
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -39,232 +19,14 @@ import pandas as pd
 from scipy import stats
 
 from . import analysis, results
-from .data import DataSource, default_cache_dir, load_examples, subsample_indices
+from .data import DataSource
 from .errors import BadValue
-from .spec import OFFLINE_MINILM
+from .recommend import expected_gain, labels_match, measured_gains, rank, single_means
+from .similarity import DEFAULT_MODEL, DEFAULT_SAMPLE, cosine, task_embedding
 from .tasks import Task, get_task
 
-DEFAULT_SAMPLE = 256
-DEFAULT_MODEL = OFFLINE_MINILM  # the offline encoder (spec.py)
-NEAR_RATIO = 2.0       # evidence cells: size ratio within this factor of the candidate's
-NEAR_FALLBACK = 3      # else the nearest cells by log size ratio
 MIN_TASKS = 3          # the evaluation needs at least this many tasks in a study
 
-
-# ----------------------------------------------------------------------------- signals
-
-def size_ratio(support_size: float, target_size: float) -> float:
-    """|S| / |T|."""
-    if not support_size > 0 or not target_size > 0:
-        raise BadValue(f"train sizes must be positive, got support {support_size}, target {target_size}")
-    return float(support_size) / float(target_size)
-
-
-def labels_match(a: Task, b: Task) -> bool:
-    """Same label space shape: both regression, or the same number of labels."""
-    return a.is_regression == b.is_regression and a.num_outputs == b.num_outputs
-
-
-def cosine(a, b) -> float:
-    """Cosine similarity of two vectors."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def mean_pool(last_hidden, attention_mask):
-    """Attention-mask-weighted mean of the last hidden state: (batch, seq, dim) -> (batch, dim)."""
-    mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)
-    return (last_hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-
-
-def sample_texts(task: Task, source: DataSource, sample: int = DEFAULT_SAMPLE, seed: int = 0):
-    """A seeded sample of a task's training texts: (text_a, text_b or None)."""
-    ex = load_examples(task, "train", source)
-    idx = subsample_indices(len(ex), seed, count=min(sample, len(ex)))
-    return [ex.text_a[i] for i in idx], (None if ex.text_b is None else [ex.text_b[i] for i in idx])
-
-
-def embedding_cache_dir() -> Path:
-    """Beside the token cache: $MTLSTUDY_CACHE/task_embeddings (default ~/.cache/mtlstudy/...)."""
-    return default_cache_dir().parent / "task_embeddings"
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
-
-
-@functools.lru_cache(maxsize=2)
-def _encoder(model: str):
-    """(tokenizer, encoder in eval mode), loaded once per process."""
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    from .model import ModelLoadError, _load_message, load_tokenizer, resolve_model
-
-    tok = load_tokenizer(model)
-    hf_logging.disable_progress_bar()  # "Loading weights" bars on stderr
-    try:
-        return tok, AutoModel.from_pretrained(resolve_model(model)).eval()
-    except Exception as e:
-        raise ModelLoadError(_load_message(model, e)) from None
-    finally:
-        hf_logging.enable_progress_bar()
-
-
-def task_embedding(task: Task, source: DataSource | None = None, model: str = DEFAULT_MODEL,
-                   sample: int = DEFAULT_SAMPLE, seed: int = 0, max_length: int = 128,
-                   cache_dir: Path | None = None, batch_size: int = 32) -> np.ndarray:
-    """Mean of the mean-pooled embeddings of a seeded sample of the task's training texts.
-
-    Cached as <cache_dir>/<task>-<model>-<sample>-<hash of the texts>.npy: a second call loads
-    the texts (to check they are the same) and the vector, and runs no encoder.
-    """
-    source = source or DataSource()
-    a, b = sample_texts(task, source, sample, seed)
-    h = hashlib.sha256(json.dumps([model, max_length, a, b]).encode()).hexdigest()[:10]
-    cache_dir = Path(cache_dir or embedding_cache_dir())
-    path = cache_dir / f"{_safe(task.name)}-{_safe(model)}-{len(a)}-{h}.npy"
-    if path.is_file():
-        return np.load(path)
-    import torch
-
-    tok, enc_model = _encoder(model)
-    pooled = []
-    with torch.inference_mode():
-        for i in range(0, len(a), batch_size):
-            enc = tok(a[i:i + batch_size], None if b is None else b[i:i + batch_size], truncation=True,
-                      max_length=max_length, padding=True, return_tensors="pt")
-            out = enc_model(**enc).last_hidden_state
-            pooled.append(mean_pool(out, enc["attention_mask"]).float().numpy())
-    vec = np.concatenate(pooled).mean(0)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")  # then renamed: readers never see half a file
-    np.save(tmp, vec)
-    tmp.replace(path)
-    return vec
-
-
-def similarities(target: Task, candidates: list[Task], source: DataSource | None = None,
-                 **kw) -> dict[str, float]:
-    """Cosine similarity of the target's mean embedding to each candidate's."""
-    t = task_embedding(target, source, **kw)
-    return {c.name: cosine(t, task_embedding(c, source, **kw)) for c in candidates}
-
-
-# ----------------------------------------------------------------------------- ranking
-
-def rank(signals: pd.DataFrame) -> pd.DataFrame:
-    """Order candidates by the mean of their ranks on similarity, size ratio and label match.
-
-    `signals` has one row per candidate with columns support, similarity, size_ratio,
-    labels_match. Returns it with columns mean_rank and rank (1 = best), best first.
-    """
-    s = signals.copy()
-    ranks = pd.concat([s["similarity"].rank(ascending=False), s["size_ratio"].rank(ascending=False),
-                       s["labels_match"].astype(float).rank(ascending=False)], axis=1)
-    s["mean_rank"] = ranks.mean(axis=1)
-    s = s.sort_values(["mean_rank", "similarity"], ascending=[True, False], kind="mergesort")
-    s["rank"] = np.arange(1, len(s) + 1)
-    return s.reset_index(drop=True)
-
-
-def single_means(df: pd.DataFrame) -> pd.Series:
-    """Mean single-task score over seeds, per target."""
-    rows = df[(df["method"] == "single") & df["k"].isna()]
-    return rows.groupby("target")["score"].mean()
-
-
-def measured_gains(cells: pd.DataFrame, single: pd.Series) -> pd.DataFrame:
-    """cells with sh_score (mean score of the heuristic's method), gain (sh_score - the target's
-    single-task mean) and log_ratio (log |S|/|T|)."""
-    c = cells.copy()
-    c["sh_score"] = np.where(c["heuristic"] == "mtl", c["mean_mtl"], c["mean_stilts"])
-    c["gain"] = c["sh_score"] - c["target"].map(single)
-    c["log_ratio"] = np.log(c["support_size"] / c["target_size"])
-    return c
-
-
-def expected_gain(ratio: float, evidence: pd.DataFrame, label: str = "study") -> tuple[float, str]:
-    """Mean measured gain of evidence cells (columns log_ratio, gain) whose size ratio is within a
-    factor of NEAR_RATIO of `ratio`, else of the NEAR_FALLBACK nearest; with its basis in words."""
-    ev = evidence.dropna(subset=["gain"])
-    if ev.empty:
-        return 0.0, "prior 0: no finished study cell to learn from (pass --study DIR)"
-    dist = (ev["log_ratio"] - math.log(ratio)).abs()
-    near = ev[dist <= math.log(NEAR_RATIO) + 1e-12]
-    if near.empty:
-        near = ev.loc[dist.sort_values(kind="mergesort").index[:NEAR_FALLBACK]]
-        how = f"the {len(near)} nearest cell(s) by size ratio (none within {NEAR_RATIO:g}x)"
-    else:
-        how = f"{len(near)} cell(s) with size ratio within {NEAR_RATIO:g}x"
-    return float(near["gain"].mean()), f"mean gain of the size heuristic's method in {how} of {label}"
-
-
-def _sizes_and_tasks(names: list[str], user: dict[str, Task]) -> tuple[dict[str, Task], dict[str, int]]:
-    tasks = {n: get_task(n, user) for n in names}
-    missing = [n for n, t in tasks.items() if not t.train_size]
-    if missing:
-        raise BadValue(f"task(s) {', '.join(missing)}: train_size unknown; set it in the task file")
-    return tasks, {n: int(t.train_size) for n, t in tasks.items()}
-
-
-def recommend_candidates(target: str, candidates: list[str], user: dict[str, Task] | None = None,
-                         source: DataSource | None = None, study_dirs=(), model: str = DEFAULT_MODEL,
-                         sample: int = DEFAULT_SAMPLE, seed: int = 0, cache_dir: Path | None = None,
-                         sizes: dict[str, int] | None = None) -> pd.DataFrame:
-    """Rank candidate supports for `target` (task names: GLUE, the generated suite or `user`).
-
-    Returns one row per candidate, best first: rank, support, size_ratio, similarity,
-    labels_match, mean_rank, method (the size heuristic's), expected_gain, basis.
-    `sizes` overrides the tasks' registered train sizes.
-    """
-    user = user or {}
-    if not candidates:
-        raise BadValue("no candidates: give at least one support task (--candidates S1 S2 ...)")
-    dup = sorted({c for c in candidates if candidates.count(c) > 1})
-    if dup:
-        raise BadValue(f"candidate(s) repeated: {', '.join(dup)}")
-    if target in candidates:
-        raise BadValue(f"candidate '{target}' is the target itself; a support must be another task")
-    tasks, reg_sizes = _sizes_and_tasks([target, *candidates], user)
-    sizes = {**reg_sizes, **(sizes or {})}
-    sims = similarities(tasks[target], [tasks[c] for c in candidates], source, model=model, sample=sample,
-                        seed=seed, cache_dir=cache_dir)
-    signals = pd.DataFrame([dict(support=c, size_ratio=size_ratio(sizes[c], sizes[target]),
-                                 similarity=sims[c], labels_match=labels_match(tasks[target], tasks[c]))
-                            for c in candidates])
-    out = rank(signals)
-    evidence, labels = [], []
-    for d in study_dirs:
-        cells, _ = analysis.study_cells(Path(d))
-        evidence.append(measured_gains(cells, single_means(analysis.load_results(Path(d)))))
-        labels.append(analysis.load_study_info(Path(d)).get("name", Path(d).name))
-    evidence = pd.concat(evidence) if evidence else pd.DataFrame(columns=["log_ratio", "gain"])
-    label = "study " + ", ".join(labels) if labels else "no study"
-    out["method"] = [analysis.heuristic(sizes[target], sizes[c]) for c in out["support"]]
-    gains = [expected_gain(r, evidence, label) for r in out["size_ratio"]]
-    out["expected_gain"] = [g for g, _ in gains]
-    out["basis"] = [b for _, b in gains]
-    return out[["rank", "support", "size_ratio", "similarity", "labels_match", "mean_rank", "method",
-                "expected_gain", "basis"]]
-
-
-def format_candidates(target: str, table: pd.DataFrame) -> str:
-    """The `recommend --candidates` answer as text."""
-    lines = [f"Support candidates for target {target}, best first (mean rank of: text similarity, "
-             f"size ratio |S|/|T|, label-space match):",
-             f"{'rank':>4}  {'support':14} {'sim':>6} {'|S|/|T|':>9} {'labels':>6} {'mean rank':>9}  "
-             f"{'method':7} {'expected gain':>13}"]
-    for r in table.itertuples():
-        lines.append(f"{r.rank:>4}  {r.support:14} {r.similarity:6.3f} {r.size_ratio:9.3g} "
-                     f"{'match' if r.labels_match else 'differ':>6} {r.mean_rank:9.2f}  "
-                     f"{'MTL' if r.method == 'mtl' else 'STILTs':7} {r.expected_gain:+13.2f}")
-    lines.append("method: the size heuristic (MTL when |S| > |T|, otherwise STILTs)")
-    lines += sorted({f"expected gain (points over single-task): {b}" for b in table["basis"]})
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- evaluation
 
 def study_signals(study_dir: Path, model: str = DEFAULT_MODEL, sample: int = DEFAULT_SAMPLE,
                   seed: int = 0, cache_dir: Path | None = None) -> pd.DataFrame:
@@ -293,18 +55,20 @@ def regret(oracle: float, picks: list[float], k: int) -> float:
     return (oracle - max(picks[:k])) / oracle * 100.0
 
 
-def evaluate(study_dir: Path, signals: pd.DataFrame | None = None, **kw) -> tuple[pd.DataFrame, dict]:
+def evaluate(study_dir: Path, signals: pd.DataFrame | None = None, cells: pd.DataFrame | None = None,
+             **kw) -> tuple[pd.DataFrame, dict]:
     """Leave-one-target-out evaluation of the ranker on a finished pairwise study.
 
     `signals` (columns target, support, similarity, labels_match) defaults to study_signals(study_dir,
-    **kw). Returns one row per target (single, top1 support and method, top1 score, avg_sh,
+    **kw); `cells`, the study's cell table, to analysis.study_cells (the report passes the one its
+    notebook wrote). Returns one row per target (single, top1 support and method, top1 score, avg_sh,
     random, oracle, regret1, regret3, regret1_sh (of Avg S.H.), regret1_random) and a summary
     dict: n_targets, the means of those columns, spearman and spearman_p (predicted vs measured
     gains over all cells), n_cells.
     """
     study_dir = Path(study_dir)
     df = analysis.load_results(study_dir)
-    cells, order = analysis.study_cells(study_dir)
+    cells, order = _cells_and_order(study_dir, df, cells)
     if len(order) < MIN_TASKS:
         raise BadValue(f"{study_dir}: the ranking evaluation needs at least {MIN_TASKS} tasks, "
                          f"the study has {len(order)}")
@@ -378,20 +142,27 @@ def _verdict(s: dict) -> str:
             f"predicted (leave-one-target-out, by size ratio) and measured gains over single-task: {rho}.")
 
 
-def report_section(study_dir: Path, signals: pd.DataFrame | None = None, csv: Path | None = None, **kw) -> str:
+def _cells_and_order(study_dir: Path, df: pd.DataFrame, cells: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
+    if cells is None:
+        return analysis.study_cells(study_dir)
+    return cells, analysis.task_order(analysis.task_sizes(df, study_dir), set(cells["target"]) | set(cells["support"]))
+
+
+def report_section(study_dir: Path, signals: pd.DataFrame | None = None, csv: Path | None = None,
+                   cells: pd.DataFrame | None = None, **kw) -> str:
     """HTML fragment for the report: the ranking evaluation, or '' for a study with fewer than
     three tasks; a one-paragraph note when the signals cannot be computed here. With `csv`, the
     per-target table is also written there."""
     study_dir = Path(study_dir)
     try:
-        cells, order = analysis.study_cells(study_dir)
+        cells, order = _cells_and_order(study_dir, analysis.load_results(study_dir), cells)
     except (FileNotFoundError, ValueError):
         return ""
     if len(order) < MIN_TASKS or cells.empty:
         return ""
     title = "<h2>Which support? The ranker, leave one target out</h2>\n"
     try:
-        table, summary = evaluate(study_dir, signals, **kw)
+        table, summary = evaluate(study_dir, signals, cells, **kw)
     except Exception as e:  # noqa: BLE001 - a report section must not take the report down
         return title + f"<p>Not computed: {html.escape(type(e).__name__)}: {html.escape(str(e).splitlines()[0] if str(e) else '')}</p>\n"
     if csv is not None:

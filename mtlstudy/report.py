@@ -1,6 +1,9 @@
 """The HTML report of a finished study: the analysis notebooks executed by papermill, rendered by
 nbconvert, their tables (CSV) and figures (PNG, SVG), a page of the runs behind each matrix cell,
 and an index page linking everything. Entry point: build_report(study_dir).
+
+The notebooks compute every table and figure once; the index page reads the tables they wrote
+(tables/cells.csv, table1.csv, table2.csv) and shows their figures, Figure 1 first.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtlstudy import analysis, plots
+from mtlstudy import analysis, explorer, plots
 from mtlstudy.errors import UserError
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -39,7 +42,7 @@ def check_kernel(kernel_name: str) -> None:
 
 
 @contextmanager
-def _package_on_path():
+def package_on_path():
     """Put this mtlstudy's parent folder on the kernel's PYTHONPATH (also when not installed)."""
     old = os.environ.get("PYTHONPATH")
     root = str(Path(__file__).resolve().parents[1])
@@ -65,7 +68,7 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, kernel_name: str = 
     if not source.is_file():
         raise FileNotFoundError(f"notebook {source} is missing")
     executed, page = out_dir / f"{name}.ipynb", out_dir / f"{name}.html"
-    with _package_on_path():
+    with package_on_path():
         try:
             papermill.execute_notebook(str(source), str(executed), parameters=parameters,
                                        kernel_name=kernel_name, progress_bar=False,
@@ -100,12 +103,11 @@ def parameters_once(nb):
     return nb
 
 
-def write_cells_page(study_dir: Path, out_dir: Path, alpha: float = analysis.ALPHA,
-                     equal_var: bool = True) -> tuple[Path, object, list[str]]:
-    """cells.html: per matrix cell, its t-test and the learning curves of the MTL and STILTs runs
-    that make it (figures in cells/). Returns the page, the cell table and the task order."""
+def write_cells_page(study_dir: Path, out_dir: Path, cells: pd.DataFrame, alpha: float = analysis.ALPHA,
+                     equal_var: bool = True) -> Path:
+    """cells.html: per matrix cell (of the cell table `cells`), its t-test and the learning curves of
+    the MTL and STILTs runs that make it (figures in cells/)."""
     df = analysis.load_results(study_dir)
-    cells, order = analysis.study_cells(study_dir, alpha=alpha, equal_var=equal_var)
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
     parts = [f"<h1>Matrix cells of {html.escape(study_dir.name)}</h1>",
              '<p><a href="index.html">back to the report</a></p>']
@@ -113,8 +115,8 @@ def write_cells_page(study_dir: Path, out_dir: Path, alpha: float = analysis.ALP
         name = slug(r.target, r.support)
         fig = plots.plot_cell(study_dir, df, r.target, r.support)
         fig.savefig(out_dir / "cells" / f"{name}.png", dpi=100, bbox_inches="tight")
-        detail = analysis.cell_detail(df, r.target, r.support, alpha, equal_var)
-        runs = pd.concat([analysis.runs_for(df, r.target, r.support, m) for m in analysis.PAIR_METHODS])
+        detail = explorer.cell_detail(df, r.target, r.support, alpha, equal_var)
+        runs = pd.concat([explorer.runs_for(df, r.target, r.support, m) for m in analysis.PAIR_METHODS])
         runs = runs[["method", "seed", "run_id", "score", "best_epoch"]]
         parts += [f'<h2 id="{name}">target {html.escape(r.target)}, support {html.escape(r.support)}</h2>',
                   f"<p>{html.escape(detail['text'])}</p>",
@@ -122,7 +124,7 @@ def write_cells_page(study_dir: Path, out_dir: Path, alpha: float = analysis.ALP
                   f'<p><img src="cells/{name}.png" style="max-width:100%"></p>']
     page = out_dir / "cells.html"
     page.write_text(_html_page(f"Cells: {study_dir.name}", "\n".join(parts)), encoding="utf-8")
-    return page, cells, order
+    return page
 
 
 def matrix_html(cells, order: list[str]) -> str:
@@ -227,21 +229,22 @@ def collapsed_html(df: pd.DataFrame) -> str:
 
 def write_index(study_dir: Path, out_dir: Path, pages: list[Path], summary: str, matrix: str,
                 header: str = "", tables: str = "") -> Path:
-    """index.html: what the study is, its tables and heuristic, collapsed runs, then links to the
-    notebook pages, the matrix, figures, CSV tables and the cell pages."""
+    """index.html: the figures (Figure 1 first), the heuristic, what the study is, its tables and
+    collapsed runs, then the matrix linking the cell pages, the notebook pages and the CSV tables."""
     rel = lambda p: Path(p).relative_to(out_dir).as_posix()  # noqa: E731
-    parts = [f"<h1>Report: {html.escape(study_dir.name)}</h1>", header, summary, tables, "<h2>Analyses</h2><ul>"]
-    parts += [f'<li><a href="{rel(p)}">{p.stem}</a> (<a href="{rel(p.with_suffix(".ipynb"))}">notebook</a>)</li>'
-              for p in pages]
-    parts.append("</ul>")
-    if matrix:
-        parts += ["<h2>Matrix cells</h2><p>Mean MTL - mean STILTs; click a cell for the learning "
-                  "curves of its runs (<a href=\"cells.html\">all cells</a>).</p>", matrix]
-    parts.append("<h2>Figures</h2>")
-    for png in sorted((out_dir / "figures").glob("*.png")):
+    parts = [f"<h1>Report: {html.escape(study_dir.name)}</h1>", "<h2>Figures</h2>"]
+    for png in sorted((out_dir / "figures").glob("*.png")):  # figure1_matrix, figure2_ablation, ...
         parts.append(f'<h3>{png.stem}</h3><p><a href="{rel(png.with_suffix(".svg"))}">'
                      f'<img src="{rel(png)}" style="max-width:100%"></a><br>'
                      f'<a href="{rel(png)}">PNG</a> | <a href="{rel(png.with_suffix(".svg"))}">SVG</a></p>')
+    parts += [summary, "<h2>The study</h2>" if header else "", header, tables]
+    if matrix:
+        parts += ["<h2>Matrix cells</h2><p>Mean MTL - mean STILTs; click a cell for the learning "
+                  "curves of its runs (<a href=\"cells.html\">all cells</a>).</p>", matrix]
+    parts.append("<h2>Analyses</h2><ul>")
+    parts += [f'<li><a href="{rel(p)}">{p.stem}</a> (<a href="{rel(p.with_suffix(".ipynb"))}">notebook</a>)</li>'
+              for p in pages]
+    parts.append("</ul>")
     parts.append("<h2>Tables (CSV)</h2><ul>")
     parts += [f'<li><a href="{rel(p)}">{p.name}</a></li>' for p in sorted((out_dir / "tables").glob("*.csv"))]
     parts.append("</ul>")
@@ -255,7 +258,8 @@ def build_report(study_dir: Path, compare_to: Path | None = None, kernel_name: s
                  equal_var: bool = True) -> Path:
     """Execute and render the analyses that apply to a study into <study_dir>/report/ and
     return the index page: analysis_pairs (pairwise rows), analysis_ablation (size ablation
-    rows), analysis_mtl_all (MTL-All rows), analysis_bert (when compare_to is given)."""
+    rows), analysis_mtl_all (MTL-All rows), analysis_bert (when compare_to is given). The index
+    page shows the tables those notebooks wrote."""
     study_dir = Path(study_dir).resolve()
     df = analysis.load_results(study_dir)
     out_dir = study_dir / "report"
@@ -278,23 +282,26 @@ def build_report(study_dir: Path, compare_to: Path | None = None, kernel_name: s
         raise UserError(f"nothing to analyse in {study_dir}: no mtl, stilts or mtl_all rows in results.csv")
     pages = [run_notebook(name, out_dir, params, kernel_name, exclude_input)[1] for name, params in jobs]
     summary, matrix, tables = "", "", ""
-    order = analysis.task_order(analysis.task_sizes(df, study_dir), set(df["target"]))
+    recorded = out_dir / "tables"
+    sizes = analysis.task_sizes(df, study_dir)
     if len(analysis.pairwise_rows(df)):
-        _, cells, order = write_cells_page(study_dir, out_dir, alpha, equal_var)
+        cells = analysis.read_cells(recorded / "cells.csv")
+        order = analysis.task_order(sizes, set(cells["target"]) | set(cells["support"]))
+        write_cells_page(study_dir, out_dir, cells, alpha, equal_var)
         matrix = matrix_html(cells, order)
         summary = f"<h2>Size heuristic</h2><p>{html.escape(analysis.significance_summary(cells, alpha))}</p>"
         why = analysis.why_not_significant(cells, alpha, equal_var)
         if why:
             summary += f"<p>{html.escape(why)}</p>"
         tables += "<h2>Table 1</h2>" + table_html(
-            analysis.summary_table(df, cells, order),
+            analysis.read_table(recorded / "table1.csv"),
             "Dev score per target (columns) and their mean; bold: the best non-oracle value per column.")
         from .ranking import report_section  # which support: the ranker against the heuristic (3+ tasks)
 
-        tables += report_section(study_dir, csv=out_dir / "tables" / "ranking.csv")
+        tables += report_section(study_dir, csv=recorded / "ranking.csv", cells=cells)
     if (df["method"] == "mtl_all").any():
         tables += "<h2>Table 2</h2>" + table_html(
-            analysis.mtl_all_table(df, order), "Single task against MTL over all tasks, per sampler.")
+            analysis.read_table(recorded / "table2.csv"), "Single task against MTL over all tasks, per sampler.")
     tables += "<h2>Collapsed runs</h2>" + collapsed_html(df)
     return write_index(study_dir, out_dir, pages, summary, matrix, header_html(study_dir, df, alpha, equal_var),
                        tables)

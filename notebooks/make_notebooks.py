@@ -1,6 +1,8 @@
 """Write the analysis and explorer notebooks with nbformat (run: python notebooks/make_notebooks.py).
 
 The notebooks are thin: they call mtlstudy.analysis and mtlstudy.plots and display the results.
+The analysis notebooks compute each table and figure once and write it under the report folder
+(tables/*.csv, figures/*.png|svg); the report's index page and the tests read those files.
 Each has a cell tagged `parameters` for papermill. Edit this file, not the .ipynb JSON.
 """
 from pathlib import Path
@@ -197,24 +199,26 @@ both.round(3)''',
 EXPLORE = notebook([
     new_markdown_cell("# Explore a study\n\nChoose a target, a support and a method: per-seed "
                       "scores, the MTL vs STILTs t-test of the cell, learning curves and the "
-                      "sampler's task weights over time. Run all cells in JupyterLab."),
+                      "sampler's task weights over time. It opens on the most significant cell. "
+                      "Run all cells in JupyterLab."),
     params('study_dir = "outputs/demo"  # the study folder; relative: to the repository\nalpha = 0.1\nequal_var = True\n'
            "interactive = True  # False skips the widgets (headless runs: nbclient can block on them)"),
     '''\
 from pathlib import Path
 from IPython.display import display
-from mtlstudy import analysis, plots
+from mtlstudy import analysis, explorer
 from mtlstudy.study import find_study
 
 study = find_study(study_dir)  # a relative study_dir is relative to the repository, wherever the kernel runs
 df = analysis.load_results(study)
-tasks = analysis.task_order(analysis.task_sizes(df, study), set(df["target"]))''',
+tasks = analysis.task_order(analysis.task_sizes(df, study), set(df["target"]))
+target, support, method = explorer.first_choice(df, tasks, equal_var)  # the most significant cell''',
     '''\
 if interactive:
-    display(plots.explorer(study, alpha, equal_var))''',
+    display(explorer.explorer(study, alpha, equal_var))''',
     new_markdown_cell("A static copy of one choice (what an exported notebook shows); edit and "
                       "run to see another without the widgets:"),
-    'plots.show_choice(study, df, target=tasks[-1], support=tasks[0], method="mtl", alpha=alpha, equal_var=equal_var)',
+    'explorer.show_choice(study, df, target=target, support=support, method=method, alpha=alpha, equal_var=equal_var)',
 ])
 
 NOTEBOOKS = {"analysis_pairs": PAIRS, "analysis_ablation": ABLATION, "analysis_mtl_all": MTL_ALL,

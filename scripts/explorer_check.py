@@ -1,5 +1,6 @@
 """Check the explorer in a real browser: JupyterLab from this environment, notebooks/explore.ipynb
-opened in headless Chromium, Run All, one dropdown changed, the plot redrawn.
+opened in headless Chromium, Run All (it opens on the most significant cell, and shows no "nan"
+t-test), one dropdown changed, the plot redrawn.
 
     .venv/bin/python scripts/explorer_check.py [--study outputs/demo] [--out outputs/explorer_check]
 
@@ -132,8 +133,11 @@ def steps(page, port, study, before, out, timeout_s, t0) -> dict:
     redrawn = bool(second) and second != first
     print(f"method: {values[labels.index('method')] if 'method' in labels else values[2]} -> {new}: "
           f"images {first} -> {second}: {'redrawn' if redrawn else 'NOT redrawn'}")
+    shows_nan = "=nan" in text1
+    print(f"first choice {dict(zip(labels, values))}: {'a nan t-test shown' if shows_nan else 'no nan shown'}")
     result = {"dropdowns": dict(zip(labels, values)), "changed_to": new, "images_before": first,
-              "images_after": second, "redrawn": redrawn, "text_before": text1, "text_after": text2}
+              "images_after": second, "redrawn": redrawn, "text_before": text1, "text_after": text2,
+              "shows_nan": shows_nan}
     return result  # the notebook is closed with the browser, unsaved: its file stays as it was
 
 
@@ -203,7 +207,7 @@ def main(argv=None) -> int:
     except Exception as e:  # noqa: BLE001 - one line naming the failed step
         print(f"FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
         return 1
-    ok = result["redrawn"] and result["notebook_unchanged"]
+    ok = result["redrawn"] and result["notebook_unchanged"] and not result["shows_nan"]
     print("OK: the explorer ran and redrew its plot" if ok else "FAILED: see the lines above")
     return 0 if ok else 1
 

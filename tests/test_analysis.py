@@ -1,4 +1,5 @@
-"""analysis.py on hand-built results with known answers (see tests/fake_study.py)."""
+"""The analysis package, the explorer's helpers and `recommend` on hand-built results with known
+answers (see tests/fake_study.py)."""
 import json
 import math
 import sys
@@ -10,9 +11,10 @@ import pytest
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_study import BASE, EFFECTS, MTL_NOISE, SIZES, STILTS_NOISE, make_study  # noqa: E402
+from fake_study import BASE, EFFECTS, MTL_NOISE, SEEDS, SIZES, STILTS_NOISE, make_study  # noqa: E402
 
-from mtlstudy import analysis  # noqa: E402
+from mtlstudy import analysis, explorer, recommend  # noqa: E402
+from mtlstudy.store import CorruptResultError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -178,26 +180,65 @@ def test_agreement_of_two_studies(tmp_path, study):
 
 
 def test_cell_detail_and_runs(df, study):
-    detail = analysis.cell_detail(df, "small", "big")
+    detail = explorer.cell_detail(df, "small", "big")
     assert detail["diff"] == pytest.approx(4.0) and detail["p"] < 0.1
     assert list(detail["scores"].columns) == ["mtl", "stilts"]
-    rows = analysis.runs_for(df, "small", "big", "mtl")
+    assert detail["text"].endswith(f"Student t={detail['t']:.3f}, p={detail['p']:.4g}: MTL significantly better "
+                                   "at alpha 0.1")
+    rows = explorer.runs_for(df, "small", "big", "mtl")
+    assert rows["run_id"].tolist() == [f"mtl-big-small-s{s}" for s in SEEDS]
     run = analysis.load_run(study, rows.run_id[0])
-    assert "score:small" in analysis.history_frame(run)
+    assert analysis.history_frame(run)["score:small"].max() == pytest.approx(BASE["small"] + 4.0 + MTL_NOISE[0])
+
+
+def identical(df, cell=("small", "big"), score=60.0):
+    """df with every MTL and STILTs score of one cell set to `score`."""
+    rows = df["target"].eq(cell[0]) & df["support"].eq(cell[1]) & df["k"].isna()
+    return df.assign(score=df["score"].where(~rows, score))
+
+
+def test_a_cell_of_identical_scores_says_no_test_instead_of_nan(df):
+    detail = explorer.cell_detail(identical(df), "small", "big")
+    assert math.isnan(detail["p"]) and "nan" not in detail["text"]
+    assert detail["text"] == ("target small, support big: MTL 60.00 (n=3) vs STILTs 60.00 (n=3), diff +0.00; "
+                              "identical scores: no test")
+    one_seed = df[~(df["method"].eq("mtl") & df["seed"].ne(1))]
+    assert explorer.cell_detail(one_seed, "small", "big")["text"].endswith("fewer than two seeds per method: no test")
+
+
+def test_explorer_opens_on_the_most_significant_cell(df):
+    order = ["big", "mid", "small"]
+    assert explorer.first_choice(df, order) == ("small", "big", "mtl")  # p smallest: the largest effect, 4 points
+    # small|big with identical scores has no test; next: big|mid and mid|big (3 points, equal p), big|mid first
+    assert explorer.most_informative_cell(identical(df), order) == ("big", "mid")
+    assert explorer.first_choice(identical(df), order) == ("big", "mid", "mtl")
+    singles = df[df["method"].eq("single")]
+    assert explorer.first_choice(singles, order) == ("small", "big", "single")  # no cell: smallest, largest
+
+
+def test_load_run_names_a_corrupt_record(study, tmp_path):
+    assert analysis.load_run(study, "no-such-run") is None
+    broken = make_study(tmp_path)
+    (broken / "runs" / "mtl-big-mid-s1" / "result.json").write_text('{"run_id": ')
+    with pytest.raises(CorruptResultError, match=r"mtl-big-mid-s1/result.json: corrupt JSON at line 1") as e:
+        analysis.load_run(broken, "mtl-big-mid-s1")
+    assert "\n" not in str(e.value)
 
 
 def test_recommend_smaller_target_gets_mtl(study):
-    rec = analysis.recommend("rte", "mnli")
+    rec = recommend.recommend("rte", "mnli")
     assert rec["method"] == "mtl" and "heuristic" in rec["reason"]
-    assert analysis.recommend(500, 2000)["method"] == "mtl"
-    rec = analysis.recommend("small", "big", [study])
+    assert recommend.recommend(500, 2000)["method"] == "mtl"
+    rec = recommend.recommend("small", "big", [study])
     assert rec["method"] == "mtl" and "MTL significantly better" in rec["evidence"][0]
-    assert "MTL" in analysis.format_recommendation(rec)
+    text = recommend.format_recommendation(rec).splitlines()
+    assert text[:3] == ["Recommendation: MTL", f"Why: {rec['reason']}", "Evidence from finished studies:"]
+    assert text[3] == f"  - {rec['evidence'][0]}"
 
 
 def test_recommend_larger_target_gets_stilts(study):
-    assert analysis.recommend("MNLI", "RTE")["method"] == "stilts"
-    rec = analysis.recommend("20000", "2100", [study])  # ratio ~0.1 like big|mid, mid|small
+    assert recommend.recommend("MNLI", "RTE")["method"] == "stilts"
+    rec = recommend.recommend("20000", "2100", [study])  # ratio ~0.1 like big|mid, mid|small
     assert rec["method"] == "stilts"
     assert any("STILTs significantly better" in e for e in rec["evidence"])
 
@@ -209,7 +250,7 @@ def test_recommend_larger_target_gets_stilts(study):
 ])
 def test_recommend_errors_clearly(target, support, message):
     with pytest.raises(ValueError, match=message) as err:
-        analysis.recommend(target, support)
+        recommend.recommend(target, support)
     assert "\n" not in str(err.value)
 
 

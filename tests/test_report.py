@@ -77,25 +77,26 @@ def test_explore_notebook_executes(tmp_path):
     import papermill
 
     study = make_study(tmp_path, ablation=False)
-    with report._package_on_path():
+    with report.package_on_path():
         papermill.execute_notebook(str(report.NOTEBOOK_DIR / "explore.ipynb"), str(tmp_path / "explore.ipynb"),
                                    parameters={"study_dir": str(study), "interactive": False},
                                    kernel_name="python3", progress_bar=False, execution_timeout=300)
     nb = nbformat.read(tmp_path / "explore.ipynb", as_version=4)
-    text = str([c.get("outputs") for c in nb.cells])
-    assert "t-test" in text and "image/png" in text
+    shown = nb.cells[-1].outputs  # the static copy of the first choice: the most significant cell, small|big
+    assert shown[0].data["text/markdown"].startswith("**t-test:** target small, support big: MTL 64.00 (n=3)")
+    assert ["image/png" in o.get("data", {}) for o in shown] == [False, False, False, True, True]  # curves, weights
 
 
 def test_explorer_widgets_switch_choices(tmp_path, monkeypatch):
     import IPython.display
 
-    from mtlstudy import plots
+    from mtlstudy import explorer
 
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda *objs: shown.extend(objs))
     texts = lambda: " ".join(getattr(o, "data", "") for o in shown if isinstance(o, IPython.display.Markdown))  # noqa: E731
     study = make_study(tmp_path, ablation=False)
-    box = plots.explorer(study)
+    box = explorer.explorer(study)
     target, support, method = box.children[0].children
     assert (target.value, support.value, method.value) == ("small", "big", "mtl")
     assert "MTL significantly better" in texts()
@@ -134,9 +135,52 @@ def test_index_explains_the_study(built):
     assert t1.at["Avg MTL", "Mean"] == round(ours.at["Avg MTL", "Mean"], 1)
     assert "size heuristic picks" in t1.at["Avg S.H.", "definition"]
     assert "maximum over supports" in t1.at["Pairwise Oracle", "definition"]
-    cells, _ = analysis.study_cells(study)
+    cells = analysis.read_cells(study / "report" / "tables" / "cells.csv")  # what analysis_pairs recorded
     assert f"{int(cells['significant'].sum())} of {len(cells)} matrix cells are significant" in page
     assert "Collapsed runs" in page
+
+
+def test_index_shows_figure_1_first_then_the_tables(built):
+    _, index = built
+    page = index.read_text()
+    first_image = page.index("<img ")
+    assert page[first_image:].startswith('<img src="figures/figure1_matrix.png"')
+    assert first_image < page.index("<h2>Size heuristic") < page.index("<h2>Table 1") < page.index("<h2>Table 2")
+
+
+def test_the_index_page_shows_the_tables_the_notebooks_recorded(tmp_path, monkeypatch):
+    """The report computes no cell table, Table 1 or Table 2 itself: it shows what the analysis
+    notebooks wrote (here a stand-in for them writes the real tables with two values changed)."""
+    from bs4 import BeautifulSoup
+
+    from mtlstudy import analysis
+
+    study = make_study(tmp_path, ablation=False)
+    df = analysis.load_results(study)
+    cells, order = analysis.study_cells(study)
+
+    def recorded(name, out_dir, parameters, *args):
+        tables = out_dir / "tables"
+        if name == "analysis_pairs":
+            cells.assign(diff=cells["diff"].where(cells["target"].ne("mid") | cells["support"].ne("big"), 9.7)
+                         ).to_csv(tables / "cells.csv", index=False)
+            table = analysis.summary_table(df, cells, order)
+            table.loc["Avg MTL", "Mean"] = 12.3
+            table.to_csv(tables / "table1.csv")
+        if name == "analysis_mtl_all":
+            table = analysis.mtl_all_table(df, order)
+            table.loc["Single task", "Mean"] = 23.4
+            table.to_csv(tables / "table2.csv")
+        page = out_dir / f"{name}.html"
+        page.write_text("")
+        return out_dir / f"{name}.ipynb", page
+
+    monkeypatch.setattr(report, "run_notebook", recorded)
+    page = report.build_report(study).read_text()
+    assert 'cells.html#mid--big" style="color:inherit">+9.7</a>' in page
+    tables = [t for t in BeautifulSoup(page, "html.parser").find_all("table") if "paper (mean)" in t.get_text()]
+    mean = [{tr.th.get_text(): tr.find_all("td")[-3].get_text() for tr in t.find_all("tr")[1:]} for t in tables]
+    assert (mean[0]["Avg MTL"], mean[1]["Single task"]) == ("12.3", "23.4")  # Mean: the third cell from the end
 
 
 def test_collapsed_runs_table():
