@@ -169,11 +169,14 @@ pytest_plugins = ["tests.slurm_fixture"]
 SLOW_FILES = {"test_bad_inputs.py", "test_bench.py", "test_glue_cpu.py", "test_gpu_check.py", "test_real.py",
               "test_reliability.py", "test_slurm.py", "test_study.py"}
 NOTEBOOK_FILES = {"test_notebooks.py", "test_report.py"}
+# Single tests of the unit tier's files that take a minute or more there: Inductor's C++ compile, and
+# the candidate ranking through the command line (its embeddings).
+SLOW_TESTS = {"test_compiled_run_with_inductor_equals_the_uncompiled_run", "test_recommend_candidates_end_to_end"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.path.name in SLOW_FILES:
+        if item.path.name in SLOW_FILES or item.originalname in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
         if item.path.name in NOTEBOOK_FILES:
             item.add_marker(pytest.mark.notebook)
