@@ -247,7 +247,8 @@ def random_encoder(folder: Path, shape: dict, vocab: int) -> Path:
     special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=vocab, min_frequency=1, special_tokens=special, show_progress=False)
-    bpe._tokenizer.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
+    bos, eos = ("<s>", bpe.token_to_id("<s>")), ("</s>", bpe.token_to_id("</s>"))
+    bpe._tokenizer.post_processor = RobertaProcessing(eos, bos)
     tok = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
                                cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
     tok.save_pretrained(folder)
@@ -277,7 +278,8 @@ def study_model(out: Path, smoke: bool) -> tuple[str, str]:
 def study_overrides(model: str, out: Path, smoke: bool, glue_dir: str | None) -> list[str]:
     if glue_dir:
         tasks = ["rte", "mrpc"]
-        data = [f"data.source=glue_dir", f"data.glue_dir={glue_dir}", "train_counts={rte: 512, mrpc: 512}"]
+        data = ["data.source=glue_dir", f"data.glue_dir={Path(glue_dir).resolve()}",
+                "train_counts={rte: 512, mrpc: 512}"]
     else:
         tasks = ["gen_nli", "gen_para"]
         sizes = 48 if smoke else 1024
