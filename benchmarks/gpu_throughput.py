@@ -8,14 +8,19 @@ of a whole study (default: the `paper` profile) estimated from it.
 No download: the model is a RobertaModel with random weights built from a RobertaConfig of
 DistilRoBERTa's shape (6 layers, hidden 768, 12 heads, FFN 3072, vocabulary 50,265, 82M
 parameters); speed does not depend on the weights' values. It runs through the real code path:
-mtlstudy.model.MultiTaskModel, mtlstudy.train.train_step (bf16 autocast, fused AdamW, TF32 on
-GPU, SDPA attention, padding to the longest in the batch) and mtlstudy.train.evaluate.
+mtlstudy.model.MultiTaskModel, mtlstudy.train.train_step (bf16 autocast, fused AdamW, gradients
+clipped at norm 1.0 as the `paper` profile sets, TF32 on GPU, SDPA attention, padding to the
+longest in the batch) and mtlstudy.train.evaluate. MFU: real-token training FLOPs
+(benchmarks/flops.py) over the time and the card's datasheet bf16 peak, and over a bf16 matmul
+measured here. `make gpu-check` (benchmarks/gpu_check.py) uses this model and step for its
+concurrent-run measurements.
 
 What it measures (all in one short run):
   1. seconds per training step of `--batch-size` examples at padded widths `--widths`, and seconds
      per evaluation batch of `--eval-batch-size`; peak GPU memory;
   2. a check of that time model on real-shaped batches: `--steps` length-grouped batches whose
-     lengths are drawn from MNLI's length distribution, measured against the prediction;
+     lengths are drawn from MNLI's length distribution, measured against the prediction, and the
+     MFU of those steps;
   3. the study estimate: every run of `mtlstudy plan <profile>` is simulated with the real batch
      planner (mtlstudy.sampling) on lengths drawn from each task's GLUE length distribution; each
      batch costs the measured time at its padded width. Evaluation: each trained task's full
@@ -53,6 +58,8 @@ from mtlstudy.model import MultiTaskModel  # noqa: E402
 from mtlstudy.spec import TrainSettings  # noqa: E402
 from mtlstudy.tasks import GLUE_TASKS, get_task  # noqa: E402
 
+from benchmarks.flops import datasheet_peak, flop_model, matmul_flops_per_s, train_flops  # noqa: E402
+
 # Token-length quantiles 0, 5, ..., 100 % (21 values) per task and split; see the docstring.
 LENGTH_QUANTILES = {
     "mnli": {"train": [6, 15, 18, 21, 23, 26, 28, 30, 32, 34, 36, 38, 41, 43, 46, 49, 53, 57, 63, 72, 128],
@@ -81,6 +88,7 @@ DISTILROBERTA = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=6, num
                      intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1,
                      pad_token_id=1, bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5)
 MAX_LENGTH = 128
+MAX_GRAD_NORM = 1.0  # the `paper` profile's clipping
 
 
 def sample_lengths(task: str, split: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -108,20 +116,27 @@ def batch_lengths(width: int, rows: int, rng) -> np.ndarray:
 
 
 class Bench:
-    def __init__(self, device: str, batch_size: int, eval_batch_size: int, compile_: bool, log=print):
+    def __init__(self, device: str, batch_size: int, eval_batch_size: int, compile_: bool, log=print,
+                 shape: dict | None = None):
+        """`shape`: RobertaConfig fields over DISTILROBERTA's (a smaller model for a CPU smoke check)."""
         self.device = torch.device(device)
         self.amp = precision.autocast_dtype("auto", self.device)
         precision.allow_tf32(self.device)  # what train.train sets
         from transformers import RobertaConfig, RobertaModel
 
         torch.manual_seed(0)
-        encoder = RobertaModel(RobertaConfig(**DISTILROBERTA), add_pooling_layer=False)
+        self.shape = {**DISTILROBERTA, **(shape or {})}
+        encoder = RobertaModel(RobertaConfig(**self.shape), add_pooling_layer=False)
         self.attn = encoder.config._attn_implementation
         self.model = MultiTaskModel(encoder, [GLUE_TASKS[t] for t in ("rte",)]).to(self.device)
         self.params = sum(p.numel() for p in self.model.parameters())
-        if compile_:
+        if compile_ in (True, "inductor"):
             train_mod.compile_encoder(self.model)  # as train.train does with `compile: true`
-        self.cfg = TrainSettings(batch_size=batch_size, eval_batch_size=eval_batch_size, device=device)
+        elif compile_:  # another torch.compile backend ("eager": the compile path, quickly, for a smoke check)
+            self.model.encoder.compile(backend=compile_, dynamic=True)
+        self.cfg = TrainSettings(batch_size=batch_size, eval_batch_size=eval_batch_size, device=device,
+                                 max_grad_norm=MAX_GRAD_NORM)
+        self.flops = flop_model(self.model)
         self.optimizer = train_mod.make_optimizer(self.model, self.cfg, self.device)
         self.schedule = train_mod.LinearSchedule(self.optimizer, self.cfg.lr, 1)
         self.scaler = precision.make_scaler(self.amp, self.device)
@@ -322,6 +337,15 @@ def main(argv=None) -> int:
     predicted = float(sum(t_train(lengths[ix].max(), len(ix)) for ix in check))
     print(f"check ({len(check)} MNLI-like length-grouped batches): measured {measured:.3f} s, "
           f"time model {predicted:.3f} s ({100 * (measured / predicted - 1):+.0f}%)")
+    flops_per_s = sum(train_flops(lengths[ix], b.flops) for ix in check) / measured
+    peak = datasheet_peak(dev_name) if gpu else None
+    matmul_peak = matmul_flops_per_s(device=a.device, dtype=b.amp or torch.float32)
+    mfu = {"model_tflops_per_s": flops_per_s / 1e12, "matmul_tflops_per_s": matmul_peak / 1e12,
+           "mfu_of_matmul": flops_per_s / matmul_peak, "datasheet_tflops": peak and peak / 1e12,
+           "mfu": peak and flops_per_s / peak}
+    print(f"MFU (real-token training FLOPs of those batches): {flops_per_s / 1e12:.2f} TFLOP/s; "
+          f"{100 * mfu['mfu_of_matmul']:.1f}% of a measured {matmul_peak / 1e12:.1f} TFLOP/s matmul"
+          + (f"; {100 * mfu['mfu']:.1f}% of the datasheet's {peak / 1e12:.0f} TFLOP/s bf16" if peak else ""))
     ckpt = b.checkpoint_seconds()
     print(f"resume checkpoint save (model + optimizer state): {ckpt:.2f} s")
     if gpu:
@@ -349,7 +373,8 @@ def main(argv=None) -> int:
             "device": dev_name, "torch": torch.__version__, "attention": b.attn, "precision": str(b.amp or "fp32"),
             "batch_size": batch, "eval_batch_size": eval_batch, "widths": widths, "train_step_s": train_s,
             "eval_batch_s": eval_s, "peak_memory_train_bytes": mem_train, "peak_memory_eval_bytes": mem_eval,
-            "check": {"measured_s": measured, "predicted_s": predicted}, "checkpoint_s": ckpt,
+            "check": {"measured_s": measured, "predicted_s": predicted}, "checkpoint_s": ckpt, "mfu": mfu,
+            "max_grad_norm": MAX_GRAD_NORM,
             "single_task": rates, "study": est, "compile": a.compile}, indent=1))
     return 0
 

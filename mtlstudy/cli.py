@@ -183,12 +183,6 @@ def _recommend_candidates(a):
     print(format_candidates(a.target, table))
 
 
-def cmd_bench(a):
-    from .bench import main as bench_main
-
-    bench_main(a)
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -268,14 +262,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", action="append", default=[], help="finished study folder(s) to cite")
     p.set_defaults(fn=cmd_recommend)
 
-    p = sub.add_parser("bench", help="training/eval throughput against the HF Trainer, MFU")
-    p.add_argument("--tasks", nargs="+", default=["rte", "sst2"])
-    p.add_argument("--glue-dir", default="../shared/data/glue")
-    p.add_argument("--examples", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default="BENCHMARKS.md")
-    p.set_defaults(fn=cmd_bench)
     return ap
 
 

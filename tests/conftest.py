@@ -1,5 +1,6 @@
 """Shared fixtures: the real GLUE folder (skips when absent), tiny random encoders with tokenizers
-trained on the fly (no download), and a per-session tokenization cache.
+trained on the fly (no download), and a per-session tokenization cache. The test tiers: the marks
+below put whole files out of `make test-fast` (the unit tier); `make test` runs everything.
 
 Nothing here touches the network: HF_HUB_OFFLINE is set before transformers or datasets load.
 """
@@ -159,6 +160,28 @@ def minilm_path() -> str:
 
 
 pytest_plugins = ["tests.slurm_fixture"]
+
+
+# The tiers. `make test-fast` deselects `-m "slow or slurm or notebook"`: whole files that train
+# studies, call the command line or run notebooks, each a minute or more of a 2-core machine;
+# what is left (data, sampling, metrics, model, the training step, analysis, ranking, plots) is
+# the unit tier. A test that uses the Slurm cluster is marked slurm wherever it is.
+SLOW_FILES = {"test_bad_inputs.py", "test_bench.py", "test_glue_cpu.py", "test_gpu_check.py", "test_real.py",
+              "test_reliability.py", "test_slurm.py", "test_study.py"}
+NOTEBOOK_FILES = {"test_notebooks.py", "test_report.py"}
+# Single tests of the unit tier's files that take a minute or more there: Inductor's C++ compile, and
+# the candidate ranking through the command line (its embeddings).
+SLOW_TESTS = {"test_compiled_run_with_inductor_equals_the_uncompiled_run", "test_recommend_candidates_end_to_end"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_FILES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+        if item.path.name in NOTEBOOK_FILES:
+            item.add_marker(pytest.mark.notebook)
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slurm)
 
 
 # `make test` runs the test files on pytest-xdist workers (`-n auto --dist loadfile`): each file on

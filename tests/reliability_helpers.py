@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+from tests.profiles import tiny_profile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,24 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 def rel_profile(folder: Path, model, name: str = "rel", **changes) -> Path:
     """Two generated tasks, one seed, single + STILTs (4 runs in 2 waves; with methods=[..., "mtl"]
     a pairwise MTL run with the dynamic 'gap' sampler too), each a second of training on the tiny model."""
-    prof = {
-        "name": name, "model": str(model), "tasks": ["gen_para", "gen_sent"], "seeds": [3],
-        "methods": ["single", "stilts"],
-        "data": {"generated_sizes": {"gen_para": 160, "gen_sent": 96}, "generated_dev_size": 24},
-        "train": {"lr": 1e-3, "batch_size": 8, "epochs": 2, "max_length": 32, "sampler": "gap", "threads": 1,
-                  "device": "cpu"},  # exact comparisons: CPU kernels are deterministic
-        "output_dir": str(Path(folder) / "outputs"), "workers": 2, "notebooks": False,
-    }
-    for key, value in changes.items():
-        node = prof
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    path = Path(folder) / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(prof))
-    return path
+    return tiny_profile(folder, model, name, **{
+        "methods": ["single", "stilts"], "data.generated_sizes": {"gen_para": 160, "gen_sent": 96},
+        "train.epochs": 2, "train.device": "cpu",  # exact comparisons: CPU kernels are deterministic
+        **changes})
 
 
 def cli_env(**extra) -> dict:

@@ -1,15 +1,16 @@
-"""`mtlstudy bench` smoke test: a few examples, one repeat; it must write the markdown table with a
-row per task and contender. Speed is never asserted here. Also the GPU script's pure parts."""
+"""The CPU benchmarks (benchmarks/cpu_bench.py, `make bench`) in smoke mode: a few examples, one
+repeat; each must write its markdown table. Speed is never asserted here. Also the FLOPs formula
+(benchmarks/flops.py) and the GPU script's pure parts (benchmarks/gpu_throughput.py)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mtlstudy import bench
+from benchmarks import cpu_bench as bench
+from benchmarks import flops
 from mtlstudy.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def test_bench_writes_the_table(glue_dir, minilm_path, tmp_path):
     for task in ("rte", "sst2"):
         for label in bench.CONTENDERS.values():
             assert any(r.startswith(f"| {task} | {label} |") for r in rows), (task, label)
-    assert "GFLOP/s" in text and "real-token MFU" in text and "mtlstudy bench --tasks rte sst2" in text
+    assert "GFLOP/s" in text and "real-token MFU" in text and "python -m benchmarks.cpu_bench --tasks rte sst2" in text
     for task in ("rte", "sst2"):
         assert f"- {task}: training >= 2.0x hf_default" in text and f"- {task}: real-token MFU >= 40%" in text
 
@@ -37,14 +38,20 @@ def test_bench_writes_the_table(glue_dir, minilm_path, tmp_path):
 def test_flops_formula():
     fm = {"layer_params": 100, "head_params": 10, "layers": 2, "hidden": 4}
     # 6 x 100 x (3 + 5) + 12 x 2 x 4 x (9 + 25) + 6 x 10 x 2
-    assert bench.train_flops(np.array([3, 5]), fm) == 6 * 100 * 8 + 12 * 2 * 4 * 34 + 6 * 10 * 2
+    assert flops.train_flops(np.array([3, 5]), fm) == 6 * 100 * 8 + 12 * 2 * 4 * 34 + 6 * 10 * 2
+
+
+def test_datasheet_peaks_by_card_name():
+    assert flops.datasheet_peak("NVIDIA H100 PCIe") == 756e12
+    assert flops.datasheet_peak("NVIDIA H100 80GB HBM3") == flops.datasheet_peak("NVIDIA H200") == 989e12
+    assert flops.datasheet_peak("NVIDIA A100-SXM4-80GB") == 312e12
+    assert flops.datasheet_peak("Tesla T4") is None
 
 
 def _gpu_script():
-    spec = importlib.util.spec_from_file_location("gpu_throughput", REPO / "benchmarks" / "gpu_throughput.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from benchmarks import gpu_throughput
+
+    return gpu_throughput
 
 
 def test_gpu_script_time_model_and_lengths():
@@ -74,10 +81,12 @@ def test_gpu_script_cpu_smoke(tmp_path):
     res = json.loads(out.read_text())
     assert res["study"]["example_passes"] == res["study"]["plan_example_passes"]
     assert res["study"]["gpu_hours"] > 0
+    assert res["max_grad_norm"] == 1.0  # the paper's clipping
+    assert 0 < res["mfu"]["mfu_of_matmul"] < 1 and res["mfu"]["mfu"] is None  # no datasheet peak on CPU
 
 
 def bench_into_section(tmp_path, marker: str, *args) -> str:
-    """Run `python -m mtlstudy.bench *args` (one repeat) into a BENCHMARKS.md that holds an old
+    """Run `python -m benchmarks.cpu_bench *args` (one repeat) into a BENCHMARKS.md that holds an old
     `marker` section; check that it replaced that section and kept the rest; return the file."""
     out = tmp_path / "BENCHMARKS.md"
     out.write_text(f"# Benchmarks\n\nkept\n\n<!-- {marker}:begin -->\nold\n<!-- {marker}:end -->\n")
@@ -100,7 +109,7 @@ def test_eval_bench_writes_its_section(glue_dir, minilm_path, tmp_path):
     """`--eval` measures the dev evaluation in fp32 and bf16 at batches 16/32/64 and rewrites only its section."""
     text = bench_into_section(tmp_path, "eval", "--eval", "--tasks", "cola", "mrpc", "--glue-dir", str(glue_dir),
                               "--dev-examples", "24")
-    assert "`python -m mtlstudy.bench --eval" in text
+    assert "`python -m benchmarks.cpu_bench --eval" in text
     assert "cola (24) + mrpc (24): 48 examples a pass" in text
     rows = [line for line in text.splitlines() if line.startswith("| 16 |") or line.startswith("| 64 |")]
     assert [(r.split("|")[1].strip(), r.split("|")[2].strip()) for r in rows] == [
@@ -118,6 +127,6 @@ def test_ablate_writes_its_section(glue_dir, minilm_path, tmp_path):
     """`--ablate` measures every change, interleaved, and rewrites only its section."""
     text = bench_into_section(tmp_path, "ablate", "--ablate", "--tasks", "rte", "--glue-dir", str(glue_dir),
                               "--examples", "8")
-    assert "`python -m mtlstudy.bench --ablate`" in text
+    assert "`python -m benchmarks.cpu_bench --ablate`" in text
     rows = [line for line in text.splitlines() if line.startswith("| train:") or line.startswith("| eval:")]
     assert len(rows) >= 10 and all(float(r.split("|")[2]) > 0 for r in rows)

@@ -13,28 +13,9 @@ import yaml
 from mtlstudy import results, runner, store, study
 from mtlstudy.plan import ProfileError
 
+from tests.profiles import tiny_profile
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_profile(tmp_path: Path, model: str, name="tiny", **changes) -> Path:
-    """A 2-task, 1-seed study on generated data with a tiny model: every method, seconds per run."""
-    prof = {
-        "name": name, "model": str(model), "tasks": ["gen_para", "gen_sent"], "seeds": [3],
-        "methods": ["single", "stilts", "mtl", "mtl_all"], "mtl_all_samplers": ["size"],
-        "data": {"generated_sizes": {"gen_para": 48, "gen_sent": 24}, "generated_dev_size": 24},
-        "train": {"lr": 1e-3, "batch_size": 8, "epochs": 1, "max_length": 32, "sampler": "gap", "threads": 1},
-        "output_dir": str(tmp_path / "outputs"), "workers": 2, "notebooks": False,
-    }
-    for key, value in changes.items():
-        node = prof
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    path = tmp_path / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(prof))
-    return path
 
 
 def mtimes(study_dir: Path) -> dict[str, float]:

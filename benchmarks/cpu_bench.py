@@ -1,5 +1,6 @@
-"""`mtlstudy bench`: our training loop against the Hugging Face Trainer, on the same model, data,
-batch size and threads, in one process; plus model FLOPs utilisation (MFU) on real tokens.
+"""`python -m benchmarks.cpu_bench` (`make bench`): our training loop against the Hugging Face
+Trainer, on the same model, data, batch size and threads, in one process; plus model FLOPs
+utilisation (MFU) on real tokens. Run from the repository's root.
 
 Contenders (each trains one epoch over the same `examples` training examples of a task, from
 freshly copied pre-trained weights; model loading and Trainer construction are not timed):
@@ -14,19 +15,16 @@ freshly copied pre-trained weights; model loading and Trainer construction are n
 Every repeat runs every contender on every task, in an order rotated per repeat; the table
 reports the median of the repeats and the best (fastest) repeat, which on a shared machine is
 the least disturbed. On a machine shared with other jobs, run it as
-`OMP_WAIT_POLICY=PASSIVE mtlstudy bench`: spinning OpenMP threads otherwise make every
+`OMP_WAIT_POLICY=PASSIVE python -m benchmarks.cpu_bench`: spinning OpenMP threads otherwise make every
 contender several times slower and the numbers erratic (BENCHMARKS.md).
 
-MFU: training FLOPs counted on real (non-pad) tokens,
-  per example of L tokens: 6 x P_layers x L + 12 x layers x hidden x L^2 + 6 x P_head
-(P_layers: the transformer layers' parameters; the L^2 term: attention scores and weighted sum,
-forward + backward; P_head: pooler + classifier, once per example), divided by the time and by
-the throughput of torch.matmul on two 2048 x 2048 fp32 matrices measured in the same run.
+MFU: training FLOPs counted on real (non-pad) tokens (benchmarks/flops.py), divided by the time
+and by the throughput of torch.matmul on two 2048 x 2048 fp32 matrices measured in the same run.
 
-`python -m mtlstudy.bench --ablate` measures single changes to our loop (what helps, and by how
-much) and prints a markdown table. `python -m mtlstudy.bench --multitask` measures a multi-task
+`python -m benchmarks.cpu_bench --ablate` measures single changes to our loop (what helps, and by how
+much) and prints a markdown table. `python -m benchmarks.cpu_bench --multitask` measures a multi-task
 step (train.multitask_forward): one encoder pass over a heterogeneous batch against one per task.
-`python -m mtlstudy.bench --eval` measures the dev evaluation of --tasks (train.eval_precision and
+`python -m benchmarks.cpu_bench --eval` measures the dev evaluation of --tasks (train.eval_precision and
 eval_batch_size): fp32 against bf16 autocast at several batch sizes.
 """
 from __future__ import annotations
@@ -47,17 +45,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as data_mod
-from . import sampling, train as train_mod
-from .model import OFFLINE_MINILM, load_model, load_tokenizer, resolve_model
-from .errors import UserError
-from .spec import TrainSettings
-from .tasks import get_task
+from mtlstudy import data as data_mod
+from mtlstudy import sampling, train as train_mod
+from mtlstudy.errors import UserError
+from mtlstudy.model import OFFLINE_MINILM, load_model, load_tokenizer, resolve_model
+from mtlstudy.spec import TrainSettings
+from mtlstudy.tasks import get_task
+
+from benchmarks.flops import MATMUL_N, flop_model, matmul_flops_per_s, train_flops
 
 MODEL = OFFLINE_MINILM
 MAX_LENGTH = 128
 HF_DEFAULT_EVAL_BATCH = 8                       # run_glue.py / TrainingArguments default
-MATMUL_N = 2048
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 CONTENDERS = {
@@ -113,38 +112,6 @@ def hf_dataset(tokenizer, ex: data_mod.Examples, pad_to_max: bool):
     cols = {k: list(v) for k, v in enc.items()}
     cols["label"] = ex.labels.tolist()
     return datasets.Dataset.from_dict(cols)
-
-
-# ---- FLOPs --------------------------------------------------------------------------------
-
-def flop_model(encoder_model) -> dict:
-    """Parameter counts that the FLOPs formula needs, from a MultiTaskModel or an HF model."""
-    enc = getattr(encoder_model, "encoder", None) or getattr(encoder_model, "bert", None) or \
-        getattr(encoder_model, "roberta", None) or encoder_model
-    cfg = enc.config
-    layers = sum(p.numel() for n, p in enc.named_parameters() if ".layer." in f".{n}")
-    pooler = sum(p.numel() for n, p in enc.named_parameters() if n.startswith("pooler."))
-    return {"layer_params": layers, "head_params": pooler + 2 * cfg.hidden_size,  # + 2-way classifier
-            "layers": cfg.num_hidden_layers, "hidden": cfg.hidden_size}
-
-
-def train_flops(lengths: np.ndarray, fm: dict) -> float:
-    """Training FLOPs (forward + backward) of one pass over examples of these real lengths."""
-    L = np.asarray(lengths, dtype=np.float64)
-    return float(6 * fm["layer_params"] * L.sum() + 12 * fm["layers"] * fm["hidden"] * (L ** 2).sum()
-                 + 6 * fm["head_params"] * len(L))
-
-
-def matmul_flops_per_s(n: int = MATMUL_N, reps: int = 4) -> float:
-    """Dense fp32 torch.matmul throughput (FLOP/s), best of `reps` after a warm-up."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
 
 
 # ---- contenders ---------------------------------------------------------------------------
@@ -358,7 +325,7 @@ def to_markdown(res: dict, command: str) -> str:
     rows = res["rows"]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    lines = [BEGIN, "## CPU: our loop vs the Hugging Face Trainer (`mtlstudy bench`)", "",
+    lines = [BEGIN, "## CPU: our loop vs the Hugging Face Trainer (`python -m benchmarks.cpu_bench`)", "",
              f"- command: `{command}`",
              f"- date: {now}",
              f"- machine: {res['machine']}",
@@ -433,7 +400,7 @@ def main(args) -> int:
     if not glue.is_dir():
         raise UserError(f"{glue}: GLUE folder not found (--glue-dir)")
     res = run(args.tasks, glue, args.examples, args.batch_size, args.repeats, getattr(args, "threads", None))
-    command = _env_prefix() + "mtlstudy bench " + " ".join(
+    command = _env_prefix() + "python -m benchmarks.cpu_bench " + " ".join(
         [f"--tasks {' '.join(args.tasks)}", f"--glue-dir {args.glue_dir}", f"--examples {args.examples}",
          f"--batch-size {args.batch_size}", f"--repeats {args.repeats}", f"--out {args.out}"])
     section = to_markdown(res, command)
@@ -541,7 +508,7 @@ MULTITASK_BEGIN, MULTITASK_END = "<!-- multitask:begin -->", "<!-- multitask:end
 def _glue_task_data(tasks, glue_dir, train_count: int):
     """The tokenizer and the GLUE `tasks` as a study run prepares them (train_mod.prepare_data),
     `train_count` training examples each, tokenized into a throw-away cache."""
-    from .spec import DataSource, RunSpec
+    from mtlstudy.spec import DataSource, RunSpec
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     method = "mtl_all" if len(tasks) > 2 else "mtl" if len(tasks) == 2 else "single"
     spec = RunSpec(method=method, tasks=list(tasks), seed=1, model=MODEL,
@@ -634,7 +601,7 @@ def eval_speed(tasks, glue_dir="../shared/data/glue", examples=None, batch_sizes
 
 
 def _cli(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mtlstudy.bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.cpu_bench", description=__doc__.split("\n")[0])
     ap.add_argument("--ablate", action="store_true", help="measure single changes to our loop instead")
     ap.add_argument("--multitask", action="store_true",
                     help="measure one encoder pass per multi-task batch against one per task, on --tasks together, "
@@ -665,8 +632,8 @@ def _cli(argv=None) -> int:
             body = "\n\n".join(ablate(t, a.glue_dir, a.examples, a.batch_size, a.repeats) for t in a.tasks)
         now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
         argv_ = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
-        section = "\n".join([begin, f"## {title} (`python -m mtlstudy.bench {flag}`)", "",
-                              f"- command: `{_env_prefix()}python -m mtlstudy.bench {argv_}`", f"- date: {now}",
+        section = "\n".join([begin, f"## {title} (`python -m benchmarks.cpu_bench {flag}`)", "",
+                              f"- command: `{_env_prefix()}python -m benchmarks.cpu_bench {argv_}`", f"- date: {now}",
                               f"- machine: {machine()}", "", body, "", end])
         write_section(Path(a.out), section, begin, end)
         print(section)
@@ -678,5 +645,5 @@ if __name__ == "__main__":
     try:
         sys.exit(_cli())
     except UserError as e:  # bad input: one line, as the mtlstudy command prints it
-        print(f"mtlstudy.bench: error: {e}", file=sys.stderr)
+        print(f"benchmarks.cpu_bench: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,30 @@
+"""The tiny study profile the study and reliability tests write: two generated tasks, one seed,
+a tiny model, seconds a run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def tiny_profile(folder: Path, model, name: str = "tiny", **changes) -> Path:
+    """Write <folder>/<name>.yaml: gen_para + gen_sent, seed 3, every method, one epoch, 2 workers, no
+    notebooks, outputs under <folder>/outputs. `changes` replace keys; a dotted key ("train.epochs")
+    replaces one field inside a section."""
+    prof = {
+        "name": name, "model": str(model), "tasks": ["gen_para", "gen_sent"], "seeds": [3],
+        "methods": ["single", "stilts", "mtl", "mtl_all"], "mtl_all_samplers": ["size"],
+        "data": {"generated_sizes": {"gen_para": 48, "gen_sent": 24}, "generated_dev_size": 24},
+        "train": {"lr": 1e-3, "batch_size": 8, "epochs": 1, "max_length": 32, "sampler": "gap", "threads": 1},
+        "output_dir": str(Path(folder) / "outputs"), "workers": 2, "notebooks": False,
+    }
+    for key, value in changes.items():
+        node = prof
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path = Path(folder) / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(prof))
+    return path
