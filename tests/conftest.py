@@ -167,7 +167,7 @@ pytest_plugins = ["tests.slurm_fixture"]
 # what is left (data, sampling, metrics, model, the training step, analysis, ranking, plots) is
 # the unit tier. A test that uses the Slurm cluster is marked slurm wherever it is.
 SLOW_FILES = {"test_bad_inputs.py", "test_bench.py", "test_glue_cpu.py", "test_gpu_check.py", "test_real.py",
-              "test_reliability.py", "test_slurm.py", "test_study.py"}
+              "test_reliability.py", "test_slurm.py", "test_study.py", "test_readme.py"}
 NOTEBOOK_FILES = {"test_notebooks.py", "test_report.py"}
 # Single tests of the unit tier's files that take a minute or more there: Inductor's C++ compile, and
 # the candidate ranking through the command line (its embeddings).
