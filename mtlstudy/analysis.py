@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import BadValue, StudyNotFound
+from .folder import StudyFolder
 from .sampling import DYNAMIC
 from .tasks import GENERATED_TASKS, GLUE_TASKS
 
@@ -69,9 +70,8 @@ def is_paper_study(study_dir: Path) -> bool:
 
 
 def load_run(study_dir: Path, run_id: str) -> dict | None:
-    """runs/<run_id>/result.json as a dict, or None when it is missing."""
-    path = Path(study_dir) / "runs" / str(run_id) / "result.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The run's record as a dict, or None when it is missing (a corrupt one raises CorruptResultError)."""
+    return StudyFolder(study_dir).read_record(run_id)
 
 
 def history_frame(run: dict) -> pd.DataFrame:

@@ -1,8 +1,5 @@
-"""Results on disk: one result.json per run, written atomically; a study's table from them.
-
-outputs/<study>/runs/<run_id>/result.json    the run's record (status done or failed)
-outputs/<study>/runs/<run_id>/run.ipynb      the executed notebook (audit trail)
-outputs/<study>/results.csv                  one row per (run, scored task)
+"""Files of a study, whatever their place (folder.py knows the places): JSON written atomically
+and read with a one-line error, checkpoint folders, and a run record's rows of results.csv.
 """
 from __future__ import annotations
 
@@ -54,10 +51,6 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def run_dir(study_dir: Path, run_id: str) -> Path:
-    return Path(study_dir) / "runs" / run_id
-
-
 def remove_checkpoint(folder: Path) -> None:
     """Delete a resume checkpoint folder and the siblings a save leaves while it replaces it
     (`<folder>.tmp` being written, `<folder>.old` the previous one)."""
@@ -65,23 +58,13 @@ def remove_checkpoint(folder: Path) -> None:
         shutil.rmtree(Path(folder).with_name(Path(folder).name + suffix), ignore_errors=True)
 
 
-def result_path(study_dir: Path, run_id: str) -> Path:
-    return run_dir(study_dir, run_id) / "result.json"
-
-
-def support_checkpoint(study_dir: Path, run_id: str, task: str) -> Path:
-    """The folder of a run's best weights for `task` (kept for STILTs: train.keep_checkpoint)."""
-    return run_dir(study_dir, run_id) / "best" / task
-
-
 def has_weights(folder: Path) -> bool:
     return (Path(folder) / "model.safetensors").exists()
 
 
-def read_result(study_dir: Path, run_id: str) -> dict | None:
-    """The run's record, or None if it has none. A corrupt record raises CorruptResultError."""
-    p = result_path(study_dir, run_id)
-    return read_json(p) if p.exists() else None
+RESULT_COLUMNS = ["run_id", "method", "target", "support", "seed", "score", "best_step", "best_epoch", "sampler",
+                  "target_fraction", "k", "target_train_size", "support_train_size", "model", "study", "majority_score",
+                  "constant_score"]
 
 
 def result_rows(record: dict, tags: dict | None = None) -> list[dict]:

@@ -379,10 +379,10 @@ class Resume:
         remove_checkpoint(self.folder)
 
 
-def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
+def train(spec: RunSpec, run_folder, init_checkpoint: Path | None = None,
           reference_scores: dict[str, float] | None = None, cache_dir=None, progress: bool = True,
           log=print) -> dict:
-    """Train one run; return its record. Checkpoints go to out_dir (resume/, best/<task>/)."""
+    """Train one run; return its record. Checkpoints go to run_folder (a folder.RunFolder)."""
     t0 = time.time()
     cfg = spec.train
     if cfg.sampler in sampling.DYNAMIC and spec.multitask:
@@ -390,7 +390,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
         if missing:  # otherwise it would fail after a whole epoch of training
             raise TrainingError(f"sampler '{cfg.sampler}' needs reference scores (mean single-task dev score) for "
                                 f"{missing}: a study passes them; `mtlstudy train` takes --reference TASK=SCORE")
-    out_dir = Path(out_dir)
+    out_dir = run_folder.path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
@@ -428,7 +428,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
 
     first = epoch_plan(sampling.task_probabilities(cfg.sampler, sizes, cfg.temperature, reference_scores, None)
                        if len(names) > 1 else None)
-    resume = Resume(out_dir / "resume")
+    resume = Resume(run_folder.resume)
     state = resume.load(model, optimizer, schedule, log, scaler)
     if state is None:
         log(f"{spec.run_id()}: training from scratch ({cfg.epochs} epochs, {first.num_batches} batches in epoch 1, "
@@ -461,7 +461,7 @@ def train(spec: RunSpec, out_dir: Path, init_checkpoint: Path | None = None,
                 state.batch = b + 1
                 progress_now = epoch + (b + 1) / n
                 _evaluate_and_record(model, tasks, cfg, pad_id, device, eval_amp, state, progress_now,
-                                     schedule.lr(progress_now, progress_now + 1 / n), out_dir)
+                                     schedule.lr(progress_now, progress_now + 1 / n), run_folder)
                 if b + 1 == n:
                     state.epoch, state.batch = epoch + 1, 0
                     if dynamic:  # the evaluation just done gives the current scores: no extra pass
@@ -533,7 +533,7 @@ def train_step(model, tasks, batch_plan, pad_id, device, amp, cfg, optimizer, sc
 
 
 def _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state: LoopState, progress: float, lr: float,
-                         out_dir):
+                         run_folder):
     """Score the dev sets, append to the history, keep each task's best step (and its weights)."""
     eval_batch = eval_batch_size_for(cfg, device)
     select = evaluate(model, tasks, "select", eval_batch, pad_id, device, amp)
@@ -554,4 +554,4 @@ def _evaluate_and_record(model, tasks, cfg, pad_id, device, amp, state: LoopStat
             best[t] = {"step": entry["step"], "epoch": entry["epoch"], "selection_score": m["score"],
                        "score": report[t]["score"], "metrics": report[t]}
             if cfg.keep_checkpoint == "best":
-                _save_model(model, out_dir / "best" / t)
+                _save_model(model, run_folder.best(t))
