@@ -20,10 +20,9 @@ def _add_profile(p):
 
 
 def cmd_train(a):
-    from .folder import RunFolder
+    from .folder import RunFolder, write_json_atomic
     from .profile import apply_overrides, model_problem
     from .spec import RunSpec
-    from .store import write_json_atomic
     from .tasks import get_task
 
     raw = {}

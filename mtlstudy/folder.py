@@ -12,18 +12,62 @@ outputs/<study>/runs/<run_id>/             one run (RunFolder): result.json, cla
 then again only for a run that may have changed (`refresh`), instead of rereading every
 result.json on every pass. Several launchers may share a folder (a second profile, a task added
 while the first still runs): the run list on disk is their union, and checkpoints are removed
-only after the run list and the records of the runs that need them are read again.
+only after the run list and the records of the runs that need them are read again. Its JSON
+files are written atomically (never half-written) and a corrupt one is named in a one-line error.
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import claims, store
 from .errors import UserError
+
+
+# ---- files: JSON written atomically and read with a one-line error; checkpoint folders ----------
+
+class CorruptResultError(UserError, ValueError):
+    """A study file that is not valid JSON: the message names it."""
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, allow_nan=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise CorruptResultError(f"{path}: corrupt JSON at line {e.lineno} ({e.msg})") from None
+
+
+def remove_checkpoint(folder: Path) -> None:
+    """Delete a resume checkpoint folder and the siblings a save leaves while it replaces it
+    (`<folder>.tmp` being written, `<folder>.old` the previous one)."""
+    for suffix in ("", ".tmp", ".old"):
+        shutil.rmtree(Path(folder).with_name(Path(folder).name + suffix), ignore_errors=True)
+
+
+def has_weights(folder: Path) -> bool:
+    return (Path(folder) / "model.safetensors").exists()
+
 
 STATUSES = ("done", "failed", "blocked", "pending")
 
@@ -66,7 +110,7 @@ class RunFolder:
 
     def remove_resume(self) -> None:
         """Delete the resume checkpoint and the siblings a save leaves while it replaces it."""
-        store.remove_checkpoint(self.resume)
+        remove_checkpoint(self.resume)
 
 
 class StudyFolder:
@@ -80,6 +124,10 @@ class StudyFolder:
         self._scope = list(run_ids) if run_ids is not None else None
         self._runs: dict[str, dict] | None = None
         self.status: dict[str, str] = {}
+
+    def __getstate__(self) -> dict:
+        """Sent to another process (a Slurm job) as its absolute path alone: the job reads the rest."""
+        return {"root": self.root.resolve(), "_scope": None, "_runs": None, "status": {}}
 
     # ---- paths ---------------------------------------------------------------------------------
 
@@ -111,13 +159,13 @@ class StudyFolder:
         return self.run(run_id).best(task)
 
     def has_support_checkpoint(self, run_id: str, task: str) -> bool:
-        return store.has_weights(self.support_checkpoint(run_id, task))
+        return has_weights(self.support_checkpoint(run_id, task))
 
     # ---- the run list --------------------------------------------------------------------------
 
-    def write_study(self, study_info: dict, entries: dict[str, dict]) -> None:
-        """study.json (`study_info`) and the run list: `entries` (run id -> spec, deps, kind) merged
-        into the one on disk, under a lock, so a second launcher on the folder adds its runs and
+    def write_study(self, profile, runs, task_sizes: dict[str, int]) -> None:
+        """study.json (the profile, its task sizes) and the run list: `runs` (plan.PlannedRun) added
+        to the one on disk, under a lock, so a second launcher on the folder adds its runs and
         removes none of the first's."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -126,12 +174,14 @@ class StudyFolder:
             probe.unlink()
         except OSError as e:
             raise UserError(f"{self.root}: output folder is not writable ({e.strerror})") from None
-        store.write_json_atomic(self.study_file, study_info)
+        write_json_atomic(self.study_file, {"name": profile.name, "profile": profile.model_dump(mode="json"),
+                                            "task_sizes": task_sizes, "paper": profile.paper})
+        entries = {r.run_id: {"spec": r.spec.model_dump(mode="json"), "deps": r.deps, "kind": r.kind} for r in runs}
         with open(self.root / ".runs.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             merged = self.read_run_list() if self.is_started() else {}
             merged.update(entries)
-            store.write_json_atomic(self.run_list, merged)
+            write_json_atomic(self.run_list, merged)
         self._runs = None
 
     def is_started(self) -> bool:
@@ -139,7 +189,7 @@ class StudyFolder:
 
     def read_run_list(self) -> dict[str, dict]:
         """The run list on disk, every launcher's: run id -> {"spec", "deps", "kind"}."""
-        return store.read_json(self.run_list)
+        return read_json(self.run_list)
 
     @property
     def runs(self) -> dict[str, dict]:
@@ -159,13 +209,13 @@ class StudyFolder:
     def read_record(self, run_id: str) -> dict | None:
         """The run's record, or None if it has none. A corrupt record raises CorruptResultError."""
         path = self.run(run_id).record
-        return store.read_json(path) if path.exists() else None
+        return read_json(path) if path.exists() else None
 
     def read_status(self, run_id: str) -> str:
         """done | failed | pending, from disk (no record, or a corrupt one: that run is simply redone)."""
         try:
             rec = self.read_record(run_id)
-        except store.CorruptResultError:
+        except CorruptResultError:
             return "pending"
         return "pending" if rec is None else rec.get("status", "pending")
 
@@ -199,13 +249,13 @@ class StudyFolder:
 
     def record_result(self, run_id: str, record: dict) -> None:
         """Write a finished run's record; its resume checkpoint is no longer needed."""
-        store.write_json_atomic(self.run(run_id).record, record)
+        write_json_atomic(self.run(run_id).record, record)
         self.run(run_id).remove_resume()
 
     def record_failure(self, run_id: str, reason: str, **details) -> None:
         """Write a failed run's record: its reason in one line, and `details` (traceback, wall time)."""
         kind = self.read_run_list()[run_id]["kind"]
-        store.write_json_atomic(self.run(run_id).record, {"run_id": run_id, "status": "failed", "error": reason,
+        write_json_atomic(self.run(run_id).record, {"run_id": run_id, "status": "failed", "error": reason,
                                                           "method": kind, **details})
 
     def reset_failed(self) -> list[str]:

@@ -14,6 +14,7 @@ from . import sampling
 from .data import subsample_size
 from .profile import Profile, ProfileError, task_size
 from .spec import RunSpec
+from .tasks import Task
 
 
 @dataclass

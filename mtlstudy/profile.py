@@ -279,3 +279,8 @@ def task_size(profile: Profile, user: dict, name: str) -> int:
     if size is None:
         raise ProfileError(f"task {name}: train_size unknown; set it in the task file")
     return min(size, profile.train_counts.get(name, size))
+
+
+def study_task_sizes(profile: Profile, user: dict) -> dict[str, int]:
+    """Every task's training examples (task_size), in the profile's order."""
+    return {t: task_size(profile, user, t) for t in profile.tasks}

@@ -249,8 +249,7 @@ def run_slurm(folder: StudyFolder, settings: SlurmSettings, notebooks: bool = Tr
     """Submit the pending runs as job arrays, one per dependency wave (afterany: each run checks
     its own dependencies and is blocked, not lost, when one failed); wait; report."""
     check_available()
-    job_folder = StudyFolder(folder.root.resolve())  # absolute: a job may start in another folder
-    waves = [[(job_folder, r, notebooks) for r in w if folder.status[r] != "done"] for w in _waves(folder.runs)]
+    waves = [[(folder, r, notebooks) for r in w if folder.status[r] != "done"] for w in _waves(folder.runs)]
     waves = [w for w in waves if w]
     if waves:
         jobs = submit_waves(run_one, waves, folder.slurm_logs, settings, job_name=f"mtl-{folder.name}")

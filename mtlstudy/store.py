@@ -1,44 +1,10 @@
-"""Files of a study, whatever their place (folder.py knows the places): JSON written atomically
-and read with a one-line error, checkpoint folders, and a run record's rows of results.csv.
+"""A run's record (result.json, written by folder.StudyFolder.record_result): the library versions
+it names, and its rows of results.csv.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
 from importlib import metadata
-from pathlib import Path
-
-from .errors import UserError
-
-
-class CorruptResultError(UserError, ValueError):
-    """A study file that is not valid JSON: the message names it."""
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise CorruptResultError(f"{path}: corrupt JSON at line {e.lineno} ({e.msg})") from None
 
 
 def library_versions() -> dict[str, str]:
@@ -49,17 +15,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-def remove_checkpoint(folder: Path) -> None:
-    """Delete a resume checkpoint folder and the siblings a save leaves while it replaces it
-    (`<folder>.tmp` being written, `<folder>.old` the previous one)."""
-    for suffix in ("", ".tmp", ".old"):
-        shutil.rmtree(Path(folder).with_name(Path(folder).name + suffix), ignore_errors=True)
-
-
-def has_weights(folder: Path) -> bool:
-    return (Path(folder) / "model.safetensors").exists()
 
 
 RESULT_COLUMNS = ["run_id", "method", "target", "support", "seed", "score", "best_step", "best_epoch", "sampler",

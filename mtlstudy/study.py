@@ -20,7 +20,7 @@ from .folder import StudyFolder
 from .local import run_local
 from .plan import PlannedRun, make_plan
 from .profile import (Profile, ProfileError, apply_overrides, check_inputs, load_profile, profile_from_dict,
-                      profile_path, read_profile_file, task_size)
+                      profile_path, read_profile_file, study_task_sizes)
 
 REPO = Path(__file__).resolve().parent.parent  # the repository: params/, notebooks/, outputs/
 
@@ -42,12 +42,7 @@ class Study:
 
     def write(self) -> StudyFolder:
         """study.json (profile, task sizes) and this study's runs added to the folder's run list."""
-        p = self.profile
-        sizes = {t: task_size(p, self.user, t) for t in p.tasks}
-        self.folder.write_study({"name": p.name, "profile": p.model_dump(mode="json"), "task_sizes": sizes,
-                                 "paper": p.paper},
-                                {r.run_id: {"spec": r.spec.model_dump(mode="json"), "deps": r.deps, "kind": r.kind}
-                                 for r in self.runs})
+        self.folder.write_study(self.profile, self.runs, study_task_sizes(self.profile, self.user))
         return self.folder
 
 
@@ -142,7 +137,13 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
     check_inputs(p, study.user)
     if executor == "slurm":
         slurm.check_available()
-    folder = study.write()
+    else:
+        from .train import cpu_bf16_note  # torch: only once the inputs are known to be good
+
+        if note := cpu_bf16_note(p.train):
+            print(note, file=sys.stderr)
+    folder = study.folder
+    folder.write_study(p, study.runs, study_task_sizes(p, study.user))
     if retry_failed:
         folder.reset_failed()
     folder.reopen_cleaned_supports()
@@ -150,10 +151,6 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
     if executor == "slurm":
         slurm.run_slurm(folder, p.slurm, notebooks=notebooks, progress=progress)
     else:
-        from .train import cpu_bf16_note  # torch: only once the inputs are known to be good
-
-        if note := cpu_bf16_note(p.train):
-            print(note, file=sys.stderr)
         run_local(folder, workers=workers or p.workers, notebooks=notebooks, progress=progress)
     # claims first, then records: a run released in between counts as done
     held = {rid: folder.held_elsewhere(rid) for rid, s in folder.status.items() if s == "pending"}

@@ -29,7 +29,8 @@ from .model import load_model, load_tokenizer, predictions, task_loss
 from .errors import UserError
 from .spec import RunSpec, TrainSettings
 from .tasks import get_task
-from .store import library_versions, remove_checkpoint, write_json_atomic
+from .folder import remove_checkpoint
+from .store import library_versions
 
 
 class TrainingError(UserError, RuntimeError):

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtlstudy import runner, store, study
-from mtlstudy.folder import StudyFolder
+from mtlstudy import runner, study
+from mtlstudy.folder import CorruptResultError, StudyFolder
 from tests.reliability_helpers import cli, cli_env
 
 
@@ -309,7 +309,7 @@ def test_corrupt_result_json_is_redone(tmp_path, tiny_roberta):
     good = StudyFolder(st.dir).read_record(rid)
     path = StudyFolder(st.dir).run(rid).record
     path.write_text(path.read_text()[:100])
-    with pytest.raises(store.CorruptResultError, match="result.json"):
+    with pytest.raises(CorruptResultError, match="result.json"):
         StudyFolder(st.dir).read_record(rid)
     assert StudyFolder(st.dir).counts()["pending"] == 1
     StudyFolder(st.dir).collect()
