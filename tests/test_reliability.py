@@ -287,10 +287,10 @@ def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, fin
     plan = {r.run_id: r for r in st.runs}
 
     def mid_training():  # a run done, another with a checkpoint before its last epoch's end
-        runs = d / "runs"
-        done = [p.parent.name for p in runs.glob("*/result.json")] if runs.exists() else []
-        mid = [p.parent.parent.name for p in runs.glob("*/resume/state.pt")
-               if (checkpoint_state(p.parent.parent) or {"epoch": 99})["epoch"] < st.profile.train.epochs]
+        folder = StudyFolder(d)
+        done = [rid for rid in plan if folder.run(rid).record.exists()]
+        mid = [rid for rid in plan if (folder.run(rid).resume / "state.pt").exists()
+               and (checkpoint_state(folder.run(rid).path) or {"epoch": 99})["epoch"] < st.profile.train.epochs]
         return done and mid and (done, mid)
 
     proc = start_cli("run", prof, log=tmp_path / "first.log")
