@@ -736,7 +736,7 @@ def test_run_notebook_gets_its_parameters_as_literals(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "NOTEBOOK", stand_in)
     nasty = tmp_path / "a\"b'c\\d $(touch x); __import__('os')"
     (nasty / "runs" / "r").mkdir(parents=True)
-    runner._execute_notebook(nasty, "r")
+    runner._execute_notebook(StudyFolder(nasty), "r")
     assert json.loads((nasty / "runs" / "r" / "seen.json").read_text()) == [str(nasty.resolve()), "r"]
     assert not (tmp_path / "x").exists() and not Path("x").exists()
     assert (nasty / "runs" / "r" / "run.ipynb").exists()
