@@ -204,7 +204,9 @@ class TimeModel:
 
 def study_estimate(profile_name: str, t_train: TimeModel, t_eval: TimeModel, eval_batch: int,
                    checkpoint_s: float, log=print) -> dict:
-    from mtlstudy.plan import compute_summary, load_profile, make_plan, run_train_sizes, task_size
+    from mtlstudy.compute import compute_summary
+    from mtlstudy.plan import make_plan, run_train_sizes
+    from mtlstudy.profile import load_profile, task_size
 
     path = Path(profile_name)
     profile, user = load_profile(path if path.exists() else REPO / "params" / f"{profile_name}.yaml")

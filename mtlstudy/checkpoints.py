@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import TrainingError
-from .store import remove_checkpoint
+from .folder import remove_checkpoint
 
 LOOP_KEYS = ("step", "epoch", "batch", "history", "best", "probs")  # what a resume state must hold
 

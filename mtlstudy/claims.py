@@ -1,6 +1,7 @@
 """Claims: which process trains a run. A claim is a file created atomically (O_EXCL) in the run's
-folder, naming the host, pid (and its start time) and Slurm job; a claim whose holder is gone is
-stale and taken over, so a killed launcher or job never leaves a run locked.
+folder (its place: folder.RunFolder.claim), naming the host, pid (and its start time) and Slurm
+job; a claim whose holder is gone is stale and taken over, so a killed launcher or job never
+leaves a run locked.
 """
 from __future__ import annotations
 
@@ -10,13 +11,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-
-from . import store
-from .results import RunIndex
-
-
-def _claim_path(study_dir, run_id):
-    return store.run_dir(study_dir, run_id) / "claim.json"
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -111,10 +105,10 @@ def _claim_is_stale(path: Path) -> bool:
     return _claim_holder(path) == "none"
 
 
-def claim(study_dir: Path, run_id: str) -> bool:
-    """Take the run by creating its claim file with O_EXCL. A stale claim (see _claim_is_stale)
-    is taken over."""
-    path = _claim_path(study_dir, run_id)
+def claim(path: Path) -> bool:
+    """Take the run by creating its claim file `path` with O_EXCL. A stale claim (see
+    _claim_is_stale) is taken over."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _pid_start(os.getpid()), "time": time.time(),
           "slurm_job": os.environ.get("SLURM_JOB_ID")}
@@ -132,34 +126,21 @@ def claim(study_dir: Path, run_id: str) -> bool:
     return False
 
 
-def held_elsewhere(study_dir: Path, run_id: str) -> str:
-    """Who holds the run's claim: "none", "live" or "unchecked" (see _claim_holder)."""
-    path = _claim_path(study_dir, run_id)
-    return _claim_holder(path) if path.exists() else "none"
+def holder(path: Path) -> str:
+    """Who holds the claim file `path`: "none", "live" or "unchecked" (see _claim_holder)."""
+    return _claim_holder(Path(path)) if Path(path).exists() else "none"
 
 
-def is_claimed(study_dir: Path, run_id: str) -> bool:
-    """Claimed by a live process, or one on another host that cannot be checked (a stale claim does not count)."""
-    return held_elsewhere(study_dir, run_id) != "none"
-
-
-def runs_in_flight(study_dir: Path, index: RunIndex | None = None) -> list[tuple[str, str]]:
-    """(run id, who trains it) for every unfinished run whose claim is held: "pid 123 on host,
-    for 4 min", with the Slurm job where there is one, "(unchecked)" for another host outside Slurm."""
-    out = []
-    index = index or RunIndex(study_dir)
-    for rid in index.runs:
-        if index.status[rid] != "pending" or (holder := held_elsewhere(study_dir, rid)) == "none":
-            continue
-        claim_of = _read_claim(_claim_path(study_dir, rid)) or {}
-        who = f"pid {claim_of.get('pid', '?')} on {claim_of.get('host', '?')}"
-        if claim_of.get("slurm_job"):
-            who += f", Slurm job {claim_of['slurm_job']}"
-        if claim_of.get("time"):
-            who += f", for {(time.time() - claim_of['time']) / 60:.0f} min"
-        out.append((rid, who + (" (another host outside Slurm: unchecked)" if holder == "unchecked" else "")))
-    return out
-
-
-def release(study_dir: Path, run_id: str):
-    _claim_path(study_dir, run_id).unlink(missing_ok=True)
+def describe(path: Path) -> str:
+    """Who trains the run of a held claim: "pid 123 on host, for 4 min", with the Slurm job where
+    there is one, "(unchecked)" for another host outside Slurm; "" when nobody holds it."""
+    who_holds = holder(path)
+    if who_holds == "none":
+        return ""
+    claim_of = _read_claim(Path(path)) or {}
+    who = f"pid {claim_of.get('pid', '?')} on {claim_of.get('host', '?')}"
+    if claim_of.get("slurm_job"):
+        who += f", Slurm job {claim_of['slurm_job']}"
+    if claim_of.get("time"):
+        who += f", for {(time.time() - claim_of['time']) / 60:.0f} min"
+    return who + (" (another host outside Slurm: unchecked)" if who_holds == "unchecked" else "")

@@ -20,9 +20,9 @@ def _add_profile(p):
 
 
 def cmd_train(a):
-    from .plan import apply_overrides, model_problem
+    from .folder import RunFolder, write_json_atomic
+    from .profile import apply_overrides, model_problem
     from .spec import RunSpec
-    from .store import remove_checkpoint, write_json_atomic
     from .tasks import get_task
 
     raw = {}
@@ -63,13 +63,13 @@ def cmd_train(a):
         raise UserError(f"run parameter 'model': {problem}")
     from .train import train
 
-    out = Path(a.out or Path("outputs") / "runs" / spec.run_id())
-    record = train(spec, out, init_checkpoint=Path(a.init_from) if a.init_from else None,
+    run = RunFolder(Path(a.out or Path("outputs") / "runs" / spec.run_id()))
+    record = train(spec, run, init_checkpoint=Path(a.init_from) if a.init_from else None,
                    reference_scores=reference or None)
-    write_json_atomic(out / "result.json", record)
-    remove_checkpoint(out / "resume")  # finished: the record is all that is needed
+    write_json_atomic(run.record, record)
+    run.remove_resume()  # finished: the record is all that is needed
     best = {t: round(b["score"], 2) for t, b in record["best"].items()}
-    print(f"{spec.run_id()}: best {best}; record in {out / 'result.json'}")
+    print(f"{spec.run_id()}: best {best}; record in {run.record}")
 
 
 def cmd_plan(a):
@@ -105,7 +105,7 @@ def cmd_run(a):
         print(f"  failed {rid}: {err}")
     for rid, target, reason in outcome.collapsed:
         print(f"  collapsed {rid} ({target}): {reason}")
-    print(f"results: {st.dir / 'results.csv'}")
+    print(f"results: {st.folder.results_table}")
     if outcome.exit_code == 0 and (line := study.significance(st)):  # every run done: the study's finding
         print(line)
     if a.report:
@@ -116,9 +116,10 @@ def cmd_run(a):
 
 
 def cmd_run_one(a):
+    from .folder import StudyFolder
     from .runner import run_one
 
-    status = run_one(Path(a.study_dir), a.run_id, notebooks=not a.no_notebook)
+    status = run_one(StudyFolder(a.study_dir), a.run_id, notebooks=not a.no_notebook)
     print(f"{a.run_id}: {status}")
     return 0 if status in ("done", "claimed") else 1
 

@@ -4,49 +4,43 @@ N CPU workers), dependencies first; each run is a `mtlstudy run-one` subprocess 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from tqdm.auto import tqdm
 
-from . import store
-from .claims import held_elsewhere, is_claimed
-from .results import RunIndex, read_runs, run_status
-from .runner import cleanup_checkpoints
+from .folder import StudyFolder
 
 # how often a launcher looks again at runs another launcher holds
 HELD_POLL_S = 2.0
 
 
-def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progress: bool = True) -> dict:
+def run_local(folder: StudyFolder, workers: int = 1, notebooks: bool = True, progress: bool = True) -> dict:
     """Run every pending run, dependencies first, `workers` at a time. Each run is its own
     process (`mtlstudy run-one`), pinned to one GPU when GPUs are visible. Runs that another
     launcher is seen training (a live process on this host, a running Slurm job) are waited for,
     so two launchers on one study both end with it finished; a claim from another host outside
-    Slurm cannot be checked and is left pending (exit 3). Statuses are kept in a RunIndex: a
-    record is read again only when its run ends here or another launcher lets it go."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-    study_dir = Path(study_dir)
-    index = RunIndex(study_dir)
-    total = len(index.runs)
+    Slurm cannot be checked and is left pending (exit 3). The folder keeps the statuses: a record
+    is read again only when its run ends here or another launcher lets it go."""
+    total = len(folder.runs)
     gpus = _visible_gpus()
     slots = list(range(workers)) if not gpus else gpus[:workers] if workers <= len(gpus) else gpus
     threads = max(1, (os.cpu_count() or 1) // len(slots))
     free = list(slots)
-    start_first = start_order(index.runs)
+    start_first = start_order(folder.runs)
     running = {}
-    bar = tqdm(total=total, desc=f"study {study_dir.name}", disable=not progress, unit="run")
-    done_before = sum(s == "done" for s in index.status.values())
+    bar = tqdm(total=total, desc=f"study {folder.name}", disable=not progress, unit="run")
+    done_before = sum(s == "done" for s in folder.status.values())
     bar.update(done_before)
     t0 = time.time()
 
     def redraw(n_held: int, shown):
         """Redraw the bar if a count changed since `shown`; the counts now."""
-        failed, blocked = len(index.failed()), len(index.blocked())
-        n_done = sum(s in ("done", "failed") for s in index.status.values())
+        failed, blocked = len(folder.failed()), len(folder.blocked())
+        n_done = sum(s in ("done", "failed") for s in folder.status.values())
         now = (n_done, failed, blocked, n_held)
         if now != shown:
             show_progress(bar, n_done, n_done - done_before, total - n_done - blocked, time.time() - t0,
@@ -61,18 +55,18 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
             # who holds each unfinished run not started here: "none" (free to take), "live" (another
             # launcher is seen training it: wait for it, then do what depends on it), "unchecked"
             mine = set(running.values())
-            holder = {r: held_elsewhere(study_dir, r) for r, s in index.status.items()
+            holder = {r: folder.held_elsewhere(r) for r, s in folder.status.items()
                       if s == "pending" and r not in mine}
             for rid in [r for r in was_held if holder.get(r, "none") == "none"]:
-                index.refresh(rid)  # let go by another launcher: finished there, or free now
+                folder.refresh(rid)  # let go by another launcher: finished there, or free now
             held = [r for r, who in holder.items() if who == "live"]
             was_held = set(held)
-            ready = sorted((r for r in index.runs if holder.get(r) == "none" and r not in interrupted
-                            and index.ready(r)), key=start_first)
+            ready = sorted((r for r in folder.runs if holder.get(r) == "none" and r not in interrupted
+                            and folder.ready(r)), key=start_first)
             while ready and free:
                 rid = ready.pop(0)
                 slot = free.pop(0)
-                fut = pool.submit(_subprocess_run, study_dir, rid, notebooks, slot if gpus else None, threads)
+                fut = pool.submit(_subprocess_run, folder, rid, notebooks, slot if gpus else None, threads)
                 running[fut] = rid
                 fut.slot = slot
             if not running and not held:
@@ -85,14 +79,14 @@ def run_local(study_dir: Path, workers: int = 1, notebooks: bool = True, progres
             for fut in finished:
                 rid = running.pop(fut)
                 free.append(fut.slot)
-                if _record_lost_run(study_dir, rid, fut.result()) == "pending":
+                if _record_lost_run(folder, rid, fut.result()) == "pending":
                     interrupted.add(rid)
-                index.refresh(rid)
+                folder.refresh(rid)
             shown = redraw(len(held), shown)  # the loop wakes every HELD_POLL_S: redraw only on news
     redraw(0, shown)  # the last news may be a held run let go by its launcher (refreshed just before the loop ended)
     bar.close()
-    cleanup_checkpoints(study_dir, index)
-    return index.counts()
+    folder.clean_checkpoints()
+    return folder.counts()
 
 
 def start_order(runs: dict) -> callable:
@@ -122,18 +116,16 @@ def show_progress(bar, n_done: int, new: int, left: int, elapsed: float, **count
     bar.refresh()
 
 
-def _record_lost_run(study_dir: Path, run_id: str, returncode: int) -> str:
+def _record_lost_run(folder: StudyFolder, run_id: str, returncode: int) -> str:
     """A run's process ended without a record (run-one records every failure it can catch): killed
     by SIGKILL (the kernel's out-of-memory killer, most often) or crashed with a non-zero exit, it
     is recorded failed, so that it is not restarted in a loop; stopped by another signal (Ctrl-C, a
     cancel) it stays pending and resumes from its checkpoint on the next `mtlstudy run`. Returns the
     run's status ("held" when another launcher has taken it since)."""
-    import signal
-
-    status = run_status(study_dir, run_id)
+    status = folder.read_status(run_id)
     if status != "pending":
         return status
-    if is_claimed(study_dir, run_id):
+    if folder.is_claimed(run_id):
         return "held"
     if returncode == -signal.SIGKILL:
         reason = "killed by SIGKILL without a record (out of memory?)"
@@ -141,9 +133,7 @@ def _record_lost_run(study_dir: Path, run_id: str, returncode: int) -> str:
         reason = f"its process exited with code {returncode} without a record (see log.txt)"
     else:
         return "pending"
-    store.write_json_atomic(store.result_path(study_dir, run_id), {
-        "run_id": run_id, "status": "failed", "error": reason,
-        "method": read_runs(study_dir)[run_id]["kind"]})
+    folder.record_failure(run_id, reason)
     return "failed"
 
 
@@ -158,17 +148,17 @@ def _visible_gpus() -> list[str]:
         return []
 
 
-def _subprocess_run(study_dir, run_id, notebooks, gpu, threads):
+def _subprocess_run(folder: StudyFolder, run_id, notebooks, gpu, threads):
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     else:
         env["CUDA_VISIBLE_DEVICES"] = ""
         env.setdefault("OMP_NUM_THREADS", str(threads))
-    cmd = [sys.executable, "-m", "mtlstudy.cli", "run-one", str(study_dir), run_id]
+    cmd = [sys.executable, "-m", "mtlstudy.cli", "run-one", str(folder.root), run_id]
     if not notebooks:
         cmd.append("--no-notebook")
-    log = store.run_dir(study_dir, run_id) / "log.txt"
+    log = folder.run(run_id).log
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
         return subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import analysis, results
+from . import analysis
 from .data import DataSource
 from .errors import BadValue
+from .folder import StudyFolder
 from .recommend import expected_gain, labels_match, measured_gains, rank, single_means
 from .similarity import DEFAULT_MODEL, DEFAULT_SAMPLE, cosine, task_embedding
 from .tasks import Task, get_task
@@ -37,8 +38,9 @@ def study_signals(study_dir: Path, model: str = DEFAULT_MODEL, sample: int = DEF
     profile = info.get("profile") if isinstance(info.get("profile"), dict) else {}
     source = DataSource.model_validate(profile.get("data") or {})
     user = {}
-    if results.is_started(study_dir):
-        for run in results.read_runs(study_dir).values():
+    folder = StudyFolder(study_dir)
+    if folder.is_started():
+        for run in folder.read_run_list().values():
             for name, t in (run["spec"].get("user_tasks") or {}).items():
                 user[name] = Task.model_validate(t)
     cells, order = analysis.study_cells(study_dir)

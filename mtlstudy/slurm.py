@@ -17,32 +17,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from .errors import UserError
+from .folder import StudyFolder
+from .local import show_progress
+from .profile import SlurmSettings
+from .runner import run_one
 
 if TYPE_CHECKING:  # submitit is only imported when jobs are submitted
     import submitit
 
 # Slurm's default MaxArraySize is 1001 (indices 0..1000): larger waves are split in arrays of this size.
 MAX_ARRAY_SIZE = 1000
-
-
-class SlurmSettings(BaseModel):
-    """Resources of one run (one Slurm job / array task)."""
-
-    model_config = ConfigDict(extra="forbid")
-    partition: Optional[str] = None
-    gpus_per_run: int = Field(0, ge=0)
-    cpus_per_run: int = Field(1, ge=1)
-    mem_gb: int = Field(4, ge=1)
-    time_min: int = Field(60, ge=1)
-    # extra sbatch options, e.g. {"account": "nlp", "qos": "high", "exclusive": ""};
-    # an empty value gives a bare flag (--exclusive)
-    additional: dict[str, str] = {}
 
 
 class SlurmUnavailable(UserError):
@@ -256,29 +245,25 @@ def _waves(runs: dict) -> list[list[str]]:
     return [[r for r in runs if depth[r] == k] for k in range(max(depth.values(), default=-1) + 1)]
 
 
-def run_slurm(study_dir: Path, profile, notebooks: bool = True, progress: bool = True) -> dict:
+def run_slurm(folder: StudyFolder, settings: SlurmSettings, notebooks: bool = True, progress: bool = True) -> dict:
     """Submit the pending runs as job arrays, one per dependency wave (afterany: each run checks
     its own dependencies and is blocked, not lost, when one failed); wait; report."""
-    from .local import show_progress
-    from .results import read_runs, run_status, study_counts
-    from .runner import cleanup_checkpoints, run_one
-
     check_available()
-    study_dir = Path(study_dir).resolve()
-    runs = read_runs(study_dir)
-    waves = [[(str(study_dir), r, notebooks) for r in w if run_status(study_dir, r) != "done"] for w in _waves(runs)]
+    waves = [[(folder, r, notebooks) for r in w if folder.status[r] != "done"] for w in _waves(folder.runs)]
     waves = [w for w in waves if w]
     if waves:
-        jobs = submit_waves(run_one, waves, study_dir / "slurm", profile.slurm, job_name=f"mtl-{profile.name}")
-        bar = tqdm(total=sum(len(w) for w in waves), desc=f"slurm {profile.name}", disable=not progress, unit="run")
+        jobs = submit_waves(run_one, waves, folder.slurm_logs, settings, job_name=f"mtl-{folder.name}")
+        bar = tqdm(total=sum(len(w) for w in waves), desc=f"slurm {folder.name}", disable=not progress, unit="run")
         t0 = time.time()
 
         def show(done, total):
-            counts = study_counts(study_dir)
+            folder.reload()
+            counts = folder.counts()
             show_progress(bar, done, done, total - done - counts["blocked"], time.time() - t0,
                           failed=counts["failed"], blocked=counts["blocked"])
 
         wait_all(jobs, progress=show)
         bar.close()
-    cleanup_checkpoints(study_dir)
-    return study_counts(study_dir)
+    folder.clean_checkpoints()
+    folder.reload()
+    return folder.counts()

@@ -1,47 +1,10 @@
-"""Results on disk: one result.json per run, written atomically; a study's table from them.
-
-outputs/<study>/runs/<run_id>/result.json    the run's record (status done or failed)
-outputs/<study>/runs/<run_id>/run.ipynb      the executed notebook (audit trail)
-outputs/<study>/results.csv                  one row per (run, scored task)
+"""A run's record (result.json, written by folder.StudyFolder.record_result): the library versions
+it names, and its rows of results.csv.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
 from importlib import metadata
-from pathlib import Path
-
-from .errors import UserError
-
-
-class CorruptResultError(UserError, ValueError):
-    """A study file that is not valid JSON: the message names it."""
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise CorruptResultError(f"{path}: corrupt JSON at line {e.lineno} ({e.msg})") from None
 
 
 def library_versions() -> dict[str, str]:
@@ -54,34 +17,9 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def run_dir(study_dir: Path, run_id: str) -> Path:
-    return Path(study_dir) / "runs" / run_id
-
-
-def remove_checkpoint(folder: Path) -> None:
-    """Delete a resume checkpoint folder and the siblings a save leaves while it replaces it
-    (`<folder>.tmp` being written, `<folder>.old` the previous one)."""
-    for suffix in ("", ".tmp", ".old"):
-        shutil.rmtree(Path(folder).with_name(Path(folder).name + suffix), ignore_errors=True)
-
-
-def result_path(study_dir: Path, run_id: str) -> Path:
-    return run_dir(study_dir, run_id) / "result.json"
-
-
-def support_checkpoint(study_dir: Path, run_id: str, task: str) -> Path:
-    """The folder of a run's best weights for `task` (kept for STILTs: train.keep_checkpoint)."""
-    return run_dir(study_dir, run_id) / "best" / task
-
-
-def has_weights(folder: Path) -> bool:
-    return (Path(folder) / "model.safetensors").exists()
-
-
-def read_result(study_dir: Path, run_id: str) -> dict | None:
-    """The run's record, or None if it has none. A corrupt record raises CorruptResultError."""
-    p = result_path(study_dir, run_id)
-    return read_json(p) if p.exists() else None
+RESULT_COLUMNS = ["run_id", "method", "target", "support", "seed", "score", "best_step", "best_epoch", "sampler",
+                  "target_fraction", "k", "target_train_size", "support_train_size", "model", "study", "majority_score",
+                  "constant_score"]
 
 
 def result_rows(record: dict, tags: dict | None = None) -> list[dict]:

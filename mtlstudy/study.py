@@ -1,7 +1,8 @@
 """The study layer, what the CLI and the stage notebooks call: open a study from its profile,
 list its runs (plan), run what is not done, say where it stands (status), collect results.csv
-and build the report. Below it: results.py (the study folder), runner.py (one run), local.py and
-slurm.py (the executors), claims.py.
+and build the report. Below it: profile.py (the profile), plan.py (the run list), compute.py
+(its cost), local.py and slurm.py (the executors), runner.py (one run), folder.py (the study's
+folder on disk).
 """
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ from pathlib import Path
 
 import yaml
 
-from . import results
+from . import slurm
+from .compute import compute_summary
 from .errors import StudyNotFound, UserError
-from .plan import (PlannedRun, Profile, ProfileError, apply_overrides, check_inputs, load_profile, make_plan,
-                   profile_from_dict, profile_path, read_profile_file)
+from .folder import StudyFolder
+from .local import run_local
+from .plan import PlannedRun, make_plan
+from .profile import (Profile, ProfileError, apply_overrides, check_inputs, load_profile, profile_from_dict,
+                      profile_path, read_profile_file, study_task_sizes)
 
 REPO = Path(__file__).resolve().parent.parent  # the repository: params/, notebooks/, outputs/
 
@@ -25,10 +30,20 @@ class Study:
     profile: Profile
     user: dict
     runs: list[PlannedRun]   # the run list, dependencies first
+    folder: StudyFolder = None  # the study's folder on disk (its runs: those of `runs`)
+
+    def __post_init__(self):
+        if self.folder is None:
+            self.folder = StudyFolder(self.profile.study_dir, [r.run_id for r in self.runs])
 
     @property
     def dir(self) -> Path:
-        return self.profile.study_dir
+        return self.folder.root
+
+    def write(self) -> StudyFolder:
+        """study.json (profile, task sizes) and this study's runs added to the folder's run list."""
+        self.folder.write_study(self.profile, self.runs, study_task_sizes(self.profile, self.user))
+        return self.folder
 
 
 def open_study(name_or_path: str | Path, overrides: list[str] = ()) -> Study:
@@ -81,7 +96,7 @@ def find_study(study_dir: str | Path) -> Path:
     """The absolute folder of a finished study (with results.csv) named by a notebook's
     `study_dir` (see resolve_path); FileNotFoundError naming the absolute path otherwise."""
     path = resolve_path(study_dir)
-    if not (path / "results.csv").is_file():
+    if not StudyFolder(path).results_table.is_file():
         why = "no such folder" if not path.is_dir() else "no results.csv in it (has the study finished?)"
         rel = "" if Path(study_dir).expanduser().is_absolute() else f" (study_dir {str(study_dir)!r} is relative to the repository {REPO})"
         raise StudyNotFound(f"study not found at {path}: {why}{rel}")
@@ -90,7 +105,11 @@ def find_study(study_dir: str | Path) -> Path:
 
 def plan(study: Study):
     """(rows, summary): each run with its status, and the compute against the naive protocol."""
-    return results.run_table(study.dir, study.runs, study.profile, study.user)
+    summary = compute_summary(study.runs, study.profile, study.user)
+    status = study.folder.status if study.folder.is_started() and study.folder.runs else {}
+    rows = [{"run_id": r.run_id, "method": r.spec.method, "tasks": ",".join(r.spec.tasks), "seed": r.spec.seed,
+             "deps": len(r.deps), "status": status.get(r.run_id, "pending")} for r in study.runs]
+    return rows, summary
 
 
 @dataclass
@@ -110,8 +129,6 @@ class Outcome:
 def run(study: Study, executor: str | None = None, workers: int | None = None, notebooks: bool | None = None,
         retry_failed: bool = False, progress: bool = True) -> Outcome:
     """Run what is not done, then write results.csv."""
-    from . import claims
-
     p = study.profile
     executor = executor or p.executor
     if executor not in ("local", "slurm"):
@@ -119,31 +136,29 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
     # inputs first: a study with a missing file or model, or no Slurm, writes and submits nothing
     check_inputs(p, study.user)
     if executor == "slurm":
-        from .slurm import check_available
-
-        check_available()
-    d = results.write_study(p, study.runs, study.user)
-    if retry_failed:
-        results.reset_failed(d)
-    results.reopen_cleaned_supports(d)
-    notebooks = p.notebooks if notebooks is None else notebooks
-    if executor == "slurm":
-        from .slurm import run_slurm
-
-        run_slurm(d, p, notebooks=notebooks, progress=progress)
+        slurm.check_available()
     else:
-        from .local import run_local
         from .precision import cpu_bf16_note  # torch: only once the inputs are known to be good
 
         if note := cpu_bf16_note(p.train):
             print(note, file=sys.stderr)
-        run_local(d, workers=workers or p.workers, notebooks=notebooks, progress=progress)
+    folder = study.folder
+    folder.write_study(p, study.runs, study_task_sizes(p, study.user))
+    if retry_failed:
+        folder.reset_failed()
+    folder.reopen_cleaned_supports()
+    notebooks = p.notebooks if notebooks is None else notebooks
+    if executor == "slurm":
+        slurm.run_slurm(folder, p.slurm, notebooks=notebooks, progress=progress)
+    else:
+        run_local(folder, workers=workers or p.workers, notebooks=notebooks, progress=progress)
     # claims first, then records: a run released in between counts as done
-    held = [(r.run_id, claims.held_elsewhere(d, r.run_id)) for r in study.runs]
-    index = results.RunIndex(d)
-    results.collect(d, index)
-    counts = index.counts()
-    pending = [(rid, who) for rid, who in held if who != "none" and index.status[rid] == "pending"]
+    held = {rid: folder.held_elsewhere(rid) for rid, s in folder.status.items() if s == "pending"}
+    for rid in held:
+        folder.refresh(rid)
+    folder.collect()
+    counts = folder.counts()
+    pending = [(rid, who) for rid, who in held.items() if who != "none" and folder.status[rid] == "pending"]
     why = ""
     if counts["pending"] and not (counts["failed"] or counts["blocked"]):
         if pending:
@@ -155,7 +170,15 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
         else:
             why = ("their processes or Slurm jobs ended without a record (cancelled or killed?); "
                    f"`mtlstudy run {p.name}` again resumes them from their checkpoints")
-    return Outcome(counts, results.failures(d, index), why, results.collapsed(d, index))
+    return Outcome(counts, folder.failures(), why, collapsed(folder))
+
+
+def collapsed(folder: StudyFolder) -> list[tuple[str, str, str]]:
+    """(run id, task, reason) of every finished run whose best dev score sits at its task's
+    one-class level (analysis.collapsed_runs)."""
+    from .analysis import collapsed_runs  # pandas and scipy: only once there are results
+
+    return [(r.run_id, r.target, r.reason) for r in collapsed_runs(folder.results_frame()).itertuples()]
 
 
 @dataclass
@@ -170,17 +193,15 @@ class Status:
 
 def status(study: Study) -> Status:
     """Where the study stands, from its folder."""
-    from .claims import runs_in_flight
-
-    if not results.is_started(study.dir):
+    folder = study.folder
+    if not folder.is_started():
         return Status(False, {"pending": len(study.runs)}, [], [], 0)
-    index = results.RunIndex(study.dir)  # every record read once for all of the status
-    return Status(True, index.counts(), runs_in_flight(study.dir, index), results.failures(study.dir, index),
-                  results.disk_usage(study.dir), results.collapsed(study.dir, index))
+    return Status(True, folder.counts(), folder.runs_in_flight(), folder.failures(), folder.disk_usage(),
+                  collapsed(folder))
 
 
 def collect(study: Study) -> Path:
-    return results.collect(study.dir)
+    return study.folder.collect()
 
 
 def significance(study: Study) -> str:
@@ -188,7 +209,7 @@ def significance(study: Study) -> str:
     '' when the study has no MTL and STILTs cells yet."""
     from . import analysis
 
-    if not (study.dir / "results.csv").exists():
+    if not study.folder.results_table.exists():
         return ""
     cells, _ = analysis.study_cells(study.dir)
     return analysis.significance_summary(cells) if len(cells) else ""
@@ -201,5 +222,7 @@ def report(study: Study, compare_to: Study | None = None) -> Path:
     return build_report(study.dir, compare_to=compare_to.dir if compare_to else None)
 
 
-def failures(study_dir: Path) -> list[tuple[str, str]]:
-    return results.failures(study_dir)
+
+def failures(study_dir: str | Path) -> list[tuple[str, str]]:
+    """(run id, reason) of every failed run in a study folder."""
+    return StudyFolder(study_dir).failures()

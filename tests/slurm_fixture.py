@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mtlstudy.slurm import SlurmSettings, slurm_unavailable_reason
+from mtlstudy.profile import SlurmSettings
+from mtlstudy.slurm import slurm_unavailable_reason
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_UP = REPO / ".ci" / "slurm-up.sh"

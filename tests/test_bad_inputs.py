@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtlstudy import results, runner, store, study
+from mtlstudy import runner, study
+from mtlstudy.folder import CorruptResultError, StudyFolder
 from tests.reliability_helpers import cli, cli_env
 
 
@@ -254,9 +255,9 @@ def tsv_study(tmp_path, tiny_roberta):
             "train": {"epochs": 1, "batch_size": 4, "max_length": 16, "threads": 1}, "notebooks": False,
             "output_dir": str(tmp_path / "out")}))
         st = study.open_study(prof)
-        results.write_study(st.profile, st.runs, st.user)
+        st.write()
         rid = st.runs[0].run_id
-        return runner.run_one(st.dir, rid, notebooks=False), store.read_result(st.dir, rid)
+        return runner.run_one(StudyFolder(st.dir), rid, notebooks=False), StudyFolder(st.dir).read_record(rid)
     return run
 
 
@@ -302,20 +303,20 @@ def test_corrupt_result_json_is_redone(tmp_path, tiny_roberta):
         "train": {"epochs": 1, "batch_size": 8, "max_length": 16, "threads": 1}, "notebooks": False,
         "output_dir": str(tmp_path / "out")}))
     st = study.open_study(prof)
-    results.write_study(st.profile, st.runs, st.user)
+    st.write()
     rid = st.runs[0].run_id
-    assert runner.run_one(st.dir, rid, notebooks=False) == "done"
-    good = store.read_result(st.dir, rid)
-    path = store.result_path(st.dir, rid)
+    assert runner.run_one(StudyFolder(st.dir), rid, notebooks=False) == "done"
+    good = StudyFolder(st.dir).read_record(rid)
+    path = StudyFolder(st.dir).run(rid).record
     path.write_text(path.read_text()[:100])
-    with pytest.raises(store.CorruptResultError, match="result.json"):
-        store.read_result(st.dir, rid)
-    assert results.study_counts(st.dir)["pending"] == 1
-    results.collect(st.dir)
+    with pytest.raises(CorruptResultError, match="result.json"):
+        StudyFolder(st.dir).read_record(rid)
+    assert StudyFolder(st.dir).counts()["pending"] == 1
+    StudyFolder(st.dir).collect()
     r = cli("status", prof)
     assert r.returncode == 0 and "pending 1" in r.stdout, r.stdout + r.stderr
-    assert runner.run_one(st.dir, rid, notebooks=False) == "done"
-    again = store.read_result(st.dir, rid)
+    assert runner.run_one(StudyFolder(st.dir), rid, notebooks=False) == "done"
+    again = StudyFolder(st.dir).read_record(rid)
     assert again["history"] == good["history"] and again["best"] == good["best"]
 
 

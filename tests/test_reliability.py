@@ -20,7 +20,8 @@ import pytest
 import torch
 import yaml
 
-from mtlstudy import claims, local, results, runner, store, study
+from mtlstudy import claims, local, runner, study
+from mtlstudy.folder import RunFolder, StudyFolder
 from mtlstudy import train as train_mod
 from mtlstudy.cli import main as mtlstudy_main
 from mtlstudy.spec import RunSpec
@@ -64,7 +65,7 @@ def kill_at_random_step(proc, run_dir: Path, min_step: int, total_steps: int, rn
 def test_killed_single_task_run_resumes_to_the_same_result(tmp_path, tiny_roberta):
     spec = single_spec(tiny_roberta)
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    reference = train_mod.train(RunSpec.model_validate(spec), tmp_path / "reference", progress=False, log=lambda m: None)
+    reference = train_mod.train(RunSpec.model_validate(spec), RunFolder(tmp_path / "reference"), progress=False, log=lambda m: None)
     total = reference["total_steps"]
     assert reference["history"] and total >= 100  # dropout is on: the RNG state matters
 
@@ -75,7 +76,7 @@ def test_killed_single_task_run_resumes_to_the_same_result(tmp_path, tiny_robert
     assert not (out / "result.json").exists()
 
     messages = []  # run again (in this process: the resume code is the same, the start-up is not)
-    record = train_mod.train(RunSpec.model_validate(spec), out, progress=False, log=messages.append)
+    record = train_mod.train(RunSpec.model_validate(spec), RunFolder(out), progress=False, log=messages.append)
     assert messages[0] == f"resuming from {folder} at step {step}", messages
     same_training(record, reference)
 
@@ -85,11 +86,11 @@ def test_killed_mtl_run_with_dynamic_sampler_resumes_to_the_same_result(tmp_path
     reference scores): killed after epoch 1 through `mtlstudy run-one`, run again."""
     st = study.open_study(rel_profile(tmp_path, tiny_roberta, methods=["single", "mtl"],
                                       **{"train.epochs": 4, "data.generated_sizes": {"gen_para": 320, "gen_sent": 192}}))
-    d = results.write_study(st.profile, st.runs, st.user)
+    d = st.write().root
     [mtl] = [r for r in st.runs if r.kind == "mtl"]
     for r in st.runs:
         if r.kind == "single":
-            assert runner.run_one(d, r.run_id, notebooks=False) == "done"
+            assert runner.run_one(StudyFolder(d), r.run_id, notebooks=False) == "done"
     ref_dir = tmp_path / "copy" / d.name
     shutil.copytree(d, ref_dir)
     reference = runner.train_and_record(ref_dir, mtl.run_id)
@@ -98,14 +99,14 @@ def test_killed_mtl_run_with_dynamic_sampler_resumes_to_the_same_result(tmp_path
     assert len(set(probs)) >= 3  # the sampler really moved, epoch after epoch
     total, per_epoch = reference["total_steps"], reference["batches_per_epoch"]
 
-    run_dir = store.run_dir(d, mtl.run_id)
+    run_dir = StudyFolder(d).run(mtl.run_id).path
     proc = start_cli("run-one", d, mtl.run_id, "--no-notebook", log=tmp_path / "first.log")
     folder, step = kill_at_random_step(proc, run_dir, per_epoch + 1, total, random.Random())
     assert (run_dir / "claim.json").exists()  # left behind by the killed process: stale
 
-    assert runner.run_one(d, mtl.run_id, notebooks=False) == "done"  # run again, in this process
+    assert runner.run_one(StudyFolder(d), mtl.run_id, notebooks=False) == "done"  # run again, in this process
     assert f"resuming from {folder} at step {step}" in capsys.readouterr().out
-    record = store.read_result(d, mtl.run_id)
+    record = StudyFolder(d).read_record(mtl.run_id)
     assert record["status"] == "done"
     same_training(record, reference)
     assert record["reference_scores"] == reference["reference_scores"]
@@ -130,7 +131,7 @@ def crashed_run(spec: RunSpec, out: Path, monkeypatch, after_saves: int) -> list
 
     monkeypatch.setattr(train_mod.Resume, "save", save)
     with pytest.raises(Crash):
-        train_mod.train(spec, out, progress=False, log=lambda m: None)
+        train_mod.train(spec, RunFolder(out), progress=False, log=lambda m: None)
     monkeypatch.setattr(train_mod.Resume, "save", real_save)
     return copies
 
@@ -138,7 +139,7 @@ def crashed_run(spec: RunSpec, out: Path, monkeypatch, after_saves: int) -> list
 @pytest.fixture(scope="module")
 def small_reference(tiny_roberta, tmp_path_factory):
     spec = RunSpec.model_validate(single_spec(tiny_roberta, size=96, epochs=3))
-    return spec, train_mod.train(spec, tmp_path_factory.mktemp("small_ref"), progress=False, log=lambda m: None)
+    return spec, train_mod.train(spec, RunFolder(tmp_path_factory.mktemp("small_ref")), progress=False, log=lambda m: None)
 
 
 def _truncate(path: Path):
@@ -168,7 +169,7 @@ def test_corrupt_checkpoint_restarts_from_scratch_and_says_so(damage, tmp_path, 
         w.pop(sorted(w)[-1])
         save_file(w, str(ck / "model.safetensors"))
     messages = []
-    record = train_mod.train(spec, out, progress=False, log=messages.append)
+    record = train_mod.train(spec, RunFolder(out), progress=False, log=messages.append)
     assert any("corrupt" in m and "from scratch" in m for m in messages), messages
     assert not any(m.startswith("resuming") for m in messages)
     same_training(record, reference)
@@ -183,7 +184,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(tmp_path, monkey
     _truncate(out / "resume" / "model.safetensors")
     old_step = torch.load(out / "resume.old" / "state.pt", weights_only=True)["step"]
     messages = []
-    record = train_mod.train(spec, out, progress=False, log=messages.append)
+    record = train_mod.train(spec, RunFolder(out), progress=False, log=messages.append)
     assert any("corrupt" in m for m in messages)
     assert any(m.startswith(f"resuming from {out / 'resume.old'} at step {old_step}") for m in messages), messages
     same_training(record, reference)
@@ -244,7 +245,7 @@ def test_two_launches_at_once_train_every_run_once(finished_study):
     assert set(records) == {r.run_id for r in st.runs}
     assert all(r["status"] == "done" for r in records.values())
     for r in st.runs:
-        run_dir = store.run_dir(st.dir, r.run_id)
+        run_dir = StudyFolder(st.dir).run(r.run_id).path
         assert starts_in_log(run_dir) == (1, 0), (run_dir / "log.txt").read_text()[-3000:]
         assert not (run_dir / "claim.json").exists()
     table = pd.read_csv(st.dir / "results.csv")
@@ -259,7 +260,7 @@ def test_run_process_killed_by_sigkill_is_recorded_failed_then_retried_from_its_
                        **{"train.epochs": 6, "data.generated_sizes": {"gen_sent": 640}})
     st = study.open_study(prof)
     [run] = st.runs
-    run_dir = store.run_dir(st.dir, run.run_id)
+    run_dir = StudyFolder(st.dir).run(run.run_id).path
     launcher = start_cli("run", prof, log=tmp_path / "first.log")
     try:
         wait_for(lambda: (checkpoint_step(run_dir) or 0) >= 40, 240, "a checkpoint at step >= 40", poll=0.005,
@@ -275,7 +276,7 @@ def test_run_process_killed_by_sigkill_is_recorded_failed_then_retried_from_its_
     again = cli("run", prof, "--retry-failed")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert starts_in_log(run_dir) == (1, 1)  # resumed from its checkpoint, not from scratch
-    assert store.read_result(st.dir, run.run_id)["status"] == "done"
+    assert StudyFolder(st.dir).read_record(run.run_id)["status"] == "done"
 
 
 def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, finished_study):
@@ -286,10 +287,10 @@ def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, fin
     plan = {r.run_id: r for r in st.runs}
 
     def mid_training():  # a run done, another with a checkpoint before its last epoch's end
-        runs = d / "runs"
-        done = [p.parent.name for p in runs.glob("*/result.json")] if runs.exists() else []
-        mid = [p.parent.parent.name for p in runs.glob("*/resume/state.pt")
-               if (checkpoint_state(p.parent.parent) or {"epoch": 99})["epoch"] < st.profile.train.epochs]
+        folder = StudyFolder(d)
+        done = [rid for rid in plan if folder.run(rid).record.exists()]
+        mid = [rid for rid in plan if (folder.run(rid).resume / "state.pt").exists()
+               and (checkpoint_state(folder.run(rid).path) or {"epoch": 99})["epoch"] < st.profile.train.epochs]
         return done and mid and (done, mid)
 
     proc = start_cli("run", prof, log=tmp_path / "first.log")
@@ -298,7 +299,7 @@ def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, fin
     wait_for(lambda: all(claims._claim_is_stale(c) for c in (d / "runs").glob("*/claim.json")), 30,
              "the workers' claims to be stale")
     before = mtimes(d)
-    interrupted = [rid for rid in plan if resume_point(store.run_dir(d, rid)) is not None
+    interrupted = [rid for rid in plan if resume_point(StudyFolder(d).run(rid).path) is not None
                    and rid not in before]
     assert before and interrupted and len(before) < len(plan)
     # support checkpoints are still there for STILTs runs that have not run yet
@@ -306,7 +307,7 @@ def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, fin
         if r.kind == "stilts" and rid not in before:
             for sup in r.spec.support_runs:
                 if sup in before:
-                    assert (store.run_dir(d, sup) / "best" / r.spec.tasks[0] / "model.safetensors").exists()
+                    assert (StudyFolder(d).run(sup).path / "best" / r.spec.tasks[0] / "model.safetensors").exists()
 
     again = cli("run", prof)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -314,9 +315,9 @@ def test_killed_study_completes_only_what_is_missing(tmp_path, tiny_roberta, fin
     assert set(after) == set(plan)
     assert {k: after[k] for k in before} == before  # finished work was not redone
     for rid in plan:
-        run_dir = store.run_dir(d, rid)
+        run_dir = StudyFolder(d).run(rid).path
         assert [p.name for p in run_dir.glob("result*.json")] == ["result.json"]
-        assert store.read_result(d, rid)["status"] == "done"
+        assert StudyFolder(d).read_record(rid)["status"] == "done"
         scratch, resumed = starts_in_log(run_dir)
         if rid in before:
             assert (scratch, resumed) == (1, 0)
@@ -349,8 +350,8 @@ def test_slurm_cancelled_and_requeued_run_resumes_and_completes(tmp_path, tiny_r
                        **{"data.generated_sizes": {"gen_sent": 640}, "train.epochs": 5})
     st = study.open_study(prof)
     [run] = st.runs
-    reference = train_mod.train(run.spec, tmp_path / "reference", progress=False, log=lambda m: None)
-    run_dir = store.run_dir(st.dir, run.run_id)
+    reference = train_mod.train(run.spec, RunFolder(tmp_path / "reference"), progress=False, log=lambda m: None)
+    run_dir = StudyFolder(st.dir).run(run.run_id).path
 
     seen, stop = [], threading.Event()
 
@@ -380,7 +381,7 @@ def test_slurm_cancelled_and_requeued_run_resumes_and_completes(tmp_path, tiny_r
         subprocess.run(["scancel", jid], check=True)
         kill_run_process()
         first.wait(timeout=120)
-        assert results.run_status(st.dir, run.run_id) == "pending"
+        assert StudyFolder(st.dir).read_status(run.run_id) == "pending"
         assert first.returncode == 3 and "ended without a record" in (tmp_path / "first.log").read_text()
         cancelled_at = checkpoint_step(run_dir)
         assert 0 < cancelled_at < reference["total_steps"]
@@ -401,7 +402,7 @@ def test_slurm_cancelled_and_requeued_run_resumes_and_completes(tmp_path, tiny_r
         watcher.join()
     assert second.returncode == 0, (tmp_path / "second.log").read_text()[-3000:]
     assert re.search(r"1/1 \[.*failed=0, blocked=0, left=0min\]", (tmp_path / "second.log").read_text())
-    record = store.read_result(st.dir, run.run_id)
+    record = StudyFolder(st.dir).read_record(run.run_id)
     assert record["status"] == "done"
     same_training(record, reference)
     assert seen == sorted(seen) and cancelled_at in seen and requeued_at in seen, seen
@@ -414,8 +415,8 @@ def test_slurm_cancelled_and_requeued_run_resumes_and_completes(tmp_path, tiny_r
 
 def _in_process_workers(monkeypatch):
     """run_local's workers as in-process calls (one at a time), so that faults can be injected."""
-    def run(study_dir, run_id, notebooks, gpu, threads):
-        return 0 if runner.run_one(study_dir, run_id, notebooks=False) == "done" else 1
+    def run(folder, run_id, notebooks, gpu, threads):
+        return 0 if runner.run_one(folder, run_id, notebooks=False) == "done" else 1
     monkeypatch.setattr(local, "_subprocess_run", run)
 
 
@@ -495,12 +496,12 @@ def test_a_killed_notebook_kernel_is_named_as_such(tmp_path):
 def one_run_study(tmp_path, tiny_roberta):
     st = study.open_study(rel_profile(tmp_path, tiny_roberta, tasks=["gen_sent"], methods=["single"],
                                       **{"train.epochs": 1}))
-    results.write_study(st.profile, st.runs, st.user)
+    st.write()
     return st.dir, st.runs[0].run_id
 
 
 def _write_claim(study_dir, run_id, **fields):
-    path = store.run_dir(study_dir, run_id) / "claim.json"
+    path = StudyFolder(study_dir).run(run_id).claim
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(fields) if fields else "")
     return path
@@ -511,9 +512,9 @@ def test_stale_claim_of_a_dead_process_is_taken_over(one_run_study):
 
     d, rid = one_run_study
     _write_claim(d, rid, host=socket.gethostname(), pid=dead_pid(), time=time.time(), slurm_job=None)
-    assert not claims.is_claimed(d, rid)
-    assert runner.run_one(d, rid, notebooks=False) == "done"
-    assert not (store.run_dir(d, rid) / "claim.json").exists()
+    assert not StudyFolder(d).is_claimed(rid)
+    assert runner.run_one(StudyFolder(d), rid, notebooks=False) == "done"
+    assert not StudyFolder(d).run(rid).claim.exists()
 
 
 def test_claim_of_a_live_process_is_respected_and_waited_for(one_run_study, capsys):
@@ -525,15 +526,15 @@ def test_claim_of_a_live_process_is_respected_and_waited_for(one_run_study, caps
     launch = {}
     try:
         _write_claim(d, rid, host=socket.gethostname(), pid=sleeper.pid, time=time.time(), slurm_job=None)
-        assert claims.is_claimed(d, rid)
-        assert runner.run_one(d, rid, notebooks=False) == "claimed"
-        assert results.run_status(d, rid) == "pending"
+        assert StudyFolder(d).is_claimed(rid)
+        assert runner.run_one(StudyFolder(d), rid, notebooks=False) == "claimed"
+        assert StudyFolder(d).read_status(rid) == "pending"
         # a second `mtlstudy run` leaves it alone while its holder lives, and takes it over once it dies
         profile = str(d.parent.parent / "rel.yaml")
         second = threading.Thread(target=lambda: launch.update(rc=mtlstudy_main(["run", profile])), daemon=True)
         second.start()
         time.sleep(3 * local.HELD_POLL_S)
-        assert second.is_alive() and results.run_status(d, rid) == "pending"
+        assert second.is_alive() and StudyFolder(d).read_status(rid) == "pending"
         capsys.readouterr()
         assert mtlstudy_main(["status", profile]) == 0
         assert f"training {rid}: pid {sleeper.pid} on {socket.gethostname()}, for 0 min" in capsys.readouterr().out
@@ -542,8 +543,8 @@ def test_claim_of_a_live_process_is_respected_and_waited_for(one_run_study, caps
         sleeper.wait()
     second.join(timeout=240)
     assert launch == {"rc": 0}
-    assert results.run_status(d, rid) == "done"
-    assert starts_in_log(store.run_dir(d, rid)) == (1, 0)
+    assert StudyFolder(d).read_status(rid) == "done"
+    assert starts_in_log(StudyFolder(d).run(rid).path) == (1, 0)
 
 
 def test_claim_from_another_host_outside_slurm_leaves_the_run_pending(one_run_study, capsys):
@@ -551,12 +552,12 @@ def test_claim_from_another_host_outside_slurm_leaves_the_run_pending(one_run_st
     the run twice; it says why the study is not finished and exits 3."""
     d, rid = one_run_study
     _write_claim(d, rid, host="another-host", pid=1, time=time.time(), slurm_job=None)
-    assert claims.held_elsewhere(d, rid) == "unchecked"
+    assert StudyFolder(d).held_elsewhere(rid) == "unchecked"
     assert mtlstudy_main(["run", str(d.parent.parent / "rel.yaml")]) == 3
     out = capsys.readouterr().out
     assert "1 runs not finished: 1 held by another launcher on another host outside Slurm" in out, out
-    assert results.run_status(d, rid) == "pending"
-    assert claims.runs_in_flight(d) == [(rid, "pid 1 on another-host, for 0 min (another host outside Slurm: "
+    assert StudyFolder(d).read_status(rid) == "pending"
+    assert StudyFolder(d).runs_in_flight() == [(rid, "pid 1 on another-host, for 0 min (another host outside Slurm: "
                                                "unchecked)")]
 
 
@@ -572,13 +573,13 @@ def test_run_process_killed_without_a_record_is_not_restarted_in_a_loop(one_run_
         return -signum
 
     monkeypatch.setattr(local, "_subprocess_run", killed_worker)
-    counts = local.run_local(d, workers=1, notebooks=False, progress=False)
+    counts = local.run_local(StudyFolder(d), workers=1, notebooks=False, progress=False)
     assert starts == [rid]
     if signum == signal.SIGKILL:
         assert counts["failed"] == 1
         assert dict(study.failures(d))[rid] == "killed by SIGKILL without a record (out of memory?)"
     else:
-        assert counts["pending"] == 1 and results.run_status(d, rid) == "pending"
+        assert counts["pending"] == 1 and StudyFolder(d).read_status(rid) == "pending"
 
 
 def test_claim_of_a_zombie_or_of_a_reused_pid_is_stale(one_run_study):
@@ -600,7 +601,7 @@ def test_claim_of_a_zombie_or_of_a_reused_pid_is_stale(one_run_study):
         path = _write_claim(d, rid, host=socket.gethostname(), pid=sleeper.pid, start=str(int(start) - 1),
                             time=time.time())
         assert claims._claim_is_stale(path)
-        assert runner.run_one(d, rid, notebooks=False) == "done"
+        assert runner.run_one(StudyFolder(d), rid, notebooks=False) == "done"
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -611,8 +612,8 @@ def test_empty_claim_left_by_a_kill_between_create_and_write_is_recovered(one_ru
     path = _write_claim(d, rid)  # O_EXCL create happened, the JSON never got written
     old = time.time() - 600
     os.utime(path, (old, old))
-    assert not claims.is_claimed(d, rid)
-    assert runner.run_one(d, rid, notebooks=False) == "done"
+    assert not StudyFolder(d).is_claimed(rid)
+    assert runner.run_one(StudyFolder(d), rid, notebooks=False) == "done"
 
 
 def test_run_finished_by_another_launcher_just_before_the_claim_is_not_trained_again(one_run_study, monkeypatch):
@@ -620,20 +621,20 @@ def test_run_finished_by_another_launcher_just_before_the_claim_is_not_trained_a
     (and releases its claim) in between. The claimant must see the record and not train."""
     d, rid = one_run_study
     finished = runner.train_and_record(d, rid)
-    path = store.result_path(d, rid)
+    path = StudyFolder(d).run(rid).record
     saved = path.read_text()
     path.unlink()
-    real_claim = runner.claim
+    real_claim = StudyFolder.claim
 
-    def claim_after_other_finished(study_dir, run_id):
+    def claim_after_other_finished(folder, run_id):
         path.write_text(saved)
-        return real_claim(study_dir, run_id)
+        return real_claim(folder, run_id)
 
-    monkeypatch.setattr(runner, "claim", claim_after_other_finished)
+    monkeypatch.setattr(StudyFolder, "claim", claim_after_other_finished)
     monkeypatch.setattr(runner, "train_and_record", lambda *a, **k: pytest.fail("trained a finished run"))
-    assert runner.run_one(d, rid, notebooks=False) == "done"
-    assert store.read_result(d, rid)["history"] == finished["history"]
-    assert not (store.run_dir(d, rid) / "claim.json").exists()
+    assert runner.run_one(StudyFolder(d), rid, notebooks=False) == "done"
+    assert StudyFolder(d).read_record(rid)["history"] == finished["history"]
+    assert not StudyFolder(d).run(rid).claim.exists()
 
 
 @pytest.mark.slurm
@@ -645,14 +646,14 @@ def test_claim_from_another_node_is_stale_once_its_slurm_job_has_ended(one_run_s
         wait_for(lambda: subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
                                         text=True).stdout.strip() == "RUNNING", 60, "the job to run")
         _write_claim(d, rid, host="another-node", pid=1, time=time.time(), slurm_job=job)
-        assert claims.is_claimed(d, rid)
-        assert runner.run_one(d, rid, notebooks=False) == "claimed"
+        assert StudyFolder(d).is_claimed(rid)
+        assert runner.run_one(StudyFolder(d), rid, notebooks=False) == "claimed"
     finally:
         subprocess.run(["scancel", job])
     wait_for(lambda: not subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip(),
              60, "the job to end")
-    assert not claims.is_claimed(d, rid)
-    assert runner.run_one(d, rid, notebooks=False) == "done"
+    assert not StudyFolder(d).is_claimed(rid)
+    assert runner.run_one(StudyFolder(d), rid, notebooks=False) == "done"
 
 
 # ---- 7. safe by construction ------------------------------------------------------------------
@@ -691,13 +692,13 @@ def test_resume_checkpoint_with_pickled_code_is_refused(tmp_path, tiny_roberta):
             return (os.system, (f"touch {marker}",))
 
     spec = RunSpec.model_validate(single_spec(tiny_roberta, size=48, epochs=1))
-    reference = train_mod.train(spec, tmp_path / "ref", progress=False, log=lambda m: None)
+    reference = train_mod.train(spec, RunFolder(tmp_path / "ref"), progress=False, log=lambda m: None)
     out = tmp_path / "run"
     (out / "resume").mkdir(parents=True)
     shutil.copy(tmp_path / "ref" / "resume" / "model.safetensors", out / "resume" / "model.safetensors")
     torch.save({"step": 1, "evil": Evil()}, out / "resume" / "state.pt")
     messages = []
-    record = train_mod.train(spec, out, progress=False, log=messages.append)
+    record = train_mod.train(spec, RunFolder(out), progress=False, log=messages.append)
     assert not marker.exists()
     assert any("corrupt" in m and "scratch" in m for m in messages), messages
     same_training(record, reference)
@@ -735,7 +736,7 @@ def test_run_notebook_gets_its_parameters_as_literals(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "NOTEBOOK", stand_in)
     nasty = tmp_path / "a\"b'c\\d $(touch x); __import__('os')"
     (nasty / "runs" / "r").mkdir(parents=True)
-    runner._execute_notebook(nasty, "r")
+    runner._execute_notebook(StudyFolder(nasty), "r")
     assert json.loads((nasty / "runs" / "r" / "seen.json").read_text()) == [str(nasty.resolve()), "r"]
     assert not (tmp_path / "x").exists() and not Path("x").exists()
     assert (nasty / "runs" / "r" / "run.ipynb").exists()
@@ -765,9 +766,9 @@ def test_finished_study_keeps_no_checkpoints_and_status_reports_disk_use(finishe
 def test_leftover_resume_checkpoint_of_a_finished_run_is_removed(one_run_study):
     """Killed between writing its record and removing its resume checkpoint: the next cleanup removes it."""
     d, rid = one_run_study
-    assert runner.run_one(d, rid, notebooks=False) == "done"
+    assert runner.run_one(StudyFolder(d), rid, notebooks=False) == "done"
     for name in ("resume", "resume.old", "resume.tmp"):
-        (store.run_dir(d, rid) / name).mkdir()
-        (store.run_dir(d, rid) / name / "state.pt").write_bytes(b"x" * 1000)
-    runner.cleanup_checkpoints(d)
-    assert sorted(p.name for p in store.run_dir(d, rid).iterdir()) == ["result.json"]
+        (StudyFolder(d).run(rid).path / name).mkdir()
+        (StudyFolder(d).run(rid).path / name / "state.pt").write_bytes(b"x" * 1000)
+    StudyFolder(d).clean_checkpoints()
+    assert sorted(p.name for p in StudyFolder(d).run(rid).path.iterdir()) == ["result.json"]

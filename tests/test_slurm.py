@@ -10,8 +10,8 @@ import pydantic
 import pytest
 import submitit
 
+from mtlstudy.profile import SlurmSettings
 from mtlstudy.slurm import (
-    SlurmSettings,
     executor_parameters,
     job_outcome,
     slurm_unavailable_reason,

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from mtlstudy import results, runner, store, study
-from mtlstudy.plan import ProfileError
+from mtlstudy import runner, study
+from mtlstudy.folder import StudyFolder
+from mtlstudy.profile import ProfileError
 
 from tests.profiles import tiny_profile
 
@@ -90,7 +91,7 @@ def test_tiny_study_runs_once_and_reruns_only_what_is_missing(tmp_path, tiny_rob
     assert "right on 0 of 0 significant cells (paper: 49 of 53" in line
 
     victim = sorted(first)[0]
-    store.result_path(st.dir, victim).unlink()
+    StudyFolder(st.dir).run(victim).record.unlink()
     study.run(st, progress=False)
     again = mtimes(st.dir)
     assert again.keys() == first.keys()
@@ -108,16 +109,16 @@ def test_a_task_added_to_a_finished_study_retrains_the_supports_its_stilts_runs_
     first = study.open_study(tiny_profile(tmp_path, tiny_roberta, methods=["single", "stilts"], **sizes))
     assert study.run(first, progress=False).counts["done"] == 4
     stilts = [r.run_id for r in first.runs if r.kind == "stilts"]
-    assert all(Path(store.read_result(first.dir, rid)["init_checkpoint"]).parents[2] == first.dir / "runs"
+    assert all(Path(StudyFolder(first.dir).read_record(rid)["init_checkpoint"]).parents[2] == first.dir / "runs"
                for rid in stilts)  # they started from the supports' checkpoints, which are now gone:
     assert not list((first.dir / "runs").glob("*/best"))
-    singles = {r.run_id: store.read_result(first.dir, r.run_id)["best"] for r in first.runs if r.kind == "single"}
+    singles = {r.run_id: StudyFolder(first.dir).read_record(r.run_id)["best"] for r in first.runs if r.kind == "single"}
     before = mtimes(first.dir)
     later = study.open_study(tiny_profile(tmp_path, tiny_roberta, methods=["single", "stilts"],
                                           tasks=["gen_para", "gen_sent", "gen_nli"], **sizes))
     assert set(before) <= {r.run_id for r in later.runs}  # the same runs, and 5 new ones
     assert study.run(later, progress=False).counts == {"done": 9, "failed": 0, "blocked": 0, "pending": 0}
-    assert {rid: store.read_result(later.dir, rid)["best"] for rid in singles} == singles
+    assert {rid: StudyFolder(later.dir).read_record(rid)["best"] for rid in singles} == singles
     after = mtimes(later.dir)
     assert all(after[rid] == before[rid] for rid in stilts)  # the done STILTs runs were not trained again
     assert all(after[rid] != before[rid] for rid in singles)  # the supports were
@@ -125,13 +126,13 @@ def test_a_task_added_to_a_finished_study_retrains_the_supports_its_stilts_runs_
 
 def test_run_notebook_writes_the_same_record_as_the_python_call(tmp_path, tiny_roberta):
     st = study.open_study(tiny_profile(tmp_path, tiny_roberta, methods=["single"], tasks=["gen_sent"]))
-    results.write_study(st.profile, st.runs, st.user)
+    st.write()
     rid = st.runs[0].run_id
     direct = runner.train_and_record(st.dir, rid)
-    store.result_path(st.dir, rid).unlink()
-    assert runner.run_one(st.dir, rid, notebooks=True) == "done"
-    via_notebook = store.read_result(st.dir, rid)
-    assert (store.run_dir(st.dir, rid) / "run.ipynb").exists()
+    StudyFolder(st.dir).run(rid).record.unlink()
+    assert runner.run_one(StudyFolder(st.dir), rid, notebooks=True) == "done"
+    via_notebook = StudyFolder(st.dir).read_record(rid)
+    assert (StudyFolder(st.dir).run(rid).path / "run.ipynb").exists()
     assert via_notebook["history"] == direct["history"]
     assert via_notebook["best"] == direct["best"]
 
@@ -200,8 +201,8 @@ def test_ready_runs_start_with_what_others_wait_for_then_the_longest(tmp_path):
     from mtlstudy.local import start_order
 
     st = study.open_study(REPO / "params" / "demo.yaml", [f"output_dir={tmp_path}"])
-    d = results.write_study(st.profile, st.runs, st.user)
-    runs = results.read_runs(d)
+    d = st.write().root
+    runs = StudyFolder(d).read_run_list()
     order = sorted(runs, key=start_order(runs))
     kinds = [runs[r]["spec"]["method"] for r in order]
     assert kinds == ["single"] * 9 + ["mtl_all"] * 3 + ["mtl"] * 9 + ["stilts"] * 18
@@ -209,3 +210,35 @@ def test_ready_runs_start_with_what_others_wait_for_then_the_longest(tmp_path):
     for kind in ("single", "mtl", "stilts"):
         mine = [r for r in order if runs[r]["spec"]["method"] == kind]
         assert mine == [r for r in plan_order if runs[r]["spec"]["method"] == kind]
+
+
+def test_two_launchers_with_different_profiles_keep_each_others_runs_and_checkpoints(tmp_path):
+    """A task added while the first launcher still runs: the second profile's runs stay in the run
+    list when the first launcher writes it again, and the first launcher, finishing with the run
+    list it read at its start, keeps the support checkpoint the second's STILTs runs wait for."""
+    first = study.open_study(tiny_profile(tmp_path, "unused-model", methods=["single", "stilts"]))
+    second = study.open_study(tiny_profile(tmp_path, "unused-model", methods=["single", "stilts"],
+                                           tasks=["gen_para", "gen_sent", "gen_sim"]))
+    assert first.dir == second.dir
+    first.write()
+    first.folder.runs  # noqa: B018 - the first launcher reads its run list at its start
+    second.write()
+    first.write()  # the first launcher started again (say, --retry-failed), after the second
+    on_disk = StudyFolder(first.dir).read_run_list()
+    assert {r.run_id for r in first.runs + second.runs} == set(on_disk)
+
+    for r in first.runs:  # the first profile finished: every run done, its supports' weights kept
+        first.folder.record_result(r.run_id, {"run_id": r.run_id, "status": "done"})
+        if r.kind == "single":
+            weights = first.folder.support_checkpoint(r.run_id, r.spec.tasks[0]) / "model.safetensors"
+            weights.parent.mkdir(parents=True)
+            weights.write_bytes(b"w")
+    waiting = [r for r in second.runs if r.kind == "stilts" and r.spec.tasks == ["gen_para", "gen_sim"]]
+    assert waiting and all(set(r.deps) <= {x.run_id for x in first.runs} for r in waiting)
+    first.folder.clean_checkpoints()
+    kept = {rid for r in waiting for rid in r.deps if first.folder.has_support_checkpoint(rid, "gen_para")}
+    assert kept == {rid for r in waiting for rid in r.deps}
+    gen_sent_supports = [r.run_id for r in first.runs if r.kind == "single" and r.spec.tasks == ["gen_sent"]]
+    waiting_on_gen_sent = [r for r in second.runs if r.kind == "stilts" and r.spec.tasks[0] == "gen_sent"]
+    assert waiting_on_gen_sent  # gen_sent -> gen_sim waits too; gen_para -> gen_sent is done
+    assert all(first.folder.has_support_checkpoint(rid, "gen_sent") for rid in gen_sent_supports)

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BadValue, StudyNotFound
-from ..store import read_result
+from ..folder import StudyFolder
 
 PAIR_METHODS = ("mtl", "stilts")
 
 
 def load_results(study_dir: Path) -> pd.DataFrame:
     """Read <study_dir>/results.csv with empty strings (not NaN) in the text columns."""
-    path = Path(study_dir) / "results.csv"
+    path = StudyFolder(study_dir).results_table
     if not path.is_file():
         raise StudyNotFound(f"no results.csv in {study_dir}")
     df = pd.read_csv(path, dtype={"run_id": str, "target": str, "support": str, "sampler": str,
@@ -36,7 +36,7 @@ def load_results(study_dir: Path) -> pd.DataFrame:
 
 def load_study_info(study_dir: Path) -> dict:
     """study.json as a dict, or {} when the study has none."""
-    path = Path(study_dir) / "study.json"
+    path = StudyFolder(study_dir).study_file
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -49,7 +49,7 @@ def is_paper_study(study_dir: Path) -> bool:
 def load_run(study_dir: Path, run_id: str) -> dict | None:
     """The run's record (result.json) as a dict, or None when it has none; a corrupt record is a
     one-line error naming the file (the store's reader)."""
-    return read_result(Path(study_dir), str(run_id))
+    return StudyFolder(study_dir).read_record(str(run_id))
 
 
 def pairwise_rows(df: pd.DataFrame) -> pd.DataFrame:
