@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_study import BASE, EFFECTS, MTL_NOISE, SEEDS, SIZES, STILTS_NOISE, make_study  # noqa: E402
 
 from mtlstudy import analysis, explorer, recommend  # noqa: E402
-from mtlstudy.store import CorruptResultError  # noqa: E402
+from mtlstudy.folder import CorruptResultError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

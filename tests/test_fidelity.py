@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mtlstudy import model as model_mod
-from mtlstudy.plan import load_profile
+from mtlstudy.profile import load_profile
 from mtlstudy.sampling import EpochPlan, task_probabilities
 from mtlstudy.spec import TrainSettings
 from mtlstudy.tasks import get_task

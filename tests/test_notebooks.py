@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_study import make_study  # noqa: E402
 
 from mtlstudy import report, study  # noqa: E402
-from mtlstudy.plan import ProfileError  # noqa: E402
+from mtlstudy.profile import ProfileError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NB = REPO / "notebooks"
