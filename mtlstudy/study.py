@@ -108,7 +108,7 @@ class Outcome:
 
 
 def run(study: Study, executor: str | None = None, workers: int | None = None, notebooks: bool | None = None,
-        retry_failed: bool = False, progress: bool = True) -> Outcome:
+        retry_failed: bool = False, progress: bool = True, runs_per_gpu: int | None = None) -> Outcome:
     """Run what is not done, then write results.csv."""
     from . import claims
 
@@ -122,6 +122,10 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
         from .slurm import check_available
 
         check_available()
+    else:  # GPUs asked for and not usable, or more workers than slots: an error before anything is written
+        from .local import plan_slots
+
+        slots = plan_slots(workers, runs_per_gpu or p.runs_per_gpu, p.train.device, p.workers)
     d = results.write_study(p, study.runs, study.user)
     if retry_failed:
         results.reset_failed(d)
@@ -137,7 +141,7 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
 
         if note := cpu_bf16_note(p.train):
             print(note, file=sys.stderr)
-        run_local(d, workers=workers or p.workers, notebooks=notebooks, progress=progress)
+        run_local(d, notebooks=notebooks, progress=progress, slots=slots)
     # claims first, then records: a run released in between counts as done
     held = [(r.run_id, claims.held_elsewhere(d, r.run_id)) for r in study.runs]
     index = results.RunIndex(d)
