@@ -174,3 +174,40 @@ def test_runs_per_gpu_from_the_profile_and_the_command_line(tmp_path, tiny_rober
         with pytest.raises(SystemExit):
             mtlstudy_main(argv)
     assert seen == [["0", "1", "0", "1"], ["0", "1", "0", "1", "0", "1"]]
+
+
+def test_a_worker_puts_back_the_state_a_run_changed(tmp_path, monkeypatch):
+    """What one run may change in its process (torch threads and RNG, numpy's and Python's RNG,
+    the environment, the working directory, warning filters) is as the worker started before the next."""
+    import random
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from mtlstudy.workers import FreshState
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MTLSTUDY_TEST_VAR", "before")
+    threads = torch.get_num_threads()
+    fresh = FreshState(threads)
+    expected = (torch.rand(3).tolist(), np.random.rand(), random.random())
+    fresh.restore()
+    torch.set_num_threads(threads + 1)
+    torch.manual_seed(5)
+    np.random.seed(5)
+    random.seed(5)
+    os.environ["MTLSTUDY_TEST_VAR"] = "after"
+    os.environ["MTLSTUDY_LEFT_BEHIND"] = "1"
+    os.chdir("/")
+    warnings.simplefilter("ignore")
+    fresh.restore()
+    try:
+        assert torch.get_num_threads() == threads
+        assert (torch.rand(3).tolist(), np.random.rand(), random.random()) == expected
+        assert os.environ["MTLSTUDY_TEST_VAR"] == "before" and "MTLSTUDY_LEFT_BEHIND" not in os.environ
+        assert Path.cwd() == tmp_path
+        assert warnings.filters == fresh.warning_filters
+    finally:
+        os.environ.pop("MTLSTUDY_LEFT_BEHIND", None)
+        torch.set_num_threads(threads)
