@@ -58,7 +58,7 @@ def run_local(study_dir: Path, workers: int | None = 1, notebooks: bool = True, 
     shown = None
     interrupted = set()  # runs whose process was stopped by a signal: not restarted by this launcher
     was_held = set()
-    with ThreadPoolExecutor(len(slots)) as pool, _closing(slots):
+    with _closing(slots), ThreadPoolExecutor(len(slots)) as pool:  # workers end after the last run
         while True:
             # who holds each unfinished run not started here: "none" (free to take), "live" (another
             # launcher is seen training it: wait for it, then do what depends on it), "unchecked"

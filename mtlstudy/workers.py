@@ -139,31 +139,41 @@ def _output_to(path: Path | None, saved: tuple[int, int]):
 
 
 def serve() -> None:
-    """The worker's loop: imports once, then one run per line on stdin until its end."""
+    """The worker's loop: one run per line on stdin until its end. Torch and the rest are imported
+    at the first run, with the output already in that run's log (an import that fails is there)."""
+    from . import store
+
     answers = os.fdopen(os.dup(1), "w")  # the launcher's pipe; fd 1 itself goes to each run's log
     saved = (os.open(os.devnull, os.O_WRONLY), os.dup(2))
     os.dup2(saved[0], 1)  # nothing but answers on the pipe
-    import torch
-
-    from . import model, store
-    from .runner import run_one
-
-    threads = int(os.environ.get("MTLSTUDY_WORKER_THREADS") or torch.get_num_threads())
-    torch.set_num_threads(threads)
-    model.keep_pretrained_in_memory()
-    fresh = FreshState(threads)
+    fresh = None
     for line in sys.stdin:
         job = json.loads(line)
         study_dir, run_id = Path(job["study_dir"]), job["run_id"]
-        fresh.restore()
         _output_to(store.run_dir(study_dir, run_id) / "log.txt", saved)
         try:
+            fresh = fresh or _start()
+            fresh.restore()
+            from .runner import run_one
+
             status = run_one(study_dir, run_id, notebooks=job["notebooks"])
             print(f"{run_id}: {status}", flush=True)
         finally:
             _output_to(None, saved)
         answers.write(json.dumps({"status": status, "exit": 0 if status in ("done", "claimed") else 1}) + "\n")
         answers.flush()
+
+
+def _start() -> FreshState:
+    """Import once, keep pre-trained weights in memory, and take the state each run starts from."""
+    import torch
+
+    from . import model, runner, train  # noqa: F401 - imported once, for every run
+
+    threads = int(os.environ.get("MTLSTUDY_WORKER_THREADS") or torch.get_num_threads())
+    torch.set_num_threads(threads)
+    model.keep_pretrained_in_memory()
+    return FreshState(threads)
 
 
 if __name__ == "__main__":
