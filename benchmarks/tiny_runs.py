@@ -94,7 +94,8 @@ def measure(work: Path) -> dict:
     for o in OVERRIDES:
         cmd += ["--set", o]
     t0, c0 = time.perf_counter(), _children_cpu()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # cwd: not the checkout (`python -m` puts the working directory first on sys.path; PYTHONPATH decides)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=work)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
     if done.returncode != 0:
         raise SystemExit(f"the tiny study failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
