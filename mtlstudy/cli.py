@@ -99,7 +99,7 @@ def cmd_run(a):
 
     st = study.open_study(a.profile, a.overrides)
     outcome = study.run(st, executor=a.executor, workers=a.workers, notebooks=False if a.no_notebooks else None,
-                        retry_failed=a.retry_failed)
+                        retry_failed=a.retry_failed, runs_per_gpu=a.runs_per_gpu)
     print(f"study {st.profile.name}: " + ", ".join(f"{k} {v}" for k, v in outcome.counts.items()))
     for rid, err in outcome.failures:
         print(f"  failed {rid}: {err}")
@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run what is not done, in dependency order")
     _add_profile(p)
     p.add_argument("--executor", choices=["local", "slurm"])
-    p.add_argument("--workers", type=_positive_int)
+    p.add_argument("--workers", type=_positive_int, help="runs at once (default: the profile's; on GPUs every slot)")
+    p.add_argument("--runs-per-gpu", type=_positive_int, help="local executor: runs sharing one GPU (default 1)")
     p.add_argument("--retry-failed", action="store_true")
     p.add_argument("--no-notebooks", action="store_true", help="train directly, without the run notebook")
     p.add_argument("--report", action="store_true", help="build the HTML report at the end")

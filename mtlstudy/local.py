@@ -1,34 +1,36 @@
-"""The local executor: a pool of worker processes on this machine, one run per visible GPU (or
-N CPU workers), dependencies first; each run is a `mtlstudy run-one` subprocess (runner.py).
+"""The local executor: runs on this machine, dependencies first, one at a time in each slot: every
+visible GPU `runs_per_gpu` times over (or N CPU workers). Each slot keeps one persistent worker
+process that takes its runs one after another (workers.py), as a `mtlstudy run-one` process would.
 """
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 
+from .errors import UserError
 from .folder import StudyFolder
+from .workers import Slot
 
 # how often a launcher looks again at runs another launcher holds
 HELD_POLL_S = 2.0
 
 
-def run_local(folder: StudyFolder, workers: int = 1, notebooks: bool = True, progress: bool = True) -> dict:
-    """Run every pending run, dependencies first, `workers` at a time. Each run is its own
-    process (`mtlstudy run-one`), pinned to one GPU when GPUs are visible. Runs that another
-    launcher is seen training (a live process on this host, a running Slurm job) are waited for,
-    so two launchers on one study both end with it finished; a claim from another host outside
-    Slurm cannot be checked and is left pending (exit 3). The folder keeps the statuses: a record
-    is read again only when its run ends here or another launcher lets it go."""
+def run_local(folder: StudyFolder, workers: int | None = 1, notebooks: bool = True, progress: bool = True,
+              slots: list[Slot] | None = None) -> dict:
+    """Run every pending run, dependencies first, one per slot at a time (`slots`, from plan_slots;
+    by default `workers` of them). Each slot's runs go to its persistent worker process, pinned to
+    its GPU when it has one. Runs that another launcher is seen training (a live process on this
+    host, a running Slurm job) are waited for, so two launchers on one study both end with it
+    finished; a claim from another host outside Slurm cannot be checked and is left pending (exit
+    3). The folder keeps the statuses: a record is read again only when its run ends here or
+    another launcher lets it go."""
     total = len(folder.runs)
-    gpus = _visible_gpus()
-    slots = list(range(workers)) if not gpus else gpus[:workers] if workers <= len(gpus) else gpus
-    threads = max(1, (os.cpu_count() or 1) // len(slots))
+    slots = slots or plan_slots(workers)
     free = list(slots)
     start_first = start_order(folder.runs)
     running = {}
@@ -50,7 +52,7 @@ def run_local(folder: StudyFolder, workers: int = 1, notebooks: bool = True, pro
     shown = None
     interrupted = set()  # runs whose process was stopped by a signal: not restarted by this launcher
     was_held = set()
-    with ThreadPoolExecutor(len(slots)) as pool:
+    with _closing(slots), ThreadPoolExecutor(len(slots)) as pool:  # workers end after the last run
         while True:
             # who holds each unfinished run not started here: "none" (free to take), "live" (another
             # launcher is seen training it: wait for it, then do what depends on it), "unchecked"
@@ -66,7 +68,7 @@ def run_local(folder: StudyFolder, workers: int = 1, notebooks: bool = True, pro
             while ready and free:
                 rid = ready.pop(0)
                 slot = free.pop(0)
-                fut = pool.submit(_subprocess_run, folder, rid, notebooks, slot if gpus else None, threads)
+                fut = pool.submit(_subprocess_run, folder, rid, notebooks, slot, slot.threads)
                 running[fut] = rid
                 fut.slot = slot
             if not running and not held:
@@ -137,28 +139,75 @@ def _record_lost_run(folder: StudyFolder, run_id: str, returncode: int) -> str:
     return "failed"
 
 
-def _visible_gpus() -> list[str]:
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [g for g in env.split(",") if g.strip()]
-    try:
-        import torch
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001
+class GpuNotUsable(UserError):
+    """GPUs were asked for (CUDA_VISIBLE_DEVICES, train.device) and torch cannot use them."""
+
+
+def plan_slots(workers: int | None = None, runs_per_gpu: int = 1, device: str = "auto",
+               profile_workers: int | None = None) -> list[Slot]:
+    """The run slots of this machine. On GPUs: each visible GPU `runs_per_gpu` times, spread over
+    the GPUs first; all of them unless `workers` (--workers: more than there are is an error) or
+    the profile's `workers` (capped at the slots) asks for fewer. Without a visible GPU, or with
+    train.device 'cpu': that many CPU slots (1 by default). The cores are shared out between the
+    slots (torch threads, OMP, the tokenizers' pool), GPU slots included."""
+    gpus = _visible_gpus(device)
+    if not gpus:
+        n = workers or profile_workers or 1
+        return [Slot(None, _threads(n)) for _ in range(n)]
+    capacity = len(gpus) * runs_per_gpu
+    if workers and workers > capacity:
+        raise UserError(f"--workers {workers}: more than the {capacity} run slots here ({len(gpus)} visible GPU(s) "
+                        f"x runs_per_gpu {runs_per_gpu}); raise --runs-per-gpu or lower --workers")
+    n = workers or min(profile_workers or capacity, capacity)
+    order = [g for _ in range(runs_per_gpu) for g in gpus]
+    return [Slot(g, _threads(n)) for g in order[:n]]
+
+
+def _threads(slots: int) -> int:
+    return max(1, (os.cpu_count() or 1) // slots)
+
+
+def _visible_gpus(device: str = "auto") -> list[str]:
+    """The GPUs runs go to: those CUDA_VISIBLE_DEVICES names (every GPU torch sees when it is unset;
+    none when it is empty or -1, or train.device is 'cpu'). GPUs asked for, by CUDA_VISIBLE_DEVICES
+    or train.device 'cuda', that torch cannot use are a GpuNotUsable error, not a study on the CPU."""
+    if device == "cpu":
         return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    named = None if env is None else [g.strip() for g in env.split(",") if g.strip()]
+    if named is not None and all(g.lstrip("-").isdigit() and int(g) < 0 for g in named):
+        named = []  # empty or -1: no GPU
+    asked = bool(named) or device.startswith("cuda")
+    if not asked and named == []:
+        return []
+    import torch
+
+    try:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - a broken driver: torch sees no GPU
+        count = 0
+    wanted = len(named) if named else 1
+    if asked and count < wanted:
+        what = f"CUDA_VISIBLE_DEVICES={env}" if named else f"train.device '{device}'"
+        if named == []:
+            what += f" with CUDA_VISIBLE_DEVICES={env!r}"
+        raise GpuNotUsable(f"{what} asks for {wanted} GPU(s) but torch {torch.__version__} "
+                           f"(CUDA {torch.version.cuda or 'none'}) sees {count}: check the driver and the CUDA "
+                           "wheel, or set train.device=cpu")
+    return named if named else [str(i) for i in range(count)]
 
 
-def _subprocess_run(folder: StudyFolder, run_id, notebooks, gpu, threads):
-    env = dict(os.environ)
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    else:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-        env.setdefault("OMP_NUM_THREADS", str(threads))
-    cmd = [sys.executable, "-m", "mtlstudy.cli", "run-one", str(folder.root), run_id]
-    if not notebooks:
-        cmd.append("--no-notebook")
-    log = folder.run(run_id).log
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        return subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+@contextmanager
+def _closing(slots: list[Slot]):
+    """Ends the slots' workers when the study ends here (also on an error or Ctrl-C)."""
+    try:
+        yield slots
+    finally:
+        for slot in slots:
+            slot.close()
+
+
+def _subprocess_run(folder: StudyFolder, run_id, notebooks, slot: Slot, threads) -> int:
+    """One run in the slot's persistent worker: 0 or 1 as a `mtlstudy run-one` process exits, or
+    the worker's exit status when the run killed it (the slot then starts a new worker)."""
+    return slot.run(folder.root, run_id, notebooks)

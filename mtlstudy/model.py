@@ -44,13 +44,40 @@ def resolve_model(name: str) -> str:
     return name
 
 
+# Per process, off unless turned on: a persistent worker (workers.py) loads each tokenizer and
+# pre-trained encoder once and gives every run its own copy (an exact copy: the run's record is the
+# same as from a fresh load). A load that draws from torch's RNG (weights missing from the checkpoint,
+# initialised at random) is not kept: a copy would leave the RNG where the heads' init would differ.
+_pretrained: dict | None = None
+
+
+def keep_pretrained_in_memory() -> None:
+    """From now on, keep the tokenizers and pre-trained encoders this process loads in memory."""
+    global _pretrained
+    if _pretrained is None:
+        _pretrained = {}
+
+
+def _cached(key: tuple, load):
+    import copy
+
+    if _pretrained is None:
+        return load()
+    if _pretrained.get(key) is None:
+        rng = torch.get_rng_state()
+        loaded = load()
+        _pretrained[key] = loaded if torch.equal(rng, torch.get_rng_state()) else None
+        return loaded if _pretrained[key] is None else copy.deepcopy(loaded)
+    return copy.deepcopy(_pretrained[key])
+
+
 def load_tokenizer(name: str, lower_case: bool = False):
     """The model's tokenizer; with `lower_case`, one that lower-cases every text first."""
     from transformers import AutoTokenizer
 
     path = resolve_model(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = _cached(("tokenizer", path), lambda: AutoTokenizer.from_pretrained(path))
     except Exception as e:
         raise ModelLoadError(_load_message(name, e)) from None
     return LowerCasingTokenizer(tokenizer) if lower_case else tokenizer
@@ -184,10 +211,13 @@ def load_model(name: str, tasks: list[Task], heads: str = "per_task", pooling: s
     from transformers import AutoConfig, AutoModel
 
     path = resolve_model(name)
-    try:
+
+    def load():
         config = AutoConfig.from_pretrained(path)
         kwargs = {"add_pooling_layer": False} if config.model_type in _NO_POOLER_TYPES else {}
-        encoder = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs)  # fp32 whatever its stored dtype
+        return AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs)  # fp32 whatever its stored dtype
+    try:
+        encoder = _cached(("encoder", path), load)
     except Exception as e:
         raise ModelLoadError(_load_message(name, e)) from None
     return MultiTaskModel(encoder, tasks, heads, pooling, head_init)

@@ -79,7 +79,8 @@ class Profile(BaseModel):
     user_tasks: list[Path] = []                # YAML task files, relative to the profile
     output_dir: Path = Path("outputs")
     executor: Literal["local", "slurm"] = "local"
-    workers: int = Field(1, gt=0)
+    workers: Optional[int] = Field(None, gt=0)  # runs at once: every GPU slot on GPUs (runs_per_gpu each), 1 on CPU
+    runs_per_gpu: int = Field(1, gt=0)         # the local executor's runs sharing one GPU
     notebooks: bool = True                     # execute each run through notebooks/run.ipynb (papermill)
     slurm: SlurmSettings = SlurmSettings()
     paper: bool = False                        # compare with the paper's published numbers

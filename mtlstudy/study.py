@@ -17,7 +17,7 @@ from . import slurm
 from .compute import compute_summary
 from .errors import StudyNotFound, UserError
 from .folder import StudyFolder
-from .local import run_local
+from .local import plan_slots, run_local
 from .plan import PlannedRun, make_plan
 from .profile import (Profile, ProfileError, apply_overrides, check_inputs, load_profile, profile_from_dict,
                       profile_path, read_profile_file, study_task_sizes)
@@ -127,7 +127,7 @@ class Outcome:
 
 
 def run(study: Study, executor: str | None = None, workers: int | None = None, notebooks: bool | None = None,
-        retry_failed: bool = False, progress: bool = True) -> Outcome:
+        retry_failed: bool = False, progress: bool = True, runs_per_gpu: int | None = None) -> Outcome:
     """Run what is not done, then write results.csv."""
     p = study.profile
     executor = executor or p.executor
@@ -137,7 +137,8 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
     check_inputs(p, study.user)
     if executor == "slurm":
         slurm.check_available()
-    else:
+    else:  # GPUs asked for and not usable, or more workers than slots: an error before anything is written
+        slots = plan_slots(workers, runs_per_gpu or p.runs_per_gpu, p.train.device, p.workers)
         from .precision import cpu_bf16_note  # torch: only once the inputs are known to be good
 
         if note := cpu_bf16_note(p.train):
@@ -151,7 +152,7 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
     if executor == "slurm":
         slurm.run_slurm(folder, p.slurm, notebooks=notebooks, progress=progress)
     else:
-        run_local(folder, workers=workers or p.workers, notebooks=notebooks, progress=progress)
+        run_local(folder, notebooks=notebooks, progress=progress, slots=slots)
     # claims first, then records: a run released in between counts as done
     held = {rid: folder.held_elsewhere(rid) for rid, s in folder.status.items() if s == "pending"}
     for rid in held:
