@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mtlstudy import local, results, store, study
+from mtlstudy import local, study
+from mtlstudy.folder import StudyFolder
 from mtlstudy.cli import main as mtlstudy_main
 from mtlstudy.workers import Slot
 from tests.reliability_helpers import cli, kill_group, rel_profile, start_cli, starts_in_log, wait_for
@@ -37,10 +38,10 @@ def test_a_run_after_three_others_in_one_worker_gives_the_same_record(tmp_path, 
     other = study.open_study(rel_profile(tmp_path / "b", tiny_roberta, name="other", tasks=["gen_sent"],
                                          methods=["single"], seeds=[7], **{"train.epochs": 1, "train.threads": 2}))
     for st in (first, other):
-        results.write_study(st.profile, st.runs, st.user)
+        st.write()
     by_kind = {(r.kind, tuple(r.spec.tasks)): r.run_id for r in first.runs}
     target = by_kind[("single", ("gen_sent",))]
-    record = store.result_path(first.dir, target)
+    record = first.folder.run(target).record
 
     slot = Slot(None, threads=1)
     try:
@@ -52,7 +53,7 @@ def test_a_run_after_three_others_in_one_worker_gives_the_same_record(tmp_path, 
         for d, rid in [(first.dir, mtl), (first.dir, by_kind[("single", ("gen_para",))]),
                        (other.dir, other.runs[0].run_id)]:
             assert slot.run(d, rid, notebooks=False) == 0
-            assert store.read_result(d, rid)["status"] == "done"
+            assert StudyFolder(d).read_record(rid)["status"] == "done"
         pid = slot.process.pid
         assert slot.run(first.dir, target, notebooks=False) == 0
         assert slot.process.pid == pid  # one worker took all four
@@ -71,7 +72,7 @@ def test_worker_killed_in_a_run_leaves_it_failed_the_study_goes_on_and_retry_fin
                        methods=["single"], **{"train.epochs": 6, "data.generated_sizes": {"gen_sent": 640, "gen_para": 96}})
     st = study.open_study(prof)
     first = st.runs[0].run_id  # plan order: the first started with one worker
-    run_dirs = {r.run_id: store.run_dir(st.dir, r.run_id) for r in st.runs}
+    run_dirs = {r.run_id: st.folder.run(r.run_id).path for r in st.runs}
     launcher = start_cli("run", prof, log=tmp_path / "first.log")
     try:
         claim = run_dirs[first] / "claim.json"
@@ -87,11 +88,11 @@ def test_worker_killed_in_a_run_leaves_it_failed_the_study_goes_on_and_retry_fin
     assert launcher.returncode == 1, log[-3000:]
     assert f"failed {first}: killed by SIGKILL without a record (out of memory?)" in log
     others = [r for r in run_dirs if r != first]
-    assert all(store.read_result(st.dir, r)["status"] == "done" for r in others), log[-3000:]
+    assert all(st.folder.read_record(r)["status"] == "done" for r in others), log[-3000:]
     again = cli("run", prof, "--retry-failed")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert starts_in_log(run_dirs[first]) == (1, 1)  # resumed from its checkpoint
-    assert store.read_result(st.dir, first)["status"] == "done"
+    assert st.folder.read_record(first)["status"] == "done"
 
 
 class FakeCuda:
