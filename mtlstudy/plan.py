@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import sampling
-from .data import DataSource, subsample_size
+from .data import DataSource, check_task_files, subsample_size
 from .errors import UserError, validation_message
 from .slurm import SlurmSettings
 from .spec import OFFLINE_MINILM, RunSpec, Sampler, TrainSettings
@@ -235,12 +235,15 @@ def model_problem(name: str) -> str | None:
 
 
 def check_inputs(profile: Profile, user: dict[str, Task]) -> None:
-    """Before `run` writes or submits anything: each GLUE-folder task's folder, files and header
-    columns, and the model. Cheap (no data or model is loaded); a bad row is still found by the run
-    that reads it, and recorded with its file and line."""
+    """Before `run` writes or submits anything: each user task's files, every row; each GLUE-folder
+    task's folder, files and header columns (a bad row in GLUE's own files is found by the run that
+    reads it, and recorded with its file and line), and the model (not loaded)."""
     names = list(profile.tasks) + ([profile.ablation.target, profile.ablation.support] if profile.ablation else [])
     for name in dict.fromkeys(names):
         task = get_task(name, user)
+        if name in user:  # a user task's files, every row, where its task file says
+            check_task_files(task, profile.data)
+            continue
         if task.generated or not task.tsv or not (profile.data.source == "glue_dir" or not task.hub_id):
             continue
         if profile.data.glue_dir is None:
