@@ -1,5 +1,6 @@
-"""Data: load a task's split from the hub, a GLUE TSV folder or the generator; subsample with a
-seed; tokenize once and cache on disk (memory-mapped); collate batches padded to their longest.
+"""Data: load a task's split from the hub, TSV files or the generator (and check a task's files
+before a study starts); subsample with a seed; tokenize once and cache on disk (memory-mapped);
+collate batches padded to their longest.
 """
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ def _labels_to_array(task: Task, raw: list, where) -> np.ndarray:
 
 
 def read_glue_tsv(path: Path, task: Task, split: str) -> Examples:
-    """Read one GLUE TSV file: tabs, no quoting, optional byte-order mark, header optional."""
+    """Read one GLUE TSV file: tabs, no quoting, optional byte-order mark, header optional.
+    Errors name the file and its line (the header is line 1) and what is wrong there."""
     spec = task.tsv[split]
     if not path.is_file():
         raise DataError(f"{path}: file not found (task {task.name}, split {split})")
@@ -87,13 +89,13 @@ def read_glue_tsv(path: Path, task: Task, split: str) -> Examples:
         if spec.header:
             header = next(rows, None)
             if header is None:
-                raise DataError(f"{path}: empty file")
+                raise DataError(f"{path}:1: empty file, expected a header row (task {task.name})")
             first_line = 2
             try:
                 cols = [c if isinstance(c, int) else header.index(c) for c in spec.text_columns]
                 label_col = spec.label_column if isinstance(spec.label_column, int) else header.index(spec.label_column)
             except ValueError as e:
-                raise DataError(f"{path}: header lacks column {str(e).split()[0]} (has {header})") from None
+                raise DataError(f"{path}:1: header lacks column {str(e).split()[0]} (has {header})") from None
             width = len(header)
         else:
             cols, label_col, width = list(spec.text_columns), spec.label_column, None
@@ -104,11 +106,14 @@ def read_glue_tsv(path: Path, task: Task, split: str) -> Examples:
                 width = len(row)
             if len(row) != width:
                 raise DataError(f"{path}:{lineno}: {len(row)} columns, expected {width}")
+            if lineno == first_line and max([*cols, label_col]) >= width:
+                raise DataError(f"{path}:{lineno}: no column {max([*cols, label_col])} (the row has {width} columns)")
             for t, c in zip(texts, cols):
                 t.append(row[c])
             raw_labels.append(row[label_col])
     if not raw_labels:
-        raise DataError(f"{path}: no rows")
+        raise DataError(f"{path}:{first_line}: no rows{' after the header' if spec.header else ', empty file'} "
+                        f"(task {task.name})")
     labels = _labels_to_array(task, raw_labels, lambda i: f"{path}:{i + first_line}")
     return Examples(texts[0], texts[1] if len(texts) > 1 else None, labels)
 
@@ -134,19 +139,42 @@ def load_hub(task: Task, split: str) -> Examples:
     return Examples(list(ds[fields[0]]), list(ds[fields[1]]) if len(fields) > 1 else None, labels)
 
 
+def reads_files(task: Task, source: DataSource) -> bool:
+    """Whether a task's splits come from TSV files (else from the hub or the generator)."""
+    return bool(task.tsv) and not task.generated and (source.source == "glue_dir" or not task.hub_id)
+
+
+def task_file(task: Task, split: str, source: DataSource) -> Path:
+    """Where a split's TSV file is: its path when absolute (a task file's paths are made absolute
+    when it is read), else in the task's folder under data.glue_dir (GLUE's layout)."""
+    file = Path(task.tsv[split].file)
+    if file.is_absolute():
+        return file
+    if source.glue_dir is None:
+        raise DataError(f"task {task.name}: data source glue_dir needs a 'glue_dir' folder")
+    folder = Path(source.glue_dir) / (task.glue_folder or task.name)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: GLUE task folder not found (task {task.name})")
+    return folder / file
+
+
+def check_task_files(task: Task, source: DataSource) -> None:
+    """Read every split of a task that comes from files, as a run will: a missing column, a label
+    outside `labels`, an empty file or a regression label that is not a number is a DataError
+    naming the file, its line and what is wrong. Before a study starts, so no run fails on it."""
+    if reads_files(task, source):
+        for split in task.tsv:
+            read_glue_tsv(task_file(task, split, source), task, split)
+
+
 def load_examples(task: Task, split: str, source: DataSource) -> Examples:
-    """One split ('train' or 'dev') of a task, from the generator, a GLUE folder or the hub."""
+    """One split ('train' or 'dev') of a task, from the generator, its TSV files or the hub."""
     if task.generated:
         size = source.generated_sizes.get(task.name, task.train_size) if split == "train" else source.generated_dev_size
         a, b, y = generated.generate(task.name, split, size, seed=source.generated_seed)
         return Examples(a, b, _labels_to_array(task, y, lambda i: f"{task.name} row {i}"))
-    if task.tsv and (source.source == "glue_dir" or not task.hub_id):
-        if source.glue_dir is None:
-            raise DataError(f"task {task.name}: data source glue_dir needs a 'glue_dir' folder")
-        folder = Path(source.glue_dir) / (task.glue_folder or task.name)
-        if not folder.is_dir():
-            raise DataError(f"{folder}: GLUE task folder not found (task {task.name})")
-        return read_glue_tsv(folder / task.tsv[split].file, task, split)
+    if reads_files(task, source):
+        return read_glue_tsv(task_file(task, split, source), task, split)
     return load_hub(task, split)
 
 

@@ -11,7 +11,7 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .data import DataSource
+from .data import check_task_files, DataSource
 from .errors import UserError, validation_message
 from .spec import OFFLINE_MINILM, Sampler, TrainSettings
 from .tasks import Task, get_task, load_task_file
@@ -238,12 +238,15 @@ def model_problem(name: str) -> str | None:
 
 
 def check_inputs(profile: Profile, user: dict[str, Task]) -> None:
-    """Before `run` writes or submits anything: each GLUE-folder task's folder, files and header
-    columns, and the model. Cheap (no data or model is loaded); a bad row is still found by the run
-    that reads it, and recorded with its file and line."""
+    """Before `run` writes or submits anything: each user task's files, every row; each GLUE-folder
+    task's folder, files and header columns (a bad row in GLUE's own files is found by the run that
+    reads it, and recorded with its file and line), and the model (not loaded)."""
     names = list(profile.tasks) + ([profile.ablation.target, profile.ablation.support] if profile.ablation else [])
     for name in dict.fromkeys(names):
         task = get_task(name, user)
+        if name in user:  # a user task's files, every row, where its task file says
+            check_task_files(task, profile.data)
+            continue
         if task.generated or not task.tsv or not (profile.data.source == "glue_dir" or not task.hub_id):
             continue
         if profile.data.glue_dir is None:

@@ -1,8 +1,10 @@
 """Task registry: GLUE's nine tasks, the generated demo suite, and user tasks from YAML.
 
-A task says where its text and labels live (hub dataset, GLUE TSV files, or the generator),
-what the labels are (a list, or None for regression), which metric scores it, and its official
-train size (used by the size heuristic before any data is loaded).
+A task says where its text and labels live (hub dataset, TSV files, or the generator), what the
+labels are (a list, or None for regression), which metric scores it, and its official train size
+(used by the size heuristic before any data is loaded). A user task's TSV files are where its
+task file says (relative to the task file, or absolute); its train size, when not given, is the
+number of rows of its training file.
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ class Task(BaseModel):
     hub_text_fields: list[str] = []
     hub_label_field: str = "label"
     hub_splits: dict[str, str] = {"train": "train", "dev": "validation"}
-    # local files (GLUE TSV layout); paths relative to the task folder of a glue_dir
+    # local files. A path relative to the task file (load_task_file makes it absolute), or, for a
+    # task with a glue_folder (GLUE's own tasks), relative to that folder under data.glue_dir
     glue_folder: Optional[str] = None
     tsv: dict[str, TsvFile] = {}
     # generated demo suite
@@ -121,7 +124,10 @@ GENERATED_TASKS: dict[str, Task] = {t.name: t for t in [
 
 
 def load_task_file(path: str | Path) -> Task:
-    """A user task from YAML (same fields as Task). Errors name the file and the field."""
+    """A user task from YAML (same fields as Task). Its TSV files are found where it says: paths
+    relative to the task file's folder are made absolute (unless it names a `glue_folder`, GLUE's
+    layout under data.glue_dir). Without `train_size`, the training file's rows are counted (and
+    so read and checked). Errors name the file and the field, or the data file and its line."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -130,9 +136,20 @@ def load_task_file(path: str | Path) -> Task:
     except yaml.YAMLError as e:
         raise TaskFileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     try:
-        return Task.model_validate(raw)
+        task = Task.model_validate(raw)
     except ValidationError as e:
         raise TaskFileError(validation_message(e, f"{path}: ", what="field")) from None
+    if task.glue_folder is not None or not task.tsv:
+        return task
+    for split, f in task.tsv.items():
+        f.file = str((path.parent / f.file).resolve())  # an absolute path stays as it is
+        if not Path(f.file).is_file():
+            raise TaskFileError(f"{path}: field 'tsv.{split}.file': {f.file}: file not found")
+    if task.train_size is None and "train" in task.tsv:
+        from .data import read_glue_tsv  # here: data imports this module
+
+        task.train_size = len(read_glue_tsv(Path(task.tsv["train"].file), task, "train"))
+    return task
 
 
 def get_task(name: str, extra: dict[str, Task] | None = None) -> Task:

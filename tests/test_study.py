@@ -138,24 +138,20 @@ def test_run_notebook_writes_the_same_record_as_the_python_call(tmp_path, tiny_r
 
 
 def test_failed_run_is_recorded_and_independent_runs_complete(tmp_path, tiny_roberta):
-    bad = tmp_path / "broken.yaml"
-    bad.write_text(yaml.safe_dump({
-        "name": "broken", "labels": ["0", "1"], "metric": "accuracy", "train_size": 10,
-        "glue_folder": "Broken", "tsv": {"train": {"file": "train.tsv", "text_columns": ["s"], "label_column": "label"},
-                                         "dev": {"file": "dev.tsv", "text_columns": ["s"], "label_column": "label"}}}))
-    glue = tmp_path / "glue" / "Broken"
+    # GLUE's own files get only their header checked before a study starts (a user task's files
+    # are read whole then: test_own_task), so a bad row in RTE's fails the runs that read it
+    glue = tmp_path / "glue" / "RTE"
     glue.mkdir(parents=True)
-    (glue / "train.tsv").write_text("s\tlabel\nok\t1\nbad row\t7\n")
-    (glue / "dev.tsv").write_text("s\tlabel\nok\t1\n")
-    st = study.open_study(tiny_profile(tmp_path, tiny_roberta, tasks=["gen_sent", "broken"],
-                                       methods=["single", "stilts"], user_tasks=[str(bad)],
+    (glue / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tok\tfine\tentailment\n1\tbad\trow\t7\n")
+    (glue / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tok\tfine\tentailment\n")
+    st = study.open_study(tiny_profile(tmp_path, tiny_roberta, tasks=["gen_sent", "rte"], methods=["single", "stilts"],
                                        **{"data.source": "glue_dir", "data.glue_dir": str(tmp_path / "glue")}))
     counts = study.run(st, progress=False).counts
-    # single-broken fails on its data; stilts gen_sent->broken runs and fails the same way;
-    # stilts broken->gen_sent is blocked; the independent single-gen_sent completes
+    # single-rte fails on its data; stilts gen_sent->rte runs and fails the same way;
+    # stilts rte->gen_sent is blocked; the independent single-gen_sent completes
     assert counts == {"done": 1, "failed": 2, "blocked": 1, "pending": 0}
     errors = dict(study.failures(st.dir))
-    [single] = [r for r in errors if r.startswith("single-broken")]
+    [single] = [r for r in errors if r.startswith("single-rte")]
     assert "train.tsv:3" in errors[single] and "label '7'" in errors[single]
 
 
