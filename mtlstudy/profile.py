@@ -11,7 +11,7 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .data import check_task_files, DataSource
+from .data import DataSource, check_task_files
 from .errors import UserError, validation_message
 from .spec import OFFLINE_MINILM, Sampler, TrainSettings
 from .tasks import Task, get_task, load_task_file
