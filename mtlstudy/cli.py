@@ -171,7 +171,7 @@ def cmd_recommend(a):
 def _recommend_candidates(a):
     from .data import DataSource
     from .recommend import format_candidates, recommend_candidates
-    from .tasks import load_task_file
+    from .data import load_task_file
 
     if a.support is not None:
         raise UserError(f"give either a SUPPORT ({a.support}) or --candidates, not both")

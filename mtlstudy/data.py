@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import generated
-from .errors import UserError
-from .tasks import Task
+from .errors import UserError, validation_message
+from .tasks import Task, TaskFileError
 
 csv.field_size_limit(sys.maxsize)
 
@@ -307,3 +308,30 @@ def collate(data: Tokenized, indices, pad_id: int, pad_to_multiple_of: int = 1) 
     if types is not None:
         batch["token_type_ids"] = torch.from_numpy(types)
     return batch
+
+
+def load_task_file(path: str | Path) -> Task:
+    """A user task from YAML (same fields as Task). Its TSV files are found where it says: paths
+    relative to the task file's folder are made absolute (unless it names a `glue_folder`, GLUE's
+    layout under data.glue_dir). Without `train_size`, the training file's rows are counted (and
+    so read and checked). Errors name the file and the field, or the data file and its line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise TaskFileError(f"{path}: task file not found") from None
+    except yaml.YAMLError as e:
+        raise TaskFileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    try:
+        task = Task.model_validate(raw)
+    except ValidationError as e:
+        raise TaskFileError(validation_message(e, f"{path}: ", what="field")) from None
+    if task.glue_folder is not None or not task.tsv:
+        return task
+    for split, f in task.tsv.items():
+        f.file = str((path.parent / f.file).resolve())  # an absolute path stays as it is
+        if not Path(f.file).is_file():
+            raise TaskFileError(f"{path}: field 'tsv.{split}.file': {f.file}: file not found")
+    if task.train_size is None and "train" in task.tsv:
+        task.train_size = len(read_glue_tsv(Path(task.tsv["train"].file), task, "train"))
+    return task

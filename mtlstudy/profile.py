@@ -11,10 +11,10 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .data import DataSource, check_task_files
+from .data import DataSource, check_task_files, load_task_file
 from .errors import UserError, validation_message
 from .spec import OFFLINE_MINILM, Sampler, TrainSettings
-from .tasks import Task, get_task, load_task_file
+from .tasks import Task, get_task
 
 
 class SlurmSettings(BaseModel):

@@ -8,13 +8,11 @@ number of rows of its training file.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal, Optional
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import UserError, validation_message
+from .errors import UserError
 
 Metric = Literal["mcc", "accuracy", "acc_f1", "spearman"]
 
@@ -121,35 +119,6 @@ GENERATED_TASKS: dict[str, Task] = {t.name: t for t in [
     Task(name="gen_sent", labels=["0", "1"], metric="accuracy", train_size=400, generated=True,
          hub_text_fields=["sentence"]),
 ]}
-
-
-def load_task_file(path: str | Path) -> Task:
-    """A user task from YAML (same fields as Task). Its TSV files are found where it says: paths
-    relative to the task file's folder are made absolute (unless it names a `glue_folder`, GLUE's
-    layout under data.glue_dir). Without `train_size`, the training file's rows are counted (and
-    so read and checked). Errors name the file and the field, or the data file and its line."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise TaskFileError(f"{path}: task file not found") from None
-    except yaml.YAMLError as e:
-        raise TaskFileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    try:
-        task = Task.model_validate(raw)
-    except ValidationError as e:
-        raise TaskFileError(validation_message(e, f"{path}: ", what="field")) from None
-    if task.glue_folder is not None or not task.tsv:
-        return task
-    for split, f in task.tsv.items():
-        f.file = str((path.parent / f.file).resolve())  # an absolute path stays as it is
-        if not Path(f.file).is_file():
-            raise TaskFileError(f"{path}: field 'tsv.{split}.file': {f.file}: file not found")
-    if task.train_size is None and "train" in task.tsv:
-        from .data import read_glue_tsv  # here: data imports this module
-
-        task.train_size = len(read_glue_tsv(Path(task.tsv["train"].file), task, "train"))
-    return task
 
 
 def get_task(name: str, extra: dict[str, Task] | None = None) -> Task:

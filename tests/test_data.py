@@ -2,7 +2,6 @@
 tokenization cache and collation."""
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -170,17 +169,17 @@ def test_user_task_yaml_bad_field(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: mine\nmetric: accuracy\nlabels: [a, b]\ntrain_size: -3\n")
     with pytest.raises(ValueError) as e:
-        tasks.load_task_file(path)
+        data.load_task_file(path)
     assert str(path) in _one_line(e) and "'train_size'" in str(e.value)
     path.write_text("name: mine\nmetric: f2\n")
     with pytest.raises(ValueError, match="field 'metric'"):
-        tasks.load_task_file(path)
+        data.load_task_file(path)
     path.write_text("name: mine\nmetric: accuracy\ntsv:\n  train: {file: t.tsv, text_columns: [0], label_colum: 1}\n")
     with pytest.raises(ValueError) as e:
-        tasks.load_task_file(path)
+        data.load_task_file(path)
     assert "tsv.train" in _one_line(e)
     with pytest.raises(ValueError, match="not found"):
-        tasks.load_task_file(tmp_path / "absent.yaml")
+        data.load_task_file(tmp_path / "absent.yaml")
 
 
 def test_user_task_yaml_with_local_tsv(tmp_path):
@@ -193,7 +192,7 @@ def test_user_task_yaml_with_local_tsv(tmp_path):
         "tsv:\n"
         "  train: {file: train.tsv, header: false, text_columns: [1], label_column: 2}\n"
         "  dev: {file: dev.tsv, text_columns: [text], label_column: label}\n")
-    task = tasks.load_task_file(yaml_path)
+    task = data.load_task_file(yaml_path)
     assert tasks.get_task("mine", {"mine": task}) is task
     # a task without hub_id reads its files even when the source says hub
     src = DataSource(glue_dir=tmp_path / "glue")

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from mtlstudy import cli, study
-from mtlstudy.data import DataSource, load_examples
-from mtlstudy.tasks import load_task_file
+from mtlstudy.data import load_examples
+from mtlstudy.data import load_task_file
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "own_task"

@@ -209,7 +209,7 @@ def test_user_task_from_a_glue_folder(tmp_path, minilm_path):
     import yaml
 
     from mtlstudy.data import DataSource
-    from mtlstudy.tasks import load_task_file
+    from mtlstudy.data import load_task_file
 
     (tmp_path / "glue" / "My").mkdir(parents=True)
     rows = "".join(f"the film number {i} was {'good' if i % 2 else 'bad'}\t{i % 2}\n" for i in range(20))

@@ -1,14 +1,12 @@
 """Orchestration (issue 4): plan, resumable local execution, the run notebook, Slurm, failures."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from mtlstudy import runner, study
 from mtlstudy.folder import StudyFolder

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from mtlstudy import data as data_mod
 from mtlstudy import model as model_mod
-from mtlstudy import batches, sampling, store, train
+from mtlstudy import batches, store, train
 from mtlstudy import precision as precision_mod
 from mtlstudy.data import DataSource
 from mtlstudy.folder import RunFolder

@@ -159,14 +159,14 @@ def test_a_gpu_asked_for_and_not_usable_is_a_one_line_error_before_any_run(tmp_p
 def test_runs_per_gpu_from_the_profile_and_the_command_line(tmp_path, tiny_roberta, gpus, monkeypatch):
     gpus(2)
     seen = []
-    monkeypatch.setattr(study.results, "write_study", lambda *a: (_ for _ in ()).throw(SystemExit(0)))
+    monkeypatch.setattr(StudyFolder, "write_study", lambda *a: (_ for _ in ()).throw(SystemExit(0)))
     real = local.plan_slots
 
     def spy(*a, **kw):
         slots = real(*a, **kw)
         seen.append([s.gpu for s in slots])
         return slots
-    monkeypatch.setattr(local, "plan_slots", spy)
+    monkeypatch.setattr(study, "plan_slots", spy)
     prof = rel_profile(tmp_path, tiny_roberta, tasks=["gen_sent"], methods=["single"], runs_per_gpu=2,
                        **{"train.device": "auto"})
     prof_text = prof.read_text().replace("workers: 2\n", "")
