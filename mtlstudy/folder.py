@@ -148,6 +148,11 @@ class StudyFolder:
         return self.root / "results.csv"
 
     @property
+    def report_dir(self) -> Path:
+        """The HTML report and what the analysis notebooks record: tables/*.csv, figures/*."""
+        return self.root / "report"
+
+    @property
     def slurm_logs(self) -> Path:
         return self.root / "slurm"
 

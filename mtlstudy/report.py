@@ -18,6 +18,7 @@ import pandas as pd
 
 from mtlstudy import analysis, explorer, plots
 from mtlstudy.errors import UserError
+from mtlstudy.folder import StudyFolder
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 PYTHON_NAMES = {"python", f"python{sys.version_info[0]}", "python%d.%d" % sys.version_info[:2], sys.executable}
@@ -262,7 +263,7 @@ def build_report(study_dir: Path, compare_to: Path | None = None, kernel_name: s
     page shows the tables those notebooks wrote."""
     study_dir = Path(study_dir).resolve()
     df = analysis.load_results(study_dir)
-    out_dir = study_dir / "report"
+    out_dir = StudyFolder(study_dir).report_dir
     for sub in ("tables", "figures"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     check_kernel(kernel_name)
