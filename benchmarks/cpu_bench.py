@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from mtlstudy import data as data_mod
-from mtlstudy import sampling, train as train_mod
+from mtlstudy import batches as batches_mod, sampling, train as train_mod
 from mtlstudy.errors import UserError
 from mtlstudy.model import OFFLINE_MINILM, load_model, load_tokenizer, resolve_model
 from mtlstudy.spec import TrainSettings
@@ -140,7 +140,7 @@ def ours_train(base, bt: BenchTask, batch_size: int, pad_id: int, *, group_by_le
         model.freeze_word_embeddings()
     cfg = _settings(batch_size)
     device = torch.device("cpu")
-    tasks = {bt.name: train_mod.TaskData(bt.task, bt.train, bt.dev, bt.dev)}
+    tasks = {bt.name: batches_mod.TaskData(bt.task, bt.train, bt.dev, bt.dev)}
     collate = data_mod.collate
     if pad_to != 1:
         data_mod.collate = lambda d, ix, pid, pad_to_multiple_of=1: collate(d, ix, pid, pad_to)
@@ -160,7 +160,7 @@ def ours_train(base, bt: BenchTask, batch_size: int, pad_id: int, *, group_by_le
 
 def ours_eval(base, bt: BenchTask, eval_batch: int, pad_id: int, *, inference=False, amp=None) -> float:
     model = copy.deepcopy(base)
-    tasks = {bt.name: train_mod.TaskData(bt.task, bt.train, bt.dev, bt.dev)}
+    tasks = {bt.name: batches_mod.TaskData(bt.task, bt.train, bt.dev, bt.dev)}
     ctx = torch.inference_mode() if inference else contextlib.nullcontext()
     t0 = time.perf_counter()
     with ctx:
@@ -419,7 +419,7 @@ def collate_seconds(bt: BenchTask, batch_size: int, pad_id: int) -> float:
     plan = sampling.single_task_epoch(len(bt.train), batch_size, np.random.default_rng([0, 0]), bt.train.lengths())
     t0 = time.perf_counter()
     for b in plan:
-        train_mod.merge([(bt.name, data_mod.collate(bt.train, np.array(b), pad_id))], pad_id)
+        batches_mod.merge([(bt.name, data_mod.collate(bt.train, np.array(b), pad_id))], pad_id)
     return time.perf_counter() - t0
 
 
@@ -506,7 +506,7 @@ MULTITASK_BEGIN, MULTITASK_END = "<!-- multitask:begin -->", "<!-- multitask:end
 
 
 def _glue_task_data(tasks, glue_dir, train_count: int):
-    """The tokenizer and the GLUE `tasks` as a study run prepares them (train_mod.prepare_data),
+    """The tokenizer and the GLUE `tasks` as a study run prepares them (batches_mod.prepare_data),
     `train_count` training examples each, tokenized into a throw-away cache."""
     from mtlstudy.spec import DataSource, RunSpec
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -516,7 +516,7 @@ def _glue_task_data(tasks, glue_dir, train_count: int):
                    train_counts={t: train_count for t in tasks})
     tokenizer = load_tokenizer(MODEL)
     with tempfile.TemporaryDirectory() as tmp:
-        return tokenizer, train_mod.prepare_data(spec, tokenizer, Path(tmp))
+        return tokenizer, batches_mod.prepare_data(spec, tokenizer, Path(tmp))
 
 
 def multitask(tasks, glue_dir="../shared/data/glue", examples=480, batch_sizes=(8, 16), repeats=3, log=print) -> str:
