@@ -184,8 +184,9 @@ def header_html(study_dir: Path, df: pd.DataFrame, alpha: float, equal_var: bool
     train = prof.get("train") or {}
     if train:
         keys = ("lr", "batch_size", "epochs", "max_length", "warmup_ratio", "max_grad_norm", "evals_per_epoch",
-                "sampler", "schedule", "epoch_length", "heads", "regression_targets", "pooling",
-                "freeze_word_embeddings", "multitask_forward", "precision", "eval_precision")
+                "sampler", "schedule", "epoch_length", "group_by_length", "heads", "regression_targets", "pooling",
+                "head_init", "lower_case", "freeze_word_embeddings", "multitask_forward", "precision",
+                "eval_precision")
         rows.append(("training", html.escape(", ".join(f"{k} {train[k]}" for k in keys if train.get(k) is not None))))
     test = "Student's two-sample t-test (pooled variance)" if equal_var else "Welch's two-sample t-test"
     rows.append(("test", f"{test} of the MTL seeds against the STILTs seeds of each cell, two-sided, "

@@ -204,10 +204,12 @@ def test_header_lists_the_training_settings_that_are_set(tmp_path):
     info = json.loads((study / "study.json").read_text())
     info["profile"] = {"tasks": ["big", "mid", "small"], "train": {
         "lr": 1e-4, "batch_size": 8, "warmup_ratio": 0.1, "max_grad_norm": 1.0, "regression_targets": "standardized",
-        "pooling": "auto", "freeze_word_embeddings": True, "multitask_forward": "per_task",
+        "pooling": "auto", "freeze_word_embeddings": True, "multitask_forward": "per_task", "group_by_length": False,
+        "head_init": "torch", "lower_case": True,
         "precision": "bf16_one_task", "device": "cpu"}}
     (study / "study.json").write_text(json.dumps(info))
     header = report.header_html(study, pd.read_csv(study / "results.csv"), 0.1, True)
-    assert ("lr 0.0001, batch_size 8, warmup_ratio 0.1, max_grad_norm 1.0, regression_targets standardized, "
-            "pooling auto, freeze_word_embeddings True, multitask_forward per_task, precision bf16_one_task</td>") in header
+    assert ("lr 0.0001, batch_size 8, warmup_ratio 0.1, max_grad_norm 1.0, group_by_length False, "
+            "regression_targets standardized, pooling auto, head_init torch, lower_case True, "
+            "freeze_word_embeddings True, multitask_forward per_task, precision bf16_one_task</td>") in header
     assert "device" not in header
