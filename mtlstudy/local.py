@@ -68,7 +68,7 @@ def run_local(folder: StudyFolder, workers: int | None = 1, notebooks: bool = Tr
             while ready and free:
                 rid = ready.pop(0)
                 slot = free.pop(0)
-                fut = pool.submit(_subprocess_run, folder, rid, notebooks, slot, slot.threads)
+                fut = pool.submit(_run_in_slot, folder, rid, notebooks, slot)
                 running[fut] = rid
                 fut.slot = slot
             if not running and not held:
@@ -207,7 +207,7 @@ def _closing(slots: list[Slot]):
             slot.close()
 
 
-def _subprocess_run(folder: StudyFolder, run_id, notebooks, slot: Slot, threads) -> int:
+def _run_in_slot(folder: StudyFolder, run_id, notebooks, slot: Slot) -> int:
     """One run in the slot's persistent worker: 0 or 1 as a `mtlstudy run-one` process exits, or
     the worker's exit status when the run killed it (the slot then starts a new worker)."""
     return slot.run(folder.root, run_id, notebooks)

@@ -415,9 +415,9 @@ def test_slurm_cancelled_and_requeued_run_resumes_and_completes(tmp_path, tiny_r
 
 def _in_process_workers(monkeypatch):
     """run_local's workers as in-process calls (one at a time), so that faults can be injected."""
-    def run(folder, run_id, notebooks, gpu, threads):
+    def run(folder, run_id, notebooks, slot):
         return 0 if runner.run_one(folder, run_id, notebooks=False) == "done" else 1
-    monkeypatch.setattr(local, "_subprocess_run", run)
+    monkeypatch.setattr(local, "_run_in_slot", run)
 
 
 def test_failures_are_recorded_dependents_blocked_and_retried(tmp_path, tiny_roberta, monkeypatch):
@@ -568,11 +568,11 @@ def test_run_process_killed_without_a_record_is_not_restarted_in_a_loop(one_run_
     d, rid = one_run_study
     starts = []
 
-    def killed_worker(study_dir, run_id, notebooks, gpu, threads):
+    def killed_worker(study_dir, run_id, notebooks, slot):
         starts.append(run_id)
         return -signum
 
-    monkeypatch.setattr(local, "_subprocess_run", killed_worker)
+    monkeypatch.setattr(local, "_run_in_slot", killed_worker)
     counts = local.run_local(StudyFolder(d), workers=1, notebooks=False, progress=False)
     assert starts == [rid]
     if signum == signal.SIGKILL:
