@@ -8,12 +8,13 @@ import os
 import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import ExitStack
 
 from tqdm.auto import tqdm
 
 from .errors import UserError
 from .folder import StudyFolder
+from .spec import TrainSettings
 from .workers import Slot
 
 # how often a launcher looks again at runs another launcher holds
@@ -52,7 +53,9 @@ def run_local(folder: StudyFolder, workers: int | None = 1, notebooks: bool = Tr
     shown = None
     interrupted = set()  # runs whose process was stopped by a signal: not restarted by this launcher
     was_held = set()
-    with _closing(slots), ThreadPoolExecutor(len(slots)) as pool:  # workers end after the last run
+    with ExitStack() as closing, ThreadPoolExecutor(len(slots)) as pool:
+        for slot in slots:
+            closing.callback(slot.close)  # the workers end after the last run, on an error or Ctrl-C too
         while True:
             # who holds each unfinished run not started here: "none" (free to take), "live" (another
             # launcher is seen training it: wait for it, then do what depends on it), "unchecked"
@@ -163,6 +166,21 @@ def plan_slots(workers: int | None = None, runs_per_gpu: int = 1, device: str = 
     return [Slot(g, _threads(n)) for g in order[:n]]
 
 
+def cpu_bf16_note(slots: list[Slot], train: TrainSettings) -> str | None:
+    """A line for a study about to train in CPU slots with settings that ask for bf16 this CPU
+    would emulate (precision.autocast_dtype runs them in fp32); None otherwise (on a GPU each run
+    records its own precision)."""
+    asks = train.precision in ("bf16", "bf16_one_task") or train.eval_precision == "bf16"
+    if not asks or any(slot.gpu is not None for slot in slots):
+        return None
+    from .precision import cpu_computes_bf16  # torch: only once the inputs are known to be good
+
+    if cpu_computes_bf16():
+        return None
+    return ("note: this CPU has no bf16 in hardware (no AMX, no AVX-512 BF16): the profile's bf16 "
+            "settings run in fp32 here, as bf16 would be emulated, 5-17x slower (BENCHMARKS.md)")
+
+
 def _threads(slots: int) -> int:
     return max(1, (os.cpu_count() or 1) // slots)
 
@@ -195,16 +213,6 @@ def _visible_gpus(device: str = "auto") -> list[str]:
                            f"(CUDA {torch.version.cuda or 'none'}) sees {count}: check the driver and the CUDA "
                            "wheel, or set train.device=cpu")
     return named if named else [str(i) for i in range(count)]
-
-
-@contextmanager
-def _closing(slots: list[Slot]):
-    """Ends the slots' workers when the study ends here (also on an error or Ctrl-C)."""
-    try:
-        yield slots
-    finally:
-        for slot in slots:
-            slot.close()
 
 
 def _run_in_slot(folder: StudyFolder, run_id, notebooks, slot: Slot) -> int:

@@ -11,7 +11,7 @@ import warnings
 import torch
 
 from .errors import TrainingError
-from .spec import RunSpec, TrainSettings
+from .spec import RunSpec
 
 
 def _what_torch_sees() -> str:
@@ -92,22 +92,6 @@ def autocast_dtype(precision: str, device: torch.device, multitask: bool = False
                           "this run trains in fp16 with a loss scaler")
         return torch.float16
     return torch.bfloat16
-
-
-def cpu_bf16_note(cfg: TrainSettings) -> str | None:
-    """A line for a study about to train on this machine's CPU with settings that ask for bf16
-    this CPU would emulate (those settings then run in fp32: `autocast_dtype`); None otherwise."""
-    asks = cfg.precision in ("bf16", "bf16_one_task") or cfg.eval_precision == "bf16"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            on_cpu = pick_device(cfg.device).type == "cpu"
-    except TrainingError:  # a bad train.device fails each run, with its message, as before
-        return None
-    if asks and on_cpu and not cpu_computes_bf16():
-        return ("note: this CPU has no bf16 in hardware (no AMX, no AVX-512 BF16): the profile's bf16 "
-                "settings run in fp32 here, as bf16 would be emulated, 5-17x slower (BENCHMARKS.md)")
-    return None
 
 
 def run_autocast_dtype(spec: RunSpec, device: torch.device):

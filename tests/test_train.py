@@ -523,16 +523,6 @@ def test_bf16_on_a_cpu_that_would_emulate_it_runs_fp32(tiny_roberta, tmp_path, m
     assert [h["train_loss"] for h in asked["history"]] == [h["train_loss"] for h in fp32["history"]]
 
 
-def test_a_study_on_a_cpu_without_bf16_is_told_its_bf16_settings_run_fp32(monkeypatch):
-    monkeypatch.setattr(precision_mod, "cpu_computes_bf16", lambda: False)
-    for asked in (dict(precision="bf16_one_task"), dict(precision="bf16"), dict(eval_precision="bf16")):
-        assert "run in fp32 here" in precision_mod.cpu_bf16_note(TrainSettings(device="cpu", **asked))
-    assert precision_mod.cpu_bf16_note(TrainSettings(device="cpu", precision="fp32")) is None
-    assert precision_mod.cpu_bf16_note(TrainSettings(device="gpu0", precision="bf16")) is None  # each run says why
-    monkeypatch.setattr(precision_mod, "cpu_computes_bf16", lambda: True)
-    assert precision_mod.cpu_bf16_note(TrainSettings(device="cpu", precision="bf16_one_task")) is None
-
-
 def test_cpu_computes_bf16_reads_torchs_cpu_flags(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)

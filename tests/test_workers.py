@@ -177,6 +177,28 @@ def test_runs_per_gpu_from_the_profile_and_the_command_line(tmp_path, tiny_rober
     assert seen == [["0", "1", "0", "1"], ["0", "1", "0", "1", "0", "1"]]
 
 
+def test_a_study_in_cpu_slots_without_bf16_is_told_its_bf16_settings_run_fp32(tmp_path, tiny_roberta, gpus,
+                                                                               monkeypatch, capsys):
+    from mtlstudy import precision
+    from mtlstudy.spec import TrainSettings
+
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: False)
+    cpu, gpu = [Slot(None, 1), Slot(None, 1)], [Slot("0", 1)]
+    for asked in (dict(precision="bf16_one_task"), dict(precision="bf16"), dict(eval_precision="bf16")):
+        assert "run in fp32 here" in local.cpu_bf16_note(cpu, TrainSettings(**asked))
+    assert local.cpu_bf16_note(cpu, TrainSettings(precision="fp32")) is None
+    assert local.cpu_bf16_note(gpu, TrainSettings(precision="bf16")) is None  # on a GPU each run records its own
+    # through `mtlstudy run`, on stderr before anything is written
+    gpus(0)
+    monkeypatch.setattr(StudyFolder, "write_study", lambda *a: (_ for _ in ()).throw(SystemExit(0)))
+    prof = rel_profile(tmp_path, tiny_roberta, tasks=["gen_sent"], methods=["single"], **{"train.precision": "bf16"})
+    with pytest.raises(SystemExit):
+        mtlstudy_main(["run", str(prof)])
+    assert "no bf16 in hardware" in capsys.readouterr().err
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: True)
+    assert local.cpu_bf16_note(cpu, TrainSettings(precision="bf16_one_task")) is None
+
+
 def test_a_worker_puts_back_the_state_a_run_changed(tmp_path, monkeypatch):
     """What one run may change in its process (torch threads and RNG, numpy's and Python's RNG,
     the environment, the working directory, warning filters) is as the worker started before the next."""
