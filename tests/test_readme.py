@@ -8,7 +8,6 @@ with its --set must load. `make demo` runs its Makefile recipe, shrunk.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -38,31 +37,11 @@ RECOMMEND_SHRINK = ["--sample", "16"]  # texts embedded per candidate (256 by de
 PROFILE_COMMANDS = {"plan", "run", "status", "collect", "report"}
 
 
-# Commands that come with other branches of this round: until they are merged the test says what
-# is missing (xfail) instead of failing. After the merge, delete these `pending` marks.
-def _make_target(name):
-    return lambda: re.search(rf"^{re.escape(name)}:", (REPO / "Makefile").read_text(), re.M) is not None
-
-
-def _path(rel):
-    return lambda: (REPO / rel).exists()
-
-
-def _cli_option(command, option):
-    def check():
-        from mtlstudy.cli import build_parser
-
-        sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-        return option in sub.choices[command]._option_string_actions
-    return check
-
-
 @dataclass(frozen=True)
 class Rule:
     prefix: str                   # the command's first words, after .venv/bin/ is dropped
     run: bool = False             # run it (shrunk); else it is skipped with `why`
     why: str = ""
-    pending: tuple = ()           # (branch, what, check): a thing another branch adds
 
 
 GPU = "needs a GPU"
@@ -205,10 +184,6 @@ def check_without_running(words: list[str]):
 def test_readme_command_works(words, sandbox):
     env, words = normalized(words)
     rule = rule_for(words)
-    if rule.pending:
-        branch, what, exists = rule.pending
-        if not exists():
-            pytest.xfail(f"MISSING until branch {branch} is merged: {what} (README: {' '.join(words)})")
     if not rule.run:
         check_without_running(words)
         pytest.skip(f"not run: {rule.why}")
