@@ -65,11 +65,15 @@ def most_informative_cell(df: pd.DataFrame, order: list[str], equal_var: bool = 
 def first_choice(df: pd.DataFrame, tasks: list[str], equal_var: bool = True) -> tuple[str, str, str]:
     """(target, support, method) the explorer opens on: the most informative cell's MTL runs; in a
     study without a tested cell, the smallest task with the largest as support."""
-    methods = [m for m in ("mtl", "stilts", "single", "mtl_all") if m in set(df["method"])]
     cell = most_informative_cell(df, tasks, equal_var)
     if cell is not None:
         return cell[0], cell[1], "mtl"
-    return tasks[-1], tasks[0], methods[0]
+    return tasks[-1], tasks[0], study_methods(df)[0]
+
+
+def study_methods(df: pd.DataFrame) -> list[str]:
+    """The methods a study's results hold, in the explorer's order."""
+    return [m for m in ("mtl", "stilts", "single", "mtl_all") if m in set(df["method"])]
 
 
 def show_choice(study_dir: Path, df, target: str, support: str, method: str,
@@ -108,7 +112,7 @@ def explorer(study_dir: Path, alpha: float = analysis.ALPHA, equal_var: bool = T
     study_dir = Path(study_dir)
     df = analysis.load_results(study_dir)
     tasks = analysis.task_order(analysis.task_sizes(df, study_dir), set(df["target"]))
-    methods = [m for m in ("mtl", "stilts", "single", "mtl_all") if m in set(df["method"])]
+    methods = study_methods(df)
     first = first_choice(df, tasks, equal_var)
     target = widgets.Dropdown(options=tasks, value=first[0], description="target")
     support = widgets.Dropdown(options=tasks, value=first[1], description="support")

@@ -111,12 +111,12 @@ def recommend(target: str | int, support: str | int, study_dirs: list[Path] = ()
             continue
         dist = (np.log(cells["support_size"] / cells["target_size"]) - math.log(ratio)).abs()
         near = cells.assign(dist=dist + 0.01 * (np.log(cells["target_size"]) - math.log(t_size)).abs())
-        near = near[dist <= math.log(2)].sort_values("dist")
+        near = near[dist <= math.log(NEAR_RATIO)].sort_values("dist")
         if near.empty:
             continue
         sig = near[near["significant"]]
         agree = int((sig["winner"] == method).sum())
-        evidence.append(f"{name}: {len(near)} studied cell(s) with a size ratio within a factor of 2 "
+        evidence.append(f"{name}: {len(near)} studied cell(s) with a size ratio within a factor of {NEAR_RATIO:g} "
                         f"of {ratio:.3g}; {len(sig)} significant, {agree} of them favour "
                         f"{'MTL' if method == 'mtl' else 'STILTs'}")
         evidence += [_cell_evidence(name, r) for r in near.head(max_evidence).itertuples()]

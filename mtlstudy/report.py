@@ -104,11 +104,10 @@ def parameters_once(nb):
     return nb
 
 
-def write_cells_page(study_dir: Path, out_dir: Path, cells: pd.DataFrame, alpha: float = analysis.ALPHA,
-                     equal_var: bool = True) -> Path:
+def write_cells_page(study_dir: Path, out_dir: Path, df: pd.DataFrame, cells: pd.DataFrame,
+                     alpha: float = analysis.ALPHA, equal_var: bool = True) -> Path:
     """cells.html: per matrix cell (of the cell table `cells`), its t-test and the learning curves of
-    the MTL and STILTs runs that make it (figures in cells/)."""
-    df = analysis.load_results(study_dir)
+    the MTL and STILTs runs that make it (figures in cells/); `df` the study's results."""
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
     parts = [f"<h1>Matrix cells of {html.escape(study_dir.name)}</h1>",
              '<p><a href="index.html">back to the report</a></p>']
@@ -289,7 +288,7 @@ def build_report(study_dir: Path, compare_to: Path | None = None, kernel_name: s
     if len(analysis.pairwise_rows(df)):
         cells = analysis.read_cells(recorded / "cells.csv")
         order = analysis.task_order(sizes, set(cells["target"]) | set(cells["support"]))
-        write_cells_page(study_dir, out_dir, cells, alpha, equal_var)
+        write_cells_page(study_dir, out_dir, df, cells, alpha, equal_var)
         matrix = matrix_html(cells, order)
         summary = f"<h2>Size heuristic</h2><p>{html.escape(analysis.significance_summary(cells, alpha))}</p>"
         why = analysis.why_not_significant(cells, alpha, equal_var)
