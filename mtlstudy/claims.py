@@ -128,7 +128,7 @@ def claim(path: Path) -> bool:
 
 def holder(path: Path) -> str:
     """Who holds the claim file `path`: "none", "live" or "unchecked" (see _claim_holder)."""
-    return _claim_holder(Path(path)) if Path(path).exists() else "none"
+    return _claim_holder(Path(path))  # a missing file: "none"
 
 
 def describe(path: Path) -> str:

@@ -20,7 +20,7 @@ def _add_profile(p):
 
 
 def cmd_train(a):
-    from .folder import RunFolder, write_json_atomic
+    from .folder import RunFolder
     from .profile import apply_overrides, model_problem
     from .spec import RunSpec
     from .tasks import get_task
@@ -66,8 +66,7 @@ def cmd_train(a):
     run = RunFolder(Path(a.out or Path("outputs") / "runs" / spec.run_id()))
     record = train(spec, run, init_checkpoint=Path(a.init_from) if a.init_from else None,
                    reference_scores=reference or None)
-    write_json_atomic(run.record, record)
-    run.remove_resume()  # finished: the record is all that is needed
+    run.write_record(record)  # finished: the record is all that is needed
     best = {t: round(b["score"], 2) for t, b in record["best"].items()}
     print(f"{spec.run_id()}: best {best}; record in {run.record}")
 
@@ -117,11 +116,11 @@ def cmd_run(a):
 
 def cmd_run_one(a):
     from .folder import StudyFolder
-    from .runner import run_one
+    from .runner import exit_code, run_one
 
     status = run_one(StudyFolder(a.study_dir), a.run_id, notebooks=not a.no_notebook)
     print(f"{a.run_id}: {status}")
-    return 0 if status in ("done", "claimed") else 1
+    return exit_code(status)
 
 
 def cmd_status(a):

@@ -108,6 +108,11 @@ class RunFolder:
     def notebook(self) -> Path:
         return self.path / "run.ipynb"
 
+    def write_record(self, record: dict) -> None:
+        """Write a finished run's record; its resume checkpoint is no longer needed."""
+        write_json_atomic(self.record, record)
+        self.remove_resume()
+
     def remove_resume(self) -> None:
         """Delete the resume checkpoint and the siblings a save leaves while it replaces it."""
         remove_checkpoint(self.resume)
@@ -254,8 +259,7 @@ class StudyFolder:
 
     def record_result(self, run_id: str, record: dict) -> None:
         """Write a finished run's record; its resume checkpoint is no longer needed."""
-        write_json_atomic(self.run(run_id).record, record)
-        self.run(run_id).remove_resume()
+        self.run(run_id).write_record(record)
 
     def record_failure(self, run_id: str, reason: str, **details) -> None:
         """Write a failed run's record: its reason in one line, and `details` (traceback, wall time)."""

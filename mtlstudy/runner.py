@@ -108,6 +108,12 @@ def run_one(folder: StudyFolder, run_id: str, notebooks: bool = True) -> str:
     return status
 
 
+def exit_code(status: str) -> int:
+    """A `mtlstudy run-one` process's exit code for the run's status: 0 done (or trained by another
+    launcher), 1 otherwise."""
+    return 0 if status in ("done", "claimed") else 1
+
+
 def failure_reason(e: BaseException) -> str:
     """One line that says why a run failed; out-of-memory and a killed notebook kernel named as such."""
     from nbclient.exceptions import DeadKernelError

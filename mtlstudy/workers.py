@@ -154,13 +154,13 @@ def serve() -> None:
         try:
             fresh = fresh or _start()
             fresh.restore()
-            from .runner import run_one
+            from .runner import exit_code, run_one
 
             status = run_one(folder, run_id, notebooks=job["notebooks"])
             print(f"{run_id}: {status}", flush=True)
         finally:
             _output_to(None, saved)
-        answers.write(json.dumps({"status": status, "exit": 0 if status in ("done", "claimed") else 1}) + "\n")
+        answers.write(json.dumps({"status": status, "exit": exit_code(status)}) + "\n")
         answers.flush()
 
 
