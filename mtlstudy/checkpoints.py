@@ -20,7 +20,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import TrainingError
-from .folder import remove_checkpoint
 
 LOOP_KEYS = ("step", "epoch", "batch", "history", "best", "probs")  # what a resume state must hold
 
@@ -162,9 +161,6 @@ class Resume:
                 log(f"checkpoint {folder} is corrupt ({type(e).__name__}: {msg}); "
                     "trying an older one or starting from scratch")
         return None
-
-    def remove(self):
-        remove_checkpoint(self.folder)
 
 
 def _snapshot(model, optimizer, scheduler, scaler, device) -> dict:

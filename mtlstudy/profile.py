@@ -11,7 +11,7 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .data import DataSource, check_task_files, load_task_file
+from .data import DataSource, check_task_files, load_task_file, reads_files
 from .errors import UserError, validation_message
 from .spec import OFFLINE_MINILM, Sampler, TrainSettings
 from .tasks import Task, get_task
@@ -247,7 +247,7 @@ def check_inputs(profile: Profile, user: dict[str, Task]) -> None:
         if name in user:  # a user task's files, every row, where its task file says
             check_task_files(task, profile.data)
             continue
-        if task.generated or not task.tsv or not (profile.data.source == "glue_dir" or not task.hub_id):
+        if not reads_files(task, profile.data):
             continue
         if profile.data.glue_dir is None:
             raise ProfileError(f"key 'data.glue_dir': data source glue_dir needs a folder (task {name})")

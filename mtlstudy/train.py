@@ -69,6 +69,11 @@ class RunContext:
         return pad_multiple(self.device)
 
 
+def loss_sum_dtype(device: torch.device) -> torch.dtype:
+    """The dtype losses are summed in on the device: float64, float32 on MPS (which has none)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 class RunningLoss:
     """The training loss since the last evaluation, summed on the device and read once per
     evaluation, so a step never waits for the GPU. float64 (float32 on MPS, which has none): the
@@ -76,7 +81,7 @@ class RunningLoss:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.dtype = loss_sum_dtype(device)
         self.reset()
 
     def reset(self):
@@ -233,7 +238,7 @@ def train_step(ctx: RunContext, batch_plan) -> torch.Tensor:
     losses are normalised by the full batch's per-task counts, so any cut gives the same gradient."""
     model, tasks, device, scaler = ctx.model, ctx.tasks, ctx.device, ctx.scaler
     counts = {t: len(ix) for t, ix in batch_plan}
-    total = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+    total = torch.zeros((), dtype=loss_sum_dtype(device), device=device)
     for chunk in pass_chunks(batch_plan, ctx.cfg.micro_batch_size, ctx.cfg.multitask_forward == "per_task"):
         batch, rows_of, labels_of = chunk_batch(tasks, chunk, ctx.pad_id, ctx.pad_multiple)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
