@@ -141,7 +141,8 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
         slots = plan_slots(workers, runs_per_gpu or p.runs_per_gpu, p.train.device, p.workers)
         if note := cpu_bf16_note(slots, p.train):
             print(note, file=sys.stderr)
-    folder = study.write()
+    folder = study.folder
+    folder.write_study(p, study.runs, study_task_sizes(p, study.user))
     if retry_failed:
         folder.reset_failed()
     folder.reopen_cleaned_supports()
