@@ -233,10 +233,13 @@ def test_subsample_sizes_seeds_nesting():
     assert set(small.tolist()) <= set(large.tolist())
 
 
-@pytest.mark.parametrize("kw", [dict(fraction=0.0), dict(fraction=1.5), dict(fraction=-0.2), dict(count=0),
-                                dict(fraction=0.0004)])
-def test_subsample_bad_requests(kw):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kw,message", [(dict(fraction=0.0), r"fraction must be in \(0, 1\], got 0.0"),
+                                        (dict(fraction=1.5), r"fraction must be in \(0, 1\], got 1.5"),
+                                        (dict(fraction=-0.2), r"fraction must be in \(0, 1\], got -0.2"),
+                                        (dict(count=0), r"subsample of 1000 examples is empty \(count 0\)"),
+                                        (dict(fraction=0.0004), "subsample at fraction 0.0004 is empty")])
+def test_subsample_bad_requests(kw, message):
+    with pytest.raises(ValueError, match=message):
         data.subsample_indices(1000, 0, **kw)
 
 
@@ -348,7 +351,7 @@ def test_generated_tasks(name):
         assert set(y1) == set(range(task.num_outputs))  # every declared label occurs
     ex = load_examples(task, "train", DataSource(generated_sizes={name: 77}, generated_seed=2))
     assert len(ex) == 77 and len(load_examples(task, "dev", DataSource(generated_dev_size=12))) == 12
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"generated task '{name}': size must be positive, got 0"):
         generated.generate(name, "train", 0)
 
 

@@ -57,7 +57,7 @@ def test_known_values():
 def test_length_mismatch_and_empty(metric):
     with pytest.raises(ValueError, match="3 predictions for 2 labels"):
         metrics.compute(metric, [0, 1, 1], [0, 1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"metric {metric}: 0 predictions for 0 labels"):
         metrics.compute(metric, [], [])
 
 
