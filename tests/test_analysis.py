@@ -153,7 +153,9 @@ def test_ablation_t_test_per_k_and_bootstrap_interval(df):
         ref = stats.ttest_ind(g[g.method == "mtl"].score, g[g.method == "stilts"].score, equal_var=True)
         assert r["p"] == pytest.approx(ref.pvalue) and r["significant"] == (ref.pvalue < 0.1)
     assert tests.at[(1.0, 3.0), "winner"] == "mtl" and tests.at[(1.0, 1.0), "winner"] == "none"  # near the crossing
-    assert not tests.at[(0.5, 1.0), "significant"] or tests.at[(0.5, 1.0), "winner"] == "mtl"
+    # at 50%, MTL is 1 point better at every K, too little for three seeds (scipy: p = 0.196): no winner
+    assert not tests.at[(0.5, 1.0), "significant"] and tests.at[(0.5, 1.0), "winner"] == "none"
+    assert tests.at[(1.0, 3.0), "significant"] and tests.at[(1.0, 3.0), "p"] < 0.1
     summary = analysis.ablation_summary(df)
     for _, r in summary.iterrows():
         x = rows[(rows.target_fraction == r.target_fraction) & (rows.k == r.k) & (rows.method == r.method)].score

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_study import make_study  # noqa: E402
+from fake_study import MTL_ALL, SEEDS, make_study  # noqa: E402
 
 from mtlstudy import report  # noqa: E402
 
@@ -89,6 +89,7 @@ def test_explore_notebook_executes(tmp_path):
 
 def test_explorer_widgets_switch_choices(tmp_path, monkeypatch):
     import IPython.display
+    import pandas as pd
 
     from mtlstudy import explorer
 
@@ -101,8 +102,15 @@ def test_explorer_widgets_switch_choices(tmp_path, monkeypatch):
     assert (target.value, support.value, method.value) == ("small", "big", "mtl")
     assert "MTL significantly better" in texts()
     assert any(isinstance(o, IPython.display.Image) for o in shown)  # learning curves
-    for choice in ("stilts", "single", "mtl_all"):
+    expected = {"stilts": [f"stilts-big-small-s{s}" for s in SEEDS], "single": [f"single-small-s{s}" for s in SEEDS],
+                "mtl_all": [f"mtl_all-{m}-s{s}" for m in MTL_ALL for s in SEEDS]}
+    for choice, run_ids in expected.items():  # each choice shows its own runs and their curves
+        shown.clear()
         method.value = choice
+        [table] = [o for o in shown if isinstance(o, pd.DataFrame) and "run_id" in o]
+        assert sorted(table.run_id) == sorted(run_ids), choice
+        assert any(isinstance(o, IPython.display.Image) for o in shown), choice
+        assert ("**t-test:**" in texts()) == (choice == "stilts"), choice
     target.value = support.value = "mid"
     method.value = "mtl"
     assert "support other than the target" in texts()
