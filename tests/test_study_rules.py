@@ -8,6 +8,7 @@ the single-task runs' records are written by hand, with known scores, and traini
 from __future__ import annotations
 
 import statistics
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,60 @@ def test_every_run_seed_trains_on_the_same_subsample_and_data_seed_changes_it(ti
     profile, user = profile_from_dict({"name": "d", "model": "m", "tasks": ["gen_para", "gen_sent"], "seeds": [1, 2, 3],
                                        "train": {"batch_size": 8}, "data_seed": 7}, "d.yaml", Path("."))
     assert {r.spec.data_seed for r in make_plan(profile, user)} == {7}
+
+
+# ---- end to end: a real tiny multi-seed study, its t-tests against scipy ------------------------
+
+def test_significance_of_a_real_three_seed_study_matches_scipy(tmp_path, tiny_roberta):
+    """Train a tiny study (2 generated tasks, 3 seeds, single + STILTs + pairwise MTL: 15 runs, in
+    this process), collect results.csv, and check every matrix cell's t-test against scipy's
+    Student test on the collected scores, the winners, the size heuristic, the one-line summary,
+    and that each STILTs run started from its support's best seed."""
+    import pandas as pd
+    from scipy import stats
+
+    from mtlstudy import analysis
+    from mtlstudy import study as study_mod
+
+    raw = {"name": "sig", "model": str(tiny_roberta), "tasks": ["gen_para", "gen_sent"], "seeds": [1, 2, 3],
+           "methods": ["single", "stilts", "mtl"],
+           "data": {"generated_sizes": {"gen_para": 64, "gen_sent": 32}, "generated_dev_size": 48},
+           "train": {"lr": 1e-3, "batch_size": 8, "epochs": 1, "max_length": 24, "sampler": "gap", "threads": 1,
+                     "device": "cpu"},
+           "output_dir": str(tmp_path), "notebooks": False}
+    profile, user = profile_from_dict(raw, "sig.yaml", tmp_path)
+    st = study_mod.Study(profile, user, make_plan(profile, user))
+    assert len(st.runs) == 15
+    folder = st.write()
+    for r in st.runs:  # the plan lists dependencies first
+        assert runner.run_one(folder, r.run_id, notebooks=False) == "done", folder.failures()
+    folder.reload()
+    table = pd.read_csv(folder.collect())
+    cells, _ = analysis.study_cells(st.dir)
+    assert len(cells) == 2
+    sizes = {"gen_para": 64, "gen_sent": 32}
+    tested = 0
+    for c in cells.itertuples():
+        g = table[(table.target == c.target) & (table.support == c.support)]
+        a, b = g[g.method == "mtl"].score.to_numpy(), g[g.method == "stilts"].score.to_numpy()
+        assert len(a) == len(b) == 3
+        with warnings.catch_warnings():  # tiny tasks: seeds often share a score (scipy warns, its result stands)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ref = stats.ttest_ind(a, b, equal_var=True)
+        if np.isnan(ref.pvalue):  # every score equal: no test
+            assert np.isnan(c.p) and not c.significant
+            continue
+        tested += 1
+        assert (c.t, c.p) == pytest.approx((ref.statistic, ref.pvalue), rel=1e-12)
+        assert c.diff == pytest.approx(a.mean() - b.mean())
+        assert c.significant == (ref.pvalue < 0.1)
+        assert c.winner == (("mtl" if ref.statistic > 0 else "stilts") if ref.pvalue < 0.1 else "")
+        assert c.heuristic == ("mtl" if sizes[c.support] > sizes[c.target] else "stilts")
+    assert tested, table  # at least one cell had a test
+    n_sig = int(cells.significant.sum())
+    assert study_mod.significance(st).startswith(f"{n_sig} of 2 matrix cells are significant (p < 0.1)")
+    for r in st.runs:  # each STILTs run started from its support's best seed (support_choice: best)
+        if r.kind == "stilts":
+            support = r.spec.tasks[0]
+            scores = [folder.read_record(s)["best"][support]["selection_score"] for s in r.spec.support_runs]
+            assert folder.read_record(r.run_id)["support_run"] == r.spec.support_runs[int(np.argmax(scores))]
