@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from mtlstudy import local, study
-from mtlstudy.folder import StudyFolder
+from mtlstudy import train as train_mod
+from mtlstudy.folder import RunFolder, StudyFolder
 from mtlstudy.cli import main as mtlstudy_main
+from mtlstudy.spec import RunSpec
 from mtlstudy.workers import Slot
 from tests.reliability_helpers import cli, kill_group, rel_profile, start_cli, starts_in_log, wait_for
 
@@ -92,7 +94,13 @@ def test_worker_killed_in_a_run_leaves_it_failed_the_study_goes_on_and_retry_fin
     again = cli("run", prof, "--retry-failed")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert starts_in_log(run_dirs[first]) == (1, 1)  # resumed from its checkpoint
-    assert st.folder.read_record(first)["status"] == "done"
+    record = st.folder.read_record(first)
+    assert record["status"] == "done"
+    # and it ends as a run never interrupted does (trained here, from the same spec)
+    spec = RunSpec.model_validate(st.folder.read_run_list()[first]["spec"])
+    reference = train_mod.train(spec, RunFolder(tmp_path / "uninterrupted"), progress=False, log=lambda m: None)
+    assert record["history"] == reference["history"] and record["best"] == reference["best"]
+    assert record["total_steps"] == reference["total_steps"]
 
 
 class FakeCuda:
