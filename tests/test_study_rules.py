@@ -145,10 +145,10 @@ def test_the_train_settings_walk_covers_the_schema():
 
 @pytest.mark.parametrize("field", sorted(OTHER_TRAIN))
 def test_run_id_changes_exactly_for_result_bearing_train_settings(field):
-    base = mtl_spec()
-    changed = mtl_spec(train=base.train.model_copy(update={field: OTHER_TRAIN[field]}))
-    TrainSettings.model_validate(changed.train.model_dump())  # the change is a valid setting
-    assert (changed.run_id() != base.run_id()) == (field not in OUTSIDE_RUN_ID), field
+    for base in (mtl_spec(), mtl_spec(method="mtl_all")):  # the runs that train several tasks
+        changed = base.model_copy(update={"train": base.train.model_copy(update={field: OTHER_TRAIN[field]})})
+        TrainSettings.model_validate(changed.train.model_dump())  # the change is a valid setting
+        assert (changed.run_id() != base.run_id()) == (field not in OUTSIDE_RUN_ID), (base.method, field)
     # a run that trains one task (single, STILTs) ignores the sampler's settings
     for method, tasks in (("single", ["gen_para"]), ("stilts", ["gen_sent", "gen_para"])):
         one = RunSpec(method=method, tasks=tasks, seed=1, model="m")
