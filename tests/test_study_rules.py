@@ -134,6 +134,17 @@ def mtl_spec(**changes) -> RunSpec:
     return RunSpec(**{**base, **changes})
 
 
+def test_the_settings_outside_the_run_id_are_those_that_leave_the_result_alone():
+    """The declaration itself: the walk below checks the id against OUTSIDE_RUN_ID, so a setting
+    wrongly declared outside would pass it. Each entry is here with why it changes no result;
+    adding one is a decision made in this list too."""
+    why = {"device": "where it runs", "threads": "how fast", "eval_batch_size": "how dev batches are cut",
+           "keep_checkpoint": "what is kept on disk", "compile": "how fast (checked equal: test_train)",
+           "multitask_forward": "how a batch's passes are cut (same loss and gradient)",
+           "resume_every_seconds": "how often the resume state is written"}
+    assert OUTSIDE_RUN_ID == set(why)
+
+
 def test_the_train_settings_walk_covers_the_schema():
     assert set(OTHER_TRAIN) == set(TrainSettings.model_fields), \
         "a TrainSettings field was added or removed: give it a value here (and declare it in OUTSIDE_RUN_ID " \
@@ -353,3 +364,53 @@ def test_significance_of_a_real_three_seed_study_matches_scipy(tmp_path, tiny_ro
             support = r.spec.tasks[0]
             scores = [folder.read_record(s)["best"][support]["selection_score"] for s in r.spec.support_runs]
             assert folder.read_record(r.run_id)["support_run"] == r.spec.support_runs[int(np.argmax(scores))]
+
+
+# ---- Tables 1 and 2 on hand-computed numbers -----------------------------------------------------
+
+def test_tables_rows_against_numbers_worked_by_hand():
+    """Three tasks, two seeds; STILTs and MTL differ by support, so a mean over supports, a max and
+    the heuristic's pick all differ. The size ablation's rows (k set), a single-task run of the
+    ablation among them, stay out of Tables 1 and 2."""
+    import pandas as pd
+
+    from mtlstudy import analysis
+
+    sizes = {"a": 1000, "b": 100, "c": 10}
+    rows = []
+
+    def add(method, target, support, scores, sampler="", k=float("nan")):
+        for seed, score in zip((1, 2), scores):
+            rows.append(dict(run_id=f"{method}-{target}-{support}-{sampler}-{k}-{seed}", method=method, target=target,
+                             support=support, seed=seed, score=score, sampler=sampler, k=k, target_fraction=1.0))
+
+    for t, s in (("a", 70), ("b", 60), ("c", 50)):
+        add("single", t, "", (s - 1, s + 1))
+        add("mtl_all", t, "", (s - 5, s - 3), sampler="size")
+    # (target, support): (STILTs seeds, MTL seeds)
+    pairs = {("a", "b"): ((71, 73), (60, 62)), ("a", "c"): ((65, 67), (68, 70)),
+             ("b", "a"): ((61, 63), (64, 66)), ("b", "c"): ((55, 57), (50, 52)),
+             ("c", "a"): ((40, 42), (55, 57)), ("c", "b"): ((45, 47), (48, 50))}
+    for (t, s), (stilts, mtl) in pairs.items():
+        add("stilts", t, s, stilts)
+        add("mtl", t, s, mtl, sampler="gap")
+    add("single", "a", "", (10, 12), k=2.0)  # the ablation's: not Table 1's single-task row
+    add("mtl", "b", "a", (99, 99), sampler="gap", k=2.0)
+    add("stilts", "b", "a", (1, 1), k=2.0)
+    df = pd.DataFrame(rows)
+    cells = analysis.cell_table(df, sizes)
+    table = analysis.summary_table(df, cells, ["a", "b", "c"])
+    # each seed pair's mean is the value between them (71, 73 -> 72)
+    expect = {
+        "Single task": [70, 60, 50],
+        "MTL-All (size)": [66, 56, 46],
+        "Avg STILTs": [(72 + 66) / 2, (62 + 56) / 2, (41 + 46) / 2],
+        "Avg MTL": [(61 + 69) / 2, (65 + 51) / 2, (56 + 49) / 2],
+        # the heuristic: MTL where the support is larger (b on a, c on a, c on b), else STILTs
+        "Avg S.H.": [(72 + 66) / 2, (65 + 56) / 2, (56 + 49) / 2],
+        "Pairwise Oracle": [max(72, 61, 66, 69), max(62, 65, 56, 51), max(41, 56, 46, 49)],
+    }
+    for row, values in expect.items():
+        assert table.loc[row, ["a", "b", "c"]].tolist() == pytest.approx(values), row
+        assert table.loc[row, "Mean"] == pytest.approx(sum(values) / 3), row
+    assert analysis.mtl_all_table(df, ["a", "b", "c"]).loc["Single task", ["a", "b", "c"]].tolist() == [70, 60, 50]
