@@ -22,6 +22,11 @@ Schedule = Literal["heterogeneous", "heterogeneous_random", "homogeneous", "part
 EpochLength = Literal["shortest", "longest"]
 Method = Literal["single", "mtl", "mtl_all", "stilts"]
 
+# The TrainSettings fields that do not enter a run's id: where and how fast it runs, and what it
+# keeps on disk, not what it computes (every other field changes the result, so it is hashed).
+OUTSIDE_RUN_ID: frozenset[str] = frozenset({"device", "threads", "eval_batch_size", "keep_checkpoint", "compile",
+                                            "multitask_forward", "resume_every_seconds"})
+
 
 class TrainSettings(BaseModel):
     """Hyper-parameters. Defaults are the paper's (docs/protocol.md) except `group_by_length` and
@@ -101,9 +106,8 @@ class TrainSettings(BaseModel):
     keep_checkpoint: Literal["never", "best"] = "never"  # the planner sets "best" for STILTs supports
 
     def result_fields(self) -> dict:
-        """Settings that change a run's result (device, threads and the like do not)."""
-        fields = self.model_dump(exclude={"device", "threads", "eval_batch_size", "keep_checkpoint", "compile",
-                                               "multitask_forward", "resume_every_seconds"})
+        """Settings that change a run's result: all but OUTSIDE_RUN_ID."""
+        fields = self.model_dump(exclude=set(OUTSIDE_RUN_ID))
         for key, unset in (("max_grad_norm", None), ("drop_last", False), ("regression_targets", "raw"),
                            ("pooling", "auto"), ("freeze_word_embeddings", False), ("eval_precision", "same"),
                            ("head_init", "torch"), ("lower_case", False)):
