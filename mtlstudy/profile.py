@@ -61,16 +61,23 @@ class Ablation(BaseModel):
         return v
 
 
+# The paper's five run seeds (params/paper.yaml).
+PAPER_SEEDS = [42, 544460, 801760, 428404, 257803]
+
+
 class Profile(BaseModel):
+    """A study: which runs (model, tasks, seeds, methods) and how each trains. The defaults are the
+    paper's protocol: a profile naming only `model` and `tasks` plans the paper's runs."""
+
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     model: str
     tasks: list[str] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
-    methods: list[Literal["single", "stilts", "mtl", "mtl_all", "ablation"]] = ["single", "stilts", "mtl"]
+    seeds: list[int] = Field(PAPER_SEEDS, min_length=1)
+    methods: list[Literal["single", "stilts", "mtl", "mtl_all", "ablation"]] = ["single", "stilts", "mtl", "mtl_all"]
     train: TrainSettings = TrainSettings()
-    mtl_all_samplers: list[Sampler] = ["size"]
+    mtl_all_samplers: list[Sampler] = ["uniform", "size", "gap"]
     support_choice: Literal["best", "closest_to_mean"] = "best"
     data: DataSource = DataSource()
     data_seed: int = 0
@@ -161,9 +168,11 @@ def profile_path(name_or_path: str | Path) -> Path:
 
 def load_profile(path_or_name: str | Path, overrides: list[str] = ()) -> tuple[Profile, dict[str, Task]]:
     """Read and validate a profile (a path or a name in params/); `overrides` are 'key.sub=value'
-    strings. Errors are one line naming the file and the key."""
+    strings. Without a `name`, the study is named after the file. Errors are one line naming the
+    file and the key."""
     path = profile_path(path_or_name)
     raw = read_profile_file(path)
+    raw.setdefault("name", path.stem)
     apply_overrides(raw, overrides)
     return profile_from_dict(raw, path, path.parent)
 

@@ -19,6 +19,7 @@ from mtlstudy.data import DataSource
 from mtlstudy.folder import RunFolder
 from mtlstudy.spec import RunSpec, TrainSettings
 from mtlstudy.tasks import get_task
+from tests.profiles import OLD_DEFAULTS
 
 SIZES = {"gen_nli": 96, "gen_para": 64, "gen_sent": 64, "gen_sim": 48}
 
@@ -26,7 +27,7 @@ SIZES = {"gen_nli": 96, "gen_para": 64, "gen_sent": 64, "gen_sim": 48}
 def make_spec(model, tasks=("gen_sent",), method=None, seed=1, dev=48, **train_kw) -> RunSpec:
     method = method or ("single" if len(tasks) == 1 else "mtl" if len(tasks) == 2 else "mtl_all")
     settings = dict(lr=1e-3, batch_size=16, epochs=1, max_length=32, evals_per_epoch=2, device="cpu",
-                    sampler="uniform")
+                    sampler="uniform", **OLD_DEFAULTS)
     settings.update(train_kw)
     return RunSpec(method=method, tasks=list(tasks), seed=seed, model=str(model),
                    data=DataSource(generated_sizes=SIZES, generated_dev_size=dev),
