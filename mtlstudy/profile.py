@@ -26,9 +26,19 @@ class SlurmSettings(BaseModel):
     cpus_per_run: int = Field(1, ge=1, description="CPU cores per run (`--cpus-per-task`).")
     mem_gb: int = Field(4, ge=1, description="Memory per run in GB (`--mem`).")
     time_min: int = Field(60, ge=1, description="A run's time limit in minutes (`--time`).")
+    account: Optional[str] = Field(None, description="The account the jobs are charged to (`--account`).")
+    qos: Optional[str] = Field(None, description="The quality of service (`--qos`).")
+    constraint: Optional[str] = Field(None, description="Node features a job needs (`--constraint`, e.g. `a100`).")
     additional: dict[str, str] = Field({}, description=(
         "Further sbatch options by name without the dashes, e.g. `{exclusive: \"\", reservation: lab}`; "
         "an empty value gives a bare flag (`--exclusive`)."))
+
+    @model_validator(mode="after")
+    def _once(self):
+        twice = [k for k in ("account", "qos", "constraint") if getattr(self, k) is not None and k in self.additional]
+        if twice:
+            raise ValueError(f"{twice[0]} given twice: as slurm.{twice[0]} and in slurm.additional")
+        return self
 
 
 class ProfileError(UserError, ValueError):
