@@ -26,6 +26,11 @@ Method = Literal["single", "mtl", "mtl_all", "stilts"]
 # keeps on disk, not what it computes (every other field changes the result, so it is hashed).
 OUTSIDE_RUN_ID: frozenset[str] = frozenset({"device", "threads", "eval_batch_size", "keep_checkpoint", "compile",
                                             "multitask_forward", "resume_every_seconds"})
+# TrainSettings fields added after runs were recorded, and the value a run recorded without the key
+# had: at that value the key stays out of the run id, and a stored spec without it reads as it.
+ADDED_LATER: dict[str, object] = {"max_grad_norm": None, "drop_last": False, "regression_targets": "raw",
+                                  "pooling": "auto", "freeze_word_embeddings": False, "eval_precision": "same",
+                                  "head_init": "torch", "lower_case": False}
 # The TrainSettings fields that enter only the ids of runs training several tasks at once.
 MULTITASK_ONLY: frozenset[str] = frozenset({"sampler", "temperature", "schedule", "epoch_length"})
 
@@ -141,10 +146,8 @@ class TrainSettings(BaseModel):
     def result_fields(self) -> dict:
         """Settings that change a run's result: all but OUTSIDE_RUN_ID."""
         fields = self.model_dump(exclude=set(OUTSIDE_RUN_ID))
-        for key, unset in (("max_grad_norm", None), ("drop_last", False), ("regression_targets", "raw"),
-                           ("pooling", "auto"), ("freeze_word_embeddings", False), ("eval_precision", "same"),
-                           ("head_init", "torch"), ("lower_case", False)):
-            if fields[key] == unset:  # added later: unset, they leave the ids of earlier runs as they were
+        for key, unset in ADDED_LATER.items():
+            if fields[key] == unset:  # unset, they leave the ids of earlier runs as they were
                 fields.pop(key)
         return fields
 
@@ -165,6 +168,13 @@ class RunSpec(BaseModel):
     reference_runs: dict[str, list[str]] = {}  # dynamic samplers: task -> its single-task runs
     user_tasks: dict[str, Task] = {}
     tags: dict[str, str | float] = {}        # labels for analysis (k, target_fraction, ...); not hashed
+
+    @classmethod
+    def recorded(cls, data: dict) -> "RunSpec":
+        """A spec as a study stored it (runs.json, spec.json). One stored before a field existed
+        trained without it: the field reads as it was then, not as today's default (the paper's
+        clipping, say), and the run keeps its id."""
+        return cls.model_validate({**data, "train": {**ADDED_LATER, **data.get("train", {})}})
 
     @model_validator(mode="after")
     def _check(self):

@@ -255,7 +255,7 @@ def test_max_grad_norm_is_part_of_the_run_id_only_when_set(tiny_roberta_nodropou
     assert "max_grad_norm" not in base.train.result_fields()
     earlier = base.model_dump(mode="json")  # a spec.json written before the setting existed
     del earlier["train"]["max_grad_norm"]
-    assert RunSpec.model_validate(earlier).run_id() == base.run_id()
+    assert RunSpec.recorded(earlier).run_id() == base.run_id()
     assert make_spec(tiny_roberta_nodropout, max_grad_norm=1.0).run_id() != base.run_id()
 
 
@@ -587,7 +587,7 @@ def test_regression_targets_are_part_of_the_run_id_only_when_standardized(tiny_r
     base = make_spec(tiny_roberta_nodropout)
     earlier = base.model_dump(mode="json")  # a spec.json written before the setting existed
     del earlier["train"]["regression_targets"]
-    assert RunSpec.model_validate(earlier).run_id() == base.run_id()
+    assert RunSpec.recorded(earlier).run_id() == base.run_id()
     assert make_spec(tiny_roberta_nodropout, regression_targets="standardized").run_id() != base.run_id()
 
 
@@ -612,5 +612,5 @@ def test_frozen_word_embeddings_stay_as_loaded_and_the_rest_trains(tiny_roberta,
     base = make_spec(tiny_roberta)
     earlier = base.model_dump(mode="json")  # a spec.json written before the setting existed
     del earlier["train"]["freeze_word_embeddings"]
-    assert RunSpec.model_validate(earlier).run_id() == base.run_id()
+    assert RunSpec.recorded(earlier).run_id() == base.run_id()
     assert spec.run_id() != make_spec(tiny_roberta, keep_checkpoint="best").run_id()
