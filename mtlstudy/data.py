@@ -17,7 +17,7 @@ from typing import Literal, Optional
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import generated
 from .errors import UserError, validation_message
@@ -34,11 +34,16 @@ class DataSource(BaseModel):
     """Where GLUE-style tasks come from. Generated tasks always come from the generator."""
 
     model_config = ConfigDict(extra="forbid")
-    source: Literal["hub", "glue_dir"] = "hub"
-    glue_dir: Optional[Path] = None
-    generated_sizes: dict[str, int] = {}  # train size per generated task (default: task.train_size)
-    generated_dev_size: int = 300
-    generated_seed: int = 0
+    source: Literal["hub", "glue_dir"] = Field("hub", description=(
+        "GLUE's tasks from the Hugging Face hub (`hub`, downloaded) or from a folder of GLUE's TSV files "
+        "(`glue_dir`, offline)."))
+    glue_dir: Optional[Path] = Field(None, description=(
+        "The GLUE folder (one sub-folder per task, as GLUE's download) for `source: glue_dir`; relative "
+        "to the profile's folder (or the working directory, where it exists there)."))
+    generated_sizes: dict[str, int] = Field({}, description=(
+        "Training examples per generated task (task -> count). Unset: the task's own size."))
+    generated_dev_size: int = Field(300, description="Dev examples of every generated task.")
+    generated_seed: int = Field(0, description="The generator's seed.")
 
 
 @dataclass

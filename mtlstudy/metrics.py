@@ -6,6 +6,15 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 
+# The metrics a task can name (tasks.Metric), and what each scores.
+METRICS = {
+    "accuracy": "accuracy (SST-2, QNLI, RTE, WNLI, MNLI matched)",
+    "mcc": "Matthews correlation (CoLA)",
+    "acc_f1": "the mean of accuracy and F1 of the second label (MRPC, QQP); both reported",
+    "spearman": "Spearman correlation, for regression (STS-B); Pearson reported too",
+}
+
+
 def compute(metric: str, predictions, labels) -> dict[str, float]:
     """All components of a task's metric and its single `score`, each x100.
 

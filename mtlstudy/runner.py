@@ -41,7 +41,7 @@ def resolve_inputs(folder: StudyFolder, run_id: str) -> tuple[RunSpec, dict]:
     """The run's spec and what it needs from earlier runs (raises if a dependency is not done):
     `init_checkpoint` and `support_run` for STILTs, `reference_scores` for a dynamic sampler."""
     entry = folder.read_run_list()[run_id]
-    spec = RunSpec.model_validate(entry["spec"])
+    spec = RunSpec.recorded(entry["spec"])
     for dep in entry["deps"]:
         if folder.read_status(dep) != "done":
             raise RuntimeError(f"dependency {dep} is not done")

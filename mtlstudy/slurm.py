@@ -78,8 +78,9 @@ def executor_parameters(settings: SlurmSettings, job_name: str = "mtlstudy") -> 
         "timeout_min": settings.time_min,
         "slurm_additional_parameters": additional,
     }
-    if settings.partition:
-        params["slurm_partition"] = settings.partition
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(settings, key):
+            params[f"slurm_{key}"] = getattr(settings, key)
     if settings.gpus_per_run:
         params["slurm_gres"] = f"gpu:{settings.gpus_per_run}"
     return params

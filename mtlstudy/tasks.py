@@ -21,31 +21,37 @@ class TsvFile(BaseModel):
     """One split in GLUE's TSV layout. Columns are header names, or 0-based indices if no header."""
 
     model_config = ConfigDict(extra="forbid")
-    file: str
-    header: bool = True
-    text_columns: list[str | int]
-    label_column: str | int
+    file: str = Field(description="The file: relative to the task file, or absolute.")
+    header: bool = Field(True, description="The first line names the columns (else columns are 0-based indices).")
+    text_columns: list[str | int] = Field(description="The text column, or the two of a sentence pair.")
+    label_column: str | int = Field(description="The label column.")
 
 
 class Task(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    labels: Optional[list[str]] = None  # None: regression
-    metric: Metric
-    train_size: Optional[int] = Field(default=None, gt=0)  # official size; the heuristic uses it
+    name: str = Field(description="The task's name, as the profile's `tasks` lists it.")
+    labels: Optional[list[str]] = Field(None, description=(
+        "The class labels as they appear in the files (every label there must be one of them); unset: "
+        "a regression task (numeric labels)."))
+    metric: Metric = Field(description="How dev is scored (the metrics below).")
+    train_size: Optional[int] = Field(default=None, gt=0, description=(
+        "Training examples, for the size heuristic and the plan before any data is read. Unset: the "
+        "training file's rows are counted."))
     # Hugging Face hub source
-    hub_id: Optional[str] = None
-    hub_config: Optional[str] = None
-    hub_text_fields: list[str] = []
-    hub_label_field: str = "label"
-    hub_splits: dict[str, str] = {"train": "train", "dev": "validation"}
+    hub_id: Optional[str] = Field(None, description="A hub dataset to read with `datasets.load_dataset`.")
+    hub_config: Optional[str] = Field(None, description="The hub dataset's configuration.")
+    hub_text_fields: list[str] = Field([], description="The hub dataset's text field, or the two of a pair.")
+    hub_label_field: str = Field("label", description="The hub dataset's label field.")
+    hub_splits: dict[str, str] = Field({"train": "train", "dev": "validation"}, description=(
+        "The hub dataset's split for `train` and for `dev`."))
     # local files. A path relative to the task file (load_task_file makes it absolute), or, for a
     # task with a glue_folder (GLUE's own tasks), relative to that folder under data.glue_dir
-    glue_folder: Optional[str] = None
-    tsv: dict[str, TsvFile] = {}
-    # generated demo suite
-    generated: bool = False
+    glue_folder: Optional[str] = Field(None, description=(
+        "Read the files from this sub-folder of `data.glue_dir` (GLUE's layout) instead of relative to "
+        "the task file."))
+    tsv: dict[str, TsvFile] = Field({}, description="The data files: `train` and `dev`, each a file as below.")
+    generated: bool = Field(False, description="A task of the generated suite (mtlstudy/generated.py).")
 
     @property
     def is_regression(self) -> bool:

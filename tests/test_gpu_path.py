@@ -22,12 +22,14 @@ from mtlstudy.errors import TrainingError
 from mtlstudy.folder import RunFolder
 from mtlstudy.spec import RunSpec, TrainSettings
 from mtlstudy.tasks import get_task
+from tests.profiles import OLD_DEFAULTS
 
 SIZES = {"gen_nli": 96, "gen_para": 64, "gen_sent": 64, "gen_sim": 48}
 
 
 def make_spec(model, tasks=("gen_sent",), **train_kw) -> RunSpec:
-    settings = dict(lr=1e-3, batch_size=16, epochs=2, max_length=32, evals_per_epoch=2, device="cpu", sampler="uniform")
+    settings = dict(lr=1e-3, batch_size=16, epochs=2, max_length=32, evals_per_epoch=2, device="cpu", sampler="uniform",
+                    **OLD_DEFAULTS)
     settings.update(train_kw)
     method = "single" if len(tasks) == 1 else "mtl"
     return RunSpec(method=method, tasks=list(tasks), seed=1, model=str(model),

@@ -11,13 +11,14 @@ from mtlstudy import train
 from mtlstudy.data import DataSource
 from mtlstudy.model import OFFLINE_MINILM
 from mtlstudy.spec import RunSpec, TrainSettings
+from tests.profiles import OLD_DEFAULTS
 
 pytestmark = pytest.mark.slow
 
 
 def _spec(glue_dir, method, tasks, counts, **train_kw):
     settings = dict(lr=5e-5, batch_size=16, epochs=1, max_length=64, evals_per_epoch=1, device="cpu",
-                    sampler="uniform", eval_batch_size=128)
+                    sampler="uniform", eval_batch_size=128, **OLD_DEFAULTS)
     settings.update(train_kw)
     return RunSpec(method=method, tasks=tasks, seed=42, model=OFFLINE_MINILM,
                    data=DataSource(source="glue_dir", glue_dir=glue_dir), train_counts=counts,

@@ -26,6 +26,7 @@ from mtlstudy.folder import RunFolder, StudyFolder
 from mtlstudy import train as train_mod
 from mtlstudy.cli import main as mtlstudy_main
 from mtlstudy.spec import RunSpec
+from tests.profiles import OLD_DEFAULTS
 from tests.reliability_helpers import (REPO, checkpoint_state, checkpoint_step, cli, cli_env, dead_pid, kill_group,
                                        kill_group_when, mtimes, read_records, rel_profile, resume_point, start_cli,
                                        starts_in_log, wait_for)
@@ -34,7 +35,8 @@ from tests.reliability_helpers import (REPO, checkpoint_state, checkpoint_step, 
 def single_spec(model, size=320, epochs=4, seed=5) -> dict:
     return {"method": "single", "tasks": ["gen_sent"], "seed": seed, "model": str(model),
             "data": {"generated_sizes": {"gen_sent": size}, "generated_dev_size": 32},
-            "train": {"lr": 1e-3, "batch_size": 8, "epochs": epochs, "max_length": 32, "threads": 1, "device": "cpu"}}
+            "train": {"lr": 1e-3, "batch_size": 8, "epochs": epochs, "max_length": 32, "threads": 1, "device": "cpu",
+                      **OLD_DEFAULTS}}
 
 
 def same_training(a: dict, b: dict):

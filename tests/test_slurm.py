@@ -47,6 +47,44 @@ def test_settings_and_parameters():
     assert "slurm_gres" not in executor_parameters(SlurmSettings())
 
 
+def test_account_qos_and_constraint_reach_the_sbatch_script(tmp_path):
+    """slurm.account, .qos and .constraint: submitit's own parameters, written as #SBATCH lines
+    by submitit's sbatch writer (no cluster needed)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    params = executor_parameters(SlurmSettings(account="lab", qos="high", constraint="a100"))
+    assert (params["slurm_account"], params["slurm_qos"], params["slurm_constraint"]) == ("lab", "high", "a100")
+    own = {k[len("slurm_"):]: v for k, v in params.items() if k.startswith("slurm_")}
+    script = _make_sbatch_string(command="true", folder=tmp_path, **own)
+    for line in ("#SBATCH --account=lab", "#SBATCH --qos=high", "#SBATCH --constraint=a100"):
+        assert line in script
+    with pytest.raises(pydantic.ValidationError, match="account given twice"):
+        SlurmSettings(account="lab", additional={"account": "other"})
+
+
+def test_a_job_at_its_time_limit_records_its_run_failed(tmp_path, monkeypatch):
+    """submitit signals a job 90 s before its time limit (`--signal=USR2@90`); run_one is not
+    checkpointable, so submitit raises UncompletedJobError inside it: the run is recorded failed
+    (its resume checkpoint kept for `--retry-failed`), not requeued (docs/executors.md)."""
+    from submitit.core.utils import UncompletedJobError
+
+    from mtlstudy import runner
+    from mtlstudy.study import open_study
+    from tests.profiles import tiny_profile
+
+    study = open_study(tiny_profile(tmp_path, "some-model"))
+    folder = study.write()
+    run_id = study.runs[0].run_id
+
+    def timed_out(folder, run_id):
+        raise UncompletedJobError("Job not requeued because: timed-out and not checkpointable.")
+
+    monkeypatch.setattr(runner, "train_and_record", timed_out)
+    assert not hasattr(runner.run_one, "checkpoint")  # what submitit would call to requeue instead
+    assert runner.run_one(folder, run_id, notebooks=False) == "failed"
+    assert "timed-out" in dict(folder.failures())[run_id]
+
+
 @pytest.mark.slurm
 def test_two_waves_run_in_order(slurm_cluster, tmp_path):
     out = tmp_path / "out"

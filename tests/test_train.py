@@ -19,6 +19,7 @@ from mtlstudy.data import DataSource
 from mtlstudy.folder import RunFolder
 from mtlstudy.spec import RunSpec, TrainSettings
 from mtlstudy.tasks import get_task
+from tests.profiles import OLD_DEFAULTS
 
 SIZES = {"gen_nli": 96, "gen_para": 64, "gen_sent": 64, "gen_sim": 48}
 
@@ -26,7 +27,7 @@ SIZES = {"gen_nli": 96, "gen_para": 64, "gen_sent": 64, "gen_sim": 48}
 def make_spec(model, tasks=("gen_sent",), method=None, seed=1, dev=48, **train_kw) -> RunSpec:
     method = method or ("single" if len(tasks) == 1 else "mtl" if len(tasks) == 2 else "mtl_all")
     settings = dict(lr=1e-3, batch_size=16, epochs=1, max_length=32, evals_per_epoch=2, device="cpu",
-                    sampler="uniform")
+                    sampler="uniform", **OLD_DEFAULTS)
     settings.update(train_kw)
     return RunSpec(method=method, tasks=list(tasks), seed=seed, model=str(model),
                    data=DataSource(generated_sizes=SIZES, generated_dev_size=dev),
@@ -254,7 +255,7 @@ def test_max_grad_norm_is_part_of_the_run_id_only_when_set(tiny_roberta_nodropou
     assert "max_grad_norm" not in base.train.result_fields()
     earlier = base.model_dump(mode="json")  # a spec.json written before the setting existed
     del earlier["train"]["max_grad_norm"]
-    assert RunSpec.model_validate(earlier).run_id() == base.run_id()
+    assert RunSpec.recorded(earlier).run_id() == base.run_id()
     assert make_spec(tiny_roberta_nodropout, max_grad_norm=1.0).run_id() != base.run_id()
 
 
@@ -586,7 +587,7 @@ def test_regression_targets_are_part_of_the_run_id_only_when_standardized(tiny_r
     base = make_spec(tiny_roberta_nodropout)
     earlier = base.model_dump(mode="json")  # a spec.json written before the setting existed
     del earlier["train"]["regression_targets"]
-    assert RunSpec.model_validate(earlier).run_id() == base.run_id()
+    assert RunSpec.recorded(earlier).run_id() == base.run_id()
     assert make_spec(tiny_roberta_nodropout, regression_targets="standardized").run_id() != base.run_id()
 
 
@@ -611,5 +612,5 @@ def test_frozen_word_embeddings_stay_as_loaded_and_the_rest_trains(tiny_roberta,
     base = make_spec(tiny_roberta)
     earlier = base.model_dump(mode="json")  # a spec.json written before the setting existed
     del earlier["train"]["freeze_word_embeddings"]
-    assert RunSpec.model_validate(earlier).run_id() == base.run_id()
+    assert RunSpec.recorded(earlier).run_id() == base.run_id()
     assert spec.run_id() != make_spec(tiny_roberta, keep_checkpoint="best").run_id()
