@@ -1,6 +1,7 @@
 """The paper profiles do what the paper and its released code did (docs/protocol.md, fidelity table):
 random batch-mates (no length grouping), a random task mix per batch, the first-token head on BERT,
-lower-cased texts under paper_code, and the Hugging Face head initialisation as an option."""
+lower-cased texts under paper_code, the Hugging Face head initialisation as an option, paper_code's
+STILTs from the support seed closest to the mean, and the size ablation as released."""
 from __future__ import annotations
 
 import itertools
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from mtlstudy import model as model_mod
+from mtlstudy.plan import make_plan
 from mtlstudy.profile import load_profile
 from mtlstudy.sampling import EpochPlan, task_probabilities
 from mtlstudy.spec import TrainSettings
@@ -169,3 +171,20 @@ def test_new_settings_leave_earlier_run_ids_alone():
     assert "head_init" not in unset and "lower_case" not in unset
     assert TrainSettings(head_init="hf").result_fields()["head_init"] == "hf"
     assert TrainSettings(lower_case=True).result_fields()["lower_case"] is True
+
+
+def _plan(name, overrides=()):
+    profile, user = load_profile(name, list(overrides))
+    return make_plan(profile, user)
+
+
+def test_paper_code_transfers_from_the_support_seed_closest_to_the_mean():
+    """The released create_data_matrix.py writes closest-to-mean (and median) support lists only;
+    paper_code's STILTs runs use that choice, and only their ids change with it."""
+    code = {r.run_id: r for r in _plan("paper_code")}
+    as_paper = {r.run_id: r for r in _plan("paper_code", ["support_choice=best"])}
+    stilts = [r for r in code.values() if r.kind == "stilts"]
+    assert load_profile("paper")[0].support_choice == "best"
+    assert len(stilts) == 9 * 8 * 5 and all(r.spec.support_choice == "closest_to_mean" for r in stilts)
+    assert {i for i, r in code.items() if r.kind != "stilts"} == {i for i, r in as_paper.items() if r.kind != "stilts"}
+    assert not {r.run_id for r in stilts} & set(as_paper)
