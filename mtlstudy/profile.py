@@ -43,6 +43,15 @@ class Ablation(BaseModel):
     support: str
     target_fractions: list[float] = Field([1.0, 0.5], min_length=1)
     ks: list[float] = Field([1 / 3, 1 / 2, 1, 2, 3], min_length=1)
+    # multiply: the target at round(fraction x its size), the support at round(K x target). released:
+    # the released code's sizes, the target at int(fraction x its size) and the support at target // d
+    # with d = round(1 / K, 2), its divisors relabelled as K, so its K = 3 is 3.03 x the target
+    # (docs/protocol.md, fidelity table, point 7).
+    sizes: Literal["multiply", "released"] = "multiply"
+    # A dynamic sampler's single-task references. per_size: each K's and fraction's own single runs.
+    # by_task: each task's full-size single runs, one reference per task whatever K or fraction (the
+    # released code looked it up by task name; docs/protocol.md, fidelity table, point 8).
+    references: Literal["per_size", "by_task"] = "per_size"
 
     @field_validator("target_fractions")
     @classmethod
