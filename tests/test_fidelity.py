@@ -255,3 +255,17 @@ def test_a_support_run_that_is_also_a_reference_keeps_its_checkpoint():
     assert supports & refs
     assert all(by_id[d].spec.train.keep_checkpoint == "best" for d in supports)
     assert all(by_id[d].spec.train.keep_checkpoint == "never" for d in refs - supports)
+
+
+def test_roberta_segments_are_tokenized_without_a_prefix_space(tiny_roberta):
+    """As the transformers the released code pins (v2.4.1, whose encode_plus tokenized each segment as
+    given); 2.5.0 and later 2.x put a space before each segment when adding special tokens."""
+    tok = model_mod.load_tokenizer(str(tiny_roberta))
+    first, second = "the doctor bought the car .", "a man is playing ."
+
+    def bare(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    pair = tok([first], [second], truncation=True, max_length=64)["input_ids"][0]
+    assert pair == [tok.cls_token_id, *bare(first), tok.sep_token_id, tok.sep_token_id, *bare(second), tok.sep_token_id]
+    assert bare(" " + first) != bare(first) and bare(" " + second) != bare(second)
