@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from . import sampling
 from .data import subsample_size
-from .profile import Profile, ProfileError, task_size
+from .profile import Ablation, Profile, ProfileError, task_size
 from .spec import RunSpec
 from .tasks import Task
 
@@ -32,7 +32,9 @@ def make_plan(profile: Profile, user: dict[str, Task]) -> list[PlannedRun]:
     runs: dict[str, PlannedRun] = {}
 
     def add(run: PlannedRun) -> str:
-        runs.setdefault(run.run_id, run)
+        planned = runs.setdefault(run.run_id, run)
+        if run.spec.train.keep_checkpoint != planned.spec.train.keep_checkpoint:  # planned twice: one needs it
+            planned.spec.train = planned.spec.train.model_copy(update={"keep_checkpoint": "best"})
         return run.run_id
 
     def spec(method, tasks, seed, train=None, counts=None, fractions=None, **kw):
@@ -75,29 +77,33 @@ def make_plan(profile: Profile, user: dict[str, Task]) -> list[PlannedRun]:
         ab = profile.ablation
         full_target = task_size(profile, user, ab.target)
         support_size = task_size(profile, user, ab.support)
+        by_task = {t: singles(t) for t in (ab.target, ab.support)} if dynamic and ab.references == "by_task" else {}
         for frac in ab.target_fractions:
-            n_target = round(frac * full_target)
+            n_target = ablation_target_size(ab, full_target, frac)
             if n_target <= 0:
                 raise ProfileError(f"ablation: target {ab.target} is empty at fraction {frac}")
-            tf = {ab.target: frac} if frac < 1 else {}
-            target_singles = singles(ab.target, fractions=tf)
+            # the target's subset: a fraction (data.subsample_size rounds it) or, for the released sizes, a count
+            tf = {ab.target: frac} if frac < 1 and ab.sizes == "multiply" else {}
+            tc = {ab.target: n_target} if n_target < full_target and ab.sizes == "released" else {}
+            target_singles = [] if by_task else singles(ab.target, counts=tc, fractions=tf)  # by_task: unused
             for k in ab.ks:
-                n_support = round(k * n_target)
+                n_support = ablation_support_size(ab, n_target, k)
                 if n_support > support_size:
                     raise ProfileError(f"ablation: support {ab.support} has {support_size} examples, too few for "
-                                       f"K={k:g} x {n_target} = {n_support}")
+                                       f"K={k:g} beside {n_target} target examples ({n_support} needed)")
                 if n_support <= 0:
                     raise ProfileError(f"ablation: support {ab.support} is empty for K={k:g}")
                 tags = {"k": float(k), "target_fraction": float(frac)}
+                counts = {**tc, ab.support: n_support}
                 sup_counts = {ab.support: n_support}
                 sup_singles = [add(PlannedRun(spec("single", [ab.support], s, train=keep, counts=sup_counts,
                                                    tags=tags), kind="single")) for s in profile.seeds]
-                refs = {ab.target: target_singles, ab.support: sup_singles} if dynamic else {}
+                refs = by_task or ({ab.target: target_singles, ab.support: sup_singles} if dynamic else {})
                 for s in profile.seeds:
-                    add(PlannedRun(spec("mtl", [ab.target, ab.support], s, counts=sup_counts, fractions=tf,
+                    add(PlannedRun(spec("mtl", [ab.target, ab.support], s, counts=counts, fractions=tf,
                                         reference_runs=refs, tags=tags),
                                    deps=sorted(set(sum(refs.values(), []))), kind="mtl"))
-                    add(PlannedRun(spec("stilts", [ab.support, ab.target], s, counts=sup_counts, fractions=tf,
+                    add(PlannedRun(spec("stilts", [ab.support, ab.target], s, counts=counts, fractions=tf,
                                         support_runs=sup_singles, tags=tags), deps=list(sup_singles), kind="stilts"))
     for run in runs.values():  # a batch larger than a training set would repeat its examples in a batch
         for t, n in run_train_sizes(run, profile, user).items():
@@ -106,6 +112,20 @@ def make_plan(profile: Profile, user: dict[str, Task]) -> list[PlannedRun]:
                                    f"training set of task {t} ({n} examples in run {run.run_id})")
     return list(runs.values())
 
+
+def ablation_target_size(ab: Ablation, full: int, fraction: float) -> int:
+    """The size ablation's target examples at one fraction of its `full` training set."""
+    return int(fraction * full) if ab.sizes == "released" else round(fraction * full)  # create_differing_sizes.py:48-51
+
+
+def ablation_support_size(ab: Ablation, n_target: int, k: float) -> int:
+    """The support's examples at K beside `n_target` target examples: K x target, or the released
+    code's target // d with d = round(1 / K, 2) (create_differing_sizes.py:38, 98; relabelled as K by
+    plot_validation_exp.py:11-13), so its K = 3 (d = 0.33) is 3.03 x target."""
+    if ab.sizes == "multiply":
+        return round(k * n_target)
+    divisor = round(1 / k, 2)
+    return int(n_target // divisor) if divisor > 0 else 0
 
 
 def run_train_sizes(run: PlannedRun, profile: Profile, user) -> dict[str, int]:

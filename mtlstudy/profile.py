@@ -55,6 +55,14 @@ class Ablation(BaseModel):
         "Fractions of the target's training set, each in (0, 1]."))
     ks: list[float] = Field([1 / 3, 1 / 2, 1, 2, 3], min_length=1, description=(
         "Support sizes as multiples K of the subsampled target's size; each K > 0."))
+    sizes: Literal["multiply", "released"] = Field("multiply", description=(
+        "multiply: the target at round(fraction x its size), the support at round(K x target). released: the "
+        "released code's sizes, the target at int(fraction x its size) and the support at target // round(1 / K, 2), "
+        "its divisors relabelled as K, so its K = 3 is 3.03 x the target (docs/protocol.md, point 7)."))
+    references: Literal["per_size", "by_task"] = Field("per_size", description=(
+        "A dynamic sampler's single-task references. per_size: each K's and fraction's own single runs. by_task: "
+        "each task's full-size single runs, one reference per task whatever K or fraction, as the released code "
+        "looked it up by task name (docs/protocol.md, point 8)."))
 
     @field_validator("target_fractions")
     @classmethod

@@ -19,6 +19,7 @@ import pandas as pd
 from mtlstudy import analysis, explorer, plots
 from mtlstudy.errors import UserError
 from mtlstudy.folder import StudyFolder
+from mtlstudy.sampling import DYNAMIC
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 PYTHON_NAMES = {"python", f"python{sys.version_info[0]}", "python%d.%d" % sys.version_info[:2], sys.executable}
@@ -193,9 +194,21 @@ def header_html(study_dir: Path, df: pd.DataFrame, alpha: float, equal_var: bool
     return _rows_html(rows)
 
 
-def table_html(table: pd.DataFrame, caption: str) -> str:
+def paper_cell(row: str, dynamic_sampler: str = "") -> str:
+    """The paper's published mean of a row ('' where it has none); for a row whose published value
+    came from another sampler than the paper's text names, that sampler and this row's."""
+    paper = analysis.PAPER_VALUES.get(row)
+    source = analysis.tables.PAPER_SAMPLERS.get(row)
+    if paper is None or source is None:
+        return "" if paper is None else f"{paper:.1f}"
+    ours = "as this row" if dynamic_sampler == source else f"this row: {dynamic_sampler or 'another'}"
+    return f"{paper:.1f} <small>(the released code's {source} sampler; {html.escape(ours)})</small>"
+
+
+def table_html(table: pd.DataFrame, caption: str, dynamic_sampler: str = "") -> str:
     """Table 1 or 2 as HTML: one decimal, the best non-oracle value per column in bold, the
-    paper's published mean beside ours where the paper has the row, and each row's definition."""
+    paper's published mean beside ours where the paper has the row (paper_cell; `dynamic_sampler`
+    is the study's MTL-All dynamic sampler), and each row's definition."""
     mask = analysis.best_mask(table)
     cols = list(table.columns)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
@@ -205,8 +218,7 @@ def table_html(table: pd.DataFrame, caption: str) -> str:
         tds = "".join("<td></td>" if pd.isna(v) else
                       f"<td>{'<b>' if mask.at[name, c] else ''}{v:.1f}{'</b>' if mask.at[name, c] else ''}</td>"
                       for c, v in zip(cols, table.loc[name]))
-        paper = analysis.PAPER_VALUES.get(name)
-        rows.append(f"<tr><th>{html.escape(name)}</th>{tds}<td>{'' if paper is None else f'{paper:.1f}'}</td>"
+        rows.append(f"<tr><th>{html.escape(name)}</th>{tds}<td>{paper_cell(name, dynamic_sampler)}</td>"
                     f"<td style='text-align:left'>{html.escape(analysis.row_definition(name))}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
@@ -301,8 +313,10 @@ def build_report(study_dir: Path, compare_to: Path | None = None, kernel_name: s
 
         tables += report_section(study_dir, csv=recorded / "ranking.csv", cells=cells)
     if (df["method"] == "mtl_all").any():
+        dynamic = sorted(set(df.loc[df["method"] == "mtl_all", "sampler"]) & set(DYNAMIC))
         tables += "<h2>Table 2</h2>" + table_html(
-            analysis.read_table(recorded / "table2.csv"), "Single task against MTL over all tasks, per sampler.")
+            analysis.read_table(recorded / "table2.csv"), "Single task against MTL over all tasks, per sampler.",
+            ", ".join(dynamic))
     tables += "<h2>Collapsed runs</h2>" + collapsed_html(df)
     return write_index(study_dir, out_dir, pages, summary, matrix, header_html(study_dir, df, alpha, equal_var),
                        tables)

@@ -85,8 +85,8 @@ class TrainSettings(BaseModel):
         "Leave the input word-embedding matrix as pre-trained (half of MiniLM-L6's 22.7M parameters); "
         "every other weight trains."))
     # A heterogeneous batch's encoder passes: merged (one pass, every row padded to the batch's
-    # longest, as the released code) or per_task (one pass per task's rows, so short tasks are not
-    # padded to long ones: 1.42x (one thread) and 1.24x (two) on a CPU at batch 16 on glue_cpu's
+    # longest) or per_task (one pass per task's rows, as the released code's loop, docs/protocol.md
+    # point 5b; short tasks are not padded to long ones: 1.42x (one thread) and 1.24x (two) on a CPU at batch 16 on glue_cpu's
     # four tasks, BENCHMARKS.md; on the demo's short, ungrouped batches it was slower). The summed
     # loss and its gradient are the same; dropout masks are drawn per pass, so with dropout the two
     # agree in distribution, not step for step. Not part of the run id (like `device`); `params` in result.json has it.
@@ -216,6 +216,8 @@ class RunSpec(BaseModel):
         d["train"] = self.train.result_fields()
         if self.method in ("single", "stilts") or self.train.sampler not in DYNAMIC:
             d.pop("reference_runs")
+        if self.method != "stilts":  # only STILTs reads it: other runs hash the default, so their ids stay
+            d["support_choice"] = "best"
         if not self.multitask:  # sampler settings do not apply
             for k in MULTITASK_ONLY:
                 d["train"].pop(k)

@@ -1,6 +1,7 @@
 """The paper profiles do what the paper and its released code did (docs/protocol.md, fidelity table):
 random batch-mates (no length grouping), a random task mix per batch, the first-token head on BERT,
-lower-cased texts under paper_code, and the Hugging Face head initialisation as an option."""
+lower-cased texts under paper_code, the Hugging Face head initialisation as an option, paper_code's
+STILTs from the support seed closest to the mean, and the size ablation as released."""
 from __future__ import annotations
 
 import itertools
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from mtlstudy import model as model_mod
+from mtlstudy.plan import make_plan
 from mtlstudy.profile import load_profile
 from mtlstudy.sampling import EpochPlan, task_probabilities
 from mtlstudy.spec import TrainSettings
@@ -169,3 +171,101 @@ def test_new_settings_leave_earlier_run_ids_alone():
     assert "head_init" not in unset and "lower_case" not in unset
     assert TrainSettings(head_init="hf").result_fields()["head_init"] == "hf"
     assert TrainSettings(lower_case=True).result_fields()["lower_case"] is True
+
+
+def _plan(name, overrides=()):
+    profile, user = load_profile(name, list(overrides))
+    return make_plan(profile, user)
+
+
+def test_paper_code_transfers_from_the_support_seed_closest_to_the_mean():
+    """The released create_data_matrix.py writes closest-to-mean (and median) support lists only;
+    paper_code's STILTs runs use that choice, and only their ids change with it."""
+    code = {r.run_id: r for r in _plan("paper_code")}
+    as_paper = {r.run_id: r for r in _plan("paper_code", ["support_choice=best"])}
+    stilts = [r for r in code.values() if r.kind == "stilts"]
+    assert load_profile("paper")[0].support_choice == "best"
+    assert len(stilts) == 9 * 8 * 5 and all(r.spec.support_choice == "closest_to_mean" for r in stilts)
+    assert {i for i, r in code.items() if r.kind != "stilts"} == {i for i, r in as_paper.items() if r.kind != "stilts"}
+    assert not {r.run_id for r in stilts} & set(as_paper)
+
+
+# The released size ablation's support sizes: len(target) // d for its divisors d
+# (bin/create_differing_sizes.py:38, 98), plotted as K by the map of bin/plot_validation_exp.py:13.
+RELEASED_DIVISOR_OF_K = {0.33: 3, 0.5: 2, 1: 1, 2: 0.5, 3: 0.33}
+QNLI, MNLI = 104743, 392702
+
+
+def test_size_ablation_code_trains_as_paper_code_with_the_released_ablation():
+    code, ablation = load_profile("size_ablation_code")[0], load_profile("size_ablation")[0]
+    assert code.train == load_profile("paper_code")[0].train.model_copy(update={"sampler": "softmax_gap"})
+    assert code.support_choice == "closest_to_mean"
+    assert (code.ablation.sizes, code.ablation.references) == ("released", "by_task")
+    assert (ablation.ablation.sizes, ablation.ablation.references, ablation.train.sampler) == ("multiply", "per_size", "gap")
+    assert code.ablation.model_dump(exclude={"sizes", "references"}) == ablation.ablation.model_dump(
+        exclude={"sizes", "references"})
+
+
+def _sizes(run) -> dict:
+    profile, user = load_profile("size_ablation_code")
+    from mtlstudy.plan import run_train_sizes
+
+    return run_train_sizes(run, profile, user)
+
+
+def test_size_ablation_code_plans_one_reference_per_task_whatever_k_or_fraction():
+    """155 runs: QNLI and MNLI trained alone on their full sets (the references, 5 seeds each), MNLI
+    alone at each (fraction, K) for STILTs (45: one size recurs), and an MTL and a STILTs run per
+    fraction, K and seed (100)."""
+    runs = _plan("size_ablation_code")
+    by_id = {r.run_id: r for r in runs}
+    mtl = [r for r in runs if r.kind == "mtl"]
+    assert len(runs) == 155 and sum(r.kind == "single" for r in runs) == 55 and len(mtl) == 50
+    refs = {tuple(sorted((t, tuple(ids)) for t, ids in r.spec.reference_runs.items())) for r in mtl}
+    assert len(refs) == 1
+    ref = dict(refs.pop())
+    assert {t: {_sizes(by_id[i])[t] for i in ids} for t, ids in ref.items()} == {"qnli": {QNLI}, "mnli": {MNLI}}
+    assert all(len(ids) == 5 and set(r.deps) == set(sum(map(list, ref.values()), [])) for ids in ref.values()
+               for r in mtl)
+    assert {r.spec.train.sampler for r in mtl} == {"softmax_gap"}
+
+
+def test_size_ablation_code_sizes_the_support_as_the_released_code():
+    """Target int(fraction x |QNLI|); support target // d, d the released divisor of the plotted K:
+    its K = 3 is 3.03 x the target, K = 1/3 is 1/3."""
+    for run in _plan("size_ablation_code"):
+        if run.kind != "mtl":
+            continue
+        k, frac = run.spec.tags["k"], run.spec.tags["target_fraction"]
+        n_target = int(frac * QNLI)
+        assert _sizes(run) == {"qnli": n_target, "mnli": int(n_target // RELEASED_DIVISOR_OF_K[round(k, 2)])}
+    k3 = next(r for r in _plan("size_ablation_code") if r.kind == "mtl" and r.spec.tags == {"k": 3, "target_fraction": 1})
+    assert _sizes(k3) == {"qnli": QNLI, "mnli": 317403} and round(317403 / QNLI, 2) == 3.03
+    k3 = next(r for r in _plan("size_ablation") if r.kind == "mtl" and r.spec.tags == {"k": 3, "target_fraction": 1})
+    assert _sizes(k3) == {"qnli": QNLI, "mnli": 3 * QNLI}
+
+
+def test_a_support_run_that_is_also_a_reference_keeps_its_checkpoint():
+    """MNLI capped at 2,000 beside QNLI at 1,000: the released K = 2 support (1000 // 0.5) is the whole
+    capped MNLI, the same run as the reference; STILTs needs its checkpoint, so the plan keeps it."""
+    runs = _plan("size_ablation_code", ["train_counts={qnli: 1000, mnli: 2000}", "ablation.ks=[0.5, 2]"])
+    by_id = {r.run_id: r for r in runs}
+    supports = {d for r in runs if r.kind == "stilts" for d in r.deps}
+    refs = {d for r in runs if r.kind == "mtl" for d in r.deps}
+    assert supports & refs
+    assert all(by_id[d].spec.train.keep_checkpoint == "best" for d in supports)
+    assert all(by_id[d].spec.train.keep_checkpoint == "never" for d in refs - supports)
+
+
+def test_roberta_segments_are_tokenized_without_a_prefix_space(tiny_roberta):
+    """As the transformers the released code pins (v2.4.1, whose encode_plus tokenized each segment as
+    given); 2.5.0 and later 2.x put a space before each segment when adding special tokens."""
+    tok = model_mod.load_tokenizer(str(tiny_roberta))
+    first, second = "the doctor bought the car .", "a man is playing ."
+
+    def bare(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    pair = tok([first], [second], truncation=True, max_length=64)["input_ids"][0]
+    assert pair == [tok.cls_token_id, *bare(first), tok.sep_token_id, tok.sep_token_id, *bare(second), tok.sep_token_id]
+    assert bare(" " + first) != bare(first) and bare(" " + second) != bare(second)

@@ -146,6 +146,21 @@ def test_index_explains_the_study(built):
     cells = analysis.read_cells(study / "report" / "tables" / "cells.csv")  # what analysis_pairs recorded
     assert f"{int(cells['significant'].sum())} of {len(cells)} matrix cells are significant" in page
     assert "Collapsed runs" in page
+    dynamic = tables[1].find("th", string="MTL-All (dynamic)").find_parent("tr").find_all("td")[-2].get_text()
+    assert dynamic == "67.2 (the released code's softmax_gap sampler; this row: gap)"  # the fake study runs gap
+
+
+def test_table_2_says_which_sampler_the_papers_dynamic_value_came_from():
+    """The paper's 67.2 came from the released softmax sampler: said beside it unless the row used it."""
+    import pandas as pd
+
+    table = pd.DataFrame({"a": [60.0, 70.0], "Mean": [60.0, 70.0]}, index=["MTL-All (dynamic)", "MTL-All (size)"])
+    assert "67.2 <small>(the released code's softmax_gap sampler; this row: gap)</small>" in report.table_html(
+        table, "", "gap")
+    assert "67.2 <small>(the released code's softmax_gap sampler; as this row)</small>" in report.table_html(
+        table, "", "softmax_gap")
+    assert report.paper_cell("MTL-All (size)", "gap") == "73.3" and report.paper_cell("Avg MTL") == "77.3"
+    assert report.paper_cell("Single task") == ""
 
 
 def test_index_shows_figure_1_first_then_the_tables(built):
