@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mtlstudy import cli, study
-from mtlstudy.data import load_examples
+from mtlstudy.data import DataSource, load_examples
 from mtlstudy.data import load_task_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,22 +37,104 @@ def _study(tmp_path: Path, dev: str, task: dict = TASK, train: str = GOOD) -> Pa
 
 
 REGRESSION = {**TASK, "labels": None, "metric": "spearman"}
+SCORES = GOOD.replace("\ta\n", "\t0.25\n").replace("\tb\n", "\t0.75\n")
+HEADER_ONLY = "text\tlabel\n"
 
 
-@pytest.mark.parametrize("dev, task, expect", [
-    ("text\tlab\nhello\ta\n", TASK, "dev.tsv:1: header lacks column 'label'"),
-    ("text\tlabel\nhello\ta\nbye\tc\n", TASK, "dev.tsv:3: label 'c' not in the label set ['a', 'b']"),
-    ("", TASK, "dev.tsv:1: empty file"),
-    ("text\tlabel\nhello\t0.5\nbye\thigh\n", REGRESSION, "dev.tsv:3: label 'high' is not a number"),
-], ids=["missing column", "label not among labels", "empty file", "non-numeric regression label"])
-def test_bad_task_file_is_one_line_before_anything_is_written(tmp_path, capsys, monkeypatch, dev, task, expect):
-    train = GOOD.replace("\ta\n", "\t0.25\n").replace("\tb\n", "\t0.75\n") if task is REGRESSION else GOOD
-    profile = _study(tmp_path, dev, task, train)
+class Broken:
+    """One broken copy of the task: its files (name -> text or bytes; train.tsv and dev.tsv are
+    GOOD unless named), its task file, and what the one line says after the folder."""
+
+    def __init__(self, expect: str, task: dict = TASK, **files):
+        self.expect, self.task = expect, task
+        self.files = {"train.tsv": SCORES if task is REGRESSION else GOOD, "dev.tsv": GOOD, **files}
+
+
+BROKEN = {  # the issue's eighteen broken copies, and a few more
+    # stopped with one line before (issue 36)
+    "label not among labels": Broken("dev.tsv:3: label 'c' not in the label set ['a', 'b']",
+                                     **{"dev.tsv": "text\tlabel\nhello\ta\nbye\tc\n"}),
+    "nan as a label": Broken("dev.tsv:2: label 'nan' is not a finite number", REGRESSION,
+                             **{"dev.tsv": "text\tlabel\nhello\tnan\n"}),
+    "comma-delimited file": Broken("train.tsv:1: header lacks column 'text' (has ['text,label'])",
+                                   **{"train.tsv": GOOD.replace("\t", ",")}),
+    "missing column": Broken("dev.tsv:1: header lacks column 'label'", **{"dev.tsv": "text\tlab\nhello\ta\n"}),
+    "missing file": Broken("mine.yaml: field 'tsv.dev.file': ", **{"dev.tsv": None}),
+    "ragged row": Broken("dev.tsv:3: 3 columns, expected 2", **{"dev.tsv": "text\tlabel\nhi\ta\nhi\tthere\tb\n"}),
+    "quoted tab": Broken("dev.tsv:2: 3 columns, expected 2", **{"dev.tsv": 'text\tlabel\n"a\tb"\ta\n'}),
+    "only its header": Broken("dev.tsv:1: no rows after the header", **{"dev.tsv": HEADER_ONLY}),
+    "regression label not a number": Broken("dev.tsv:3: label 'high' is not a number", REGRESSION,
+                                            **{"dev.tsv": "text\tlabel\nhello\t0.5\nbye\thigh\n"}),
+    "unknown metric": Broken("mine.yaml: field 'metric': ", {**TASK, "metric": "f2"}),
+    # not right before (issue 36, items 1 to 5)
+    "not UTF-8": Broken("train.tsv:3: not UTF-8 text (byte 0xe9 at column 12",
+                        **{"train.tsv": GOOD.replace("number 1", "num\xe9ro 1").encode("latin-1")}),
+    "train_size not the rows": Broken("mine.yaml: field 'train_size': 5000, but ", {**TASK, "train_size": 5000}),
+    "column twice in the header": Broken("dev.tsv:1: column 'text' is in the header twice (columns 1 and 2)",
+                                         **{"dev.tsv": "text\ttext\tlabel\nhi\tthere\ta\n"}),
+    "empty file": Broken("dev.tsv: is empty", **{"dev.tsv": ""}),
+    "blank file": Broken("dev.tsv: is empty", **{"dev.tsv": "\n\n"}),
+    "no labels": Broken("mine.yaml: field 'labels': empty list: a task needs two labels or more",
+                        {**TASK, "labels": []}),
+    "one label": Broken("mine.yaml: field 'labels': one label ['a']: a task needs two or more",
+                        {**TASK, "labels": ["a"]}),
+    "named like a built-in task": Broken("mine.yaml: field 'name': 'rte' is the name of a built-in task",
+                                         {**TASK, "name": "rte"}),
+    # CSV and JSON Lines (issue 38)
+    "csv quote left open": Broken("dev.csv:3: unexpected end of data", {**TASK, "tsv": {
+        "train": TASK["tsv"]["train"], "dev": {**TASK["tsv"]["dev"], "file": "dev.csv"}}},
+        **{"dev.csv": 'text,label\nhi,a\n"open,b\n'}),
+    "jsonl line not JSON": Broken("dev.jsonl:2: not valid JSON", {**TASK, "tsv": {
+        "train": TASK["tsv"]["train"], "dev": {**TASK["tsv"]["dev"], "file": "dev.jsonl"}}},
+        **{"dev.jsonl": '{"text": "hi", "label": "a"}\n{"text": "hi" "label": "a"}\n'}),
+    "jsonl key missing": Broken("dev.jsonl:1: no key 'label' (has ['lab', 'text'])", {**TASK, "tsv": {
+        "train": TASK["tsv"]["train"], "dev": {**TASK["tsv"]["dev"], "file": "dev.jsonl"}}},
+        **{"dev.jsonl": '{"text": "hi", "lab": "a"}\n'}),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN.values(), ids=BROKEN.keys())
+def test_a_broken_task_is_one_line_naming_file_and_line_and_nothing_is_written(tmp_path, capsys, monkeypatch, case):
+    """`mtlstudy run` of a study with the broken task: exit 2, one line that names the file and
+    its line (or field) and says what is wrong, and no file written anywhere."""
+    profile = _study(tmp_path, GOOD, case.task)
+    for name, text in case.files.items():
+        if text is None:
+            (tmp_path / name).unlink()
+        elif isinstance(text, bytes):
+            (tmp_path / name).write_bytes(text)
+        else:
+            (tmp_path / name).write_text(text)
+    before = sorted(tmp_path.rglob("*"))
     monkeypatch.setenv("MTLSTUDY_CACHE", str(tmp_path / "cache"))
     assert cli.main(["run", str(profile)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{tmp_path}/{expect}" in err, err
-    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+    assert err.count("\n") == 1 and err.startswith(f"mtlstudy: error: {tmp_path}/{case.expect}"), err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_byte_order_mark_crlf_line_ends_and_an_empty_text_are_read_as_meant(tmp_path):
+    """What a spreadsheet or an editor on Windows saves is read as the same rows."""
+    rows = [("hello there", "a"), ("", "b"), ("bye", "a")]
+    text = "text\tlabel\r\n" + "".join(f"{t}\t{label}\r\n" for t, label in rows)
+    (tmp_path / "train.tsv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "dev.tsv").write_text(GOOD)
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(TASK))
+    task = load_task_file(tmp_path / "mine.yaml")
+    ex = load_examples(task, "train", DataSource())
+    assert ex.text_a == [t for t, _ in rows] and ex.labels.tolist() == [0, 1, 0] and task.train_size == 3
+
+
+def test_a_user_task_replaces_a_built_in_one_only_where_the_profile_says_so(tmp_path):
+    """Before, a task file named `rte` silently took GLUE RTE's place in every study that listed it."""
+    profile = _study(tmp_path, GOOD, {**TASK, "name": "rte"})
+    raw = yaml.safe_load(profile.read_text())
+    profile.write_text(yaml.safe_dump({**raw, "tasks": ["rte", "gen_sent"], "replace_tasks": ["rte"]}))
+    st = study.open_study(profile)
+    assert st.user["rte"].labels == ["a", "b"] and st.user["rte"].train_size == 12
+    profile.write_text(yaml.safe_dump({**raw, "replace_tasks": ["rte", "sst2"]}))
+    with pytest.raises(ValueError, match=r"p.yaml: key 'replace_tasks': no user task is named 'sst2'"):
+        study.open_study(profile)
 
 
 def test_task_files_resolve_against_the_task_file_wherever_it_is_run(tmp_path, monkeypatch):
@@ -88,13 +170,14 @@ def test_a_missing_data_file_names_the_task_file_and_field(tmp_path):
     assert str(e.value) == f"{tmp_path}/mine.yaml: field 'tsv.train.file': {tmp_path}/train.tsv: file not found"
 
 
-def test_train_size_is_counted_from_the_training_file_when_not_given(tmp_path):
+def test_train_size_is_the_training_files_rows(tmp_path):
+    """Counted when left out; a typed size that says otherwise is refused (test above), the same is taken."""
     (tmp_path / "train.tsv").write_text(GOOD)
     (tmp_path / "dev.tsv").write_text(GOOD)
     (tmp_path / "counted.yaml").write_text(yaml.safe_dump(TASK))
-    (tmp_path / "given.yaml").write_text(yaml.safe_dump({**TASK, "train_size": 5000}))
+    (tmp_path / "given.yaml").write_text(yaml.safe_dump({**TASK, "train_size": 12}))
     assert load_task_file(tmp_path / "counted.yaml").train_size == 12  # rows, not the header
-    assert load_task_file(tmp_path / "given.yaml").train_size == 5000
+    assert load_task_file(tmp_path / "given.yaml").train_size == 12
     assert load_task_file(EXAMPLE / "own_task.yaml").train_size == 300
 
 
