@@ -261,27 +261,32 @@ def load_examples(task: Task, split: str, source: DataSource) -> Examples:
 # ---- what the data is, for a run id ---------------------------------------------------------
 
 def data_by_content(source: DataSource, user_tasks: dict[str, Task], tasks: list[str]) -> tuple[dict, dict]:
-    """`source` and `user_tasks` as they enter a run id: every file a task reads named by its
-    content's sha256, not its path, so the same data reached through another path (a moved
-    checkout, a cluster's other mount, a colleague's copy) is the same run. `data.glue_dir` becomes
-    the digests of the files that `tasks` (the run's) read from it, by their path under it; None
-    when they read none (as without a glue_dir)."""
-    data = source.model_dump(mode="json")
+    """`source` and `user_tasks` as they enter the id of a run of `tasks`: every file a task reads
+    named by its content's sha256, not its path, so the same data reached through another path (a
+    moved checkout, a cluster's other mount, a colleague's copy) is the same run. `data.glue_dir`
+    becomes the digests of the files the run's GLUE tasks read from it, by their path under it
+    (None when they read none, as without a glue_dir); `user_tasks` holds the run's own."""
+    data, users, glue_files = source.model_dump(mode="json"), {}, {}
+    for name in tasks:
+        task = get_task(name, user_tasks)
+        if name in user_tasks:
+            users[name] = task.model_dump(mode="json")
+            if reads_files(task, source):
+                for split, f in users[name]["tsv"].items():
+                    f["file"] = _content(task, split, source)
+        elif reads_files(task, source):
+            glue_files.update({f"{task.glue_folder or name}/{f.file}": _content(task, split, source)
+                               for split, f in task.tsv.items()})
     if source.glue_dir is not None:
-        files = {}
-        for name in tasks:
-            task = get_task(name, user_tasks)
-            if name not in user_tasks and reads_files(task, source):
-                files.update({f"{task.glue_folder or name}/{f.file}": file_digest(task_file(task, split, source))
-                              for split, f in task.tsv.items()})
-        data["glue_dir"] = files or None
-    users = {}
-    for name, task in user_tasks.items():
-        users[name] = task.model_dump(mode="json")
-        if reads_files(task, source):
-            for split, f in users[name]["tsv"].items():
-                f["file"] = file_digest(task_file(task, split, source))
+        data["glue_dir"] = glue_files or None
     return data, users
+
+
+def _content(task: Task, split: str, source: DataSource) -> str:
+    try:
+        return file_digest(task_file(task, split, source))
+    except (DataError, FileNotFoundError):  # `plan` before the data is there; `run` checks it first and stops
+        return "missing"
 
 
 def data_by_path(source: DataSource, user_tasks: dict[str, Task], tasks: list[str]) -> tuple[dict, dict]:
