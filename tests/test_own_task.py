@@ -318,3 +318,57 @@ def test_a_finished_study_copied_to_another_folder_has_nothing_to_run(tmp_path, 
     assert cli.main(["run", str(tmp_path / "there" / "p.yaml")]) == 0
     assert (tmp_path / "there" / "out" / "p" / "results.csv").read_bytes() == \
         (tmp_path / "here" / "out" / "p" / "results.csv").read_bytes()
+
+
+# ---- CSV and JSON Lines (issue 38.6) ---------------------------------------------------------
+
+def test_csv_fields_are_read_with_their_quotes_and_lines_counted_through_them(tmp_path):
+    """A quoted field holds commas, doubled quotes and line breaks; an error after it names the
+    line in the file, not the row."""
+    (tmp_path / "train.csv").write_text('text,label\n"hello, world",a\n"she said ""hi""\nand left",b\nplain,a\n')
+    task = Task.model_validate({**TASK, "tsv": {"train": {**TASK["tsv"]["train"], "file": str(tmp_path / "train.csv")}}})
+    ex = load_examples(task, "train", DataSource())
+    assert ex.text_a == ["hello, world", 'she said "hi"\nand left', "plain"] and ex.labels.tolist() == [0, 1, 0]
+    (tmp_path / "train.csv").write_text('text,label\n"two\nlines",a\nbad,c\n')
+    with pytest.raises(ValueError, match=r"train.csv:4: label 'c' not in the label set"):
+        load_examples(task, "train", DataSource())
+    # a file named otherwise says its format
+    (tmp_path / "train.txt").write_text('text,label\n"x, y",b\n')
+    named = {**TASK["tsv"]["train"], "file": str(tmp_path / "train.txt"), "format": "csv"}
+    assert load_examples(Task.model_validate({**TASK, "tsv": {"train": named}}), "train", DataSource()).text_a == ["x, y"]
+
+
+def test_json_lines_are_read_by_key(tmp_path):
+    """One object a line, blank lines skipped; a label written as a number is its JSON text (1 is
+    label "1", not the second label); a text that is not a string is refused with its line."""
+    (tmp_path / "train.jsonl").write_text('{"text": "one", "stars": 1, "x": [1]}\n\n{"text": "two", "stars": 2}\n')
+    task = Task(name="stars", labels=["2", "1"], metric="accuracy",
+                tsv={"train": TsvFile(file=str(tmp_path / "train.jsonl"), text_columns=["text"], label_column="stars")})
+    ex = load_examples(task, "train", DataSource())
+    assert ex.text_a == ["one", "two"] and ex.labels.tolist() == [1, 0]
+    (tmp_path / "train.jsonl").write_text('{"text": "one", "stars": 1}\n{"text": 3, "stars": 2}\n')
+    with pytest.raises(ValueError, match=r"train.jsonl:2: key 'text' is 3, not a string"):
+        load_examples(task, "train", DataSource())
+    with pytest.raises(ValueError, match="a JSON Lines file's columns are its keys"):
+        TsvFile(file="t.jsonl", text_columns=[0], label_column=1)
+
+
+def test_a_csv_task_and_a_json_lines_task_run_in_a_study(tmp_path, tiny_roberta, capsys):
+    """The two formats a user most often has, trained together and apart, scored."""
+    rows = [(f"message number {i}, with a comma", "ab"[i % 2]) for i in range(16)]
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.csv").write_text("text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows))
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps({"body": t, "tag": label}) + "\n" for t, label in rows))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**TASK, "name": "in_csv", "tsv": {
+        s: {"file": f"{s}.csv", "text_columns": ["text"], "label_column": "label"} for s in ("train", "dev")}}))
+    (tmp_path / "j.yaml").write_text(yaml.safe_dump({**TASK, "name": "in_jsonl", "tsv": {
+        s: {"file": f"{s}.jsonl", "text_columns": ["body"], "label_column": "tag"} for s in ("train", "dev")}}))
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({
+        "name": "p", "model": str(tiny_roberta), "tasks": ["in_csv", "in_jsonl"], "seeds": [1],
+        "methods": ["single", "mtl"], "user_tasks": ["c.yaml", "j.yaml"], "output_dir": str(tmp_path / "out"),
+        "train": {"batch_size": 8, "epochs": 1, "max_length": 16, "threads": 1}, "notebooks": False}))
+    assert cli.main(["run", str(tmp_path / "p.yaml")]) == 0, capsys.readouterr().err[-2000:]
+    df = pd.read_csv(tmp_path / "out" / "p" / "results.csv")
+    assert sorted(zip(df["method"], df["target"])) == [("mtl", "in_csv"), ("mtl", "in_jsonl"),
+                                                       ("single", "in_csv"), ("single", "in_jsonl")]
+    assert df["score"].notna().all()
