@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import generated
 from .errors import UserError, validation_message
-from .tasks import Task, TaskFileError, get_task
+from .tasks import Task, TaskFileError, get_task, is_builtin
 
 csv.field_size_limit(sys.maxsize)
 
@@ -268,13 +268,13 @@ def data_by_content(source: DataSource, user_tasks: dict[str, Task], tasks: list
     (None when they read none, as without a glue_dir); `user_tasks` holds the run's own."""
     data, users, glue_files = source.model_dump(mode="json"), {}, {}
     for name in tasks:
-        task = get_task(name, user_tasks)
         if name in user_tasks:
+            task = user_tasks[name]
             users[name] = task.model_dump(mode="json")
             if reads_files(task, source):
                 for split, f in users[name]["tsv"].items():
                     f["file"] = _content(task, split, source)
-        elif reads_files(task, source):
+        elif is_builtin(name) and reads_files(task := get_task(name), source):
             glue_files.update({f"{task.glue_folder or name}/{f.file}": _content(task, split, source)
                                for split, f in task.tsv.items()})
     if source.glue_dir is not None:

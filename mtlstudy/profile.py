@@ -77,7 +77,8 @@ class Profile(BaseModel):
     train_counts: dict[str, int] = {}          # cap a task's training set (seeded subsample)
     ablation: Optional[Ablation] = None
     user_tasks: list[Path] = []                # YAML task files, relative to the profile
-    replace_tasks: list[str] = []              # built-in tasks a user task of the same name replaces
+    replace_tasks: list[str] = Field([], description="built-in tasks (rte, gen_nli, ...) that a user task of the "
+                                     "same name replaces; without it, such a name is an error (docs/tasks.md)")
     output_dir: Path = Path("outputs")
     executor: Literal["local", "slurm"] = "local"
     workers: Optional[int] = Field(None, gt=0)  # runs at once: every GPU slot on GPUs (runs_per_gpu each), 1 on CPU
