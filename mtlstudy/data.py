@@ -5,6 +5,7 @@ collate batches padded to their longest.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import generated
 from .errors import UserError, validation_message
-from .tasks import Task, TaskFileError
+from .tasks import Task, TaskFileError, get_task, is_builtin
 
 csv.field_size_limit(sys.maxsize)
 
@@ -83,45 +84,119 @@ def _labels_to_array(task: Task, raw: list, where) -> np.ndarray:
     return out
 
 
-def read_glue_tsv(path: Path, task: Task, split: str) -> Examples:
-    """Read one GLUE TSV file: tabs, no quoting, optional byte-order mark, header optional.
+def read_task_data(path: Path, task: Task, split: str) -> Examples:
+    """Read one split's file: TSV (GLUE's: tabs, no quoting), CSV (commas, quoted fields) or JSON
+    Lines (TsvFile.file_format); UTF-8 with an optional byte-order mark; blank lines skipped.
     Errors name the file and its line (the header is line 1) and what is wrong there."""
     spec = task.tsv[split]
     if not path.is_file():
         raise DataError(f"{path}: file not found (task {task.name}, split {split})")
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        first_line = 1
-        if spec.header:
-            header = next(rows, None)
-            if header is None:
-                raise DataError(f"{path}:1: empty file, expected a header row (task {task.name})")
-            first_line = 2
-            try:
-                cols = [c if isinstance(c, int) else header.index(c) for c in spec.text_columns]
-                label_col = spec.label_column if isinstance(spec.label_column, int) else header.index(spec.label_column)
-            except ValueError as e:
-                raise DataError(f"{path}:1: header lacks column {str(e).split()[0]} (has {header})") from None
-            width = len(header)
-        else:
-            cols, label_col, width = list(spec.text_columns), spec.label_column, None
-        texts = [[] for _ in cols]
-        raw_labels = []
-        for lineno, row in enumerate(rows, start=first_line):
-            if width is None:
-                width = len(row)
-            if len(row) != width:
-                raise DataError(f"{path}:{lineno}: {len(row)} columns, expected {width}")
-            if lineno == first_line and max([*cols, label_col]) >= width:
-                raise DataError(f"{path}:{lineno}: no column {max([*cols, label_col])} (the row has {width} columns)")
-            for t, c in zip(texts, cols):
-                t.append(row[c])
-            raw_labels.append(row[label_col])
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            read = _read_json_lines if spec.file_format == "jsonl" else _read_delimited
+            texts, raw_labels, lines = read(f, path, spec)
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(path)) from None
     if not raw_labels:
-        raise DataError(f"{path}:{first_line}: no rows{' after the header' if spec.header else ', empty file'} "
-                        f"(task {task.name})")
-    labels = _labels_to_array(task, raw_labels, lambda i: f"{path}:{i + first_line}")
+        raise DataError(f"{path}:{lines[0]}: no rows after the header (task {task.name})" if lines
+                        else f"{path}: is empty (task {task.name}, split {split})")
+    labels = _labels_to_array(task, raw_labels, lambda i: f"{path}:{lines[i]}")
     return Examples(texts[0], texts[1] if len(texts) > 1 else None, labels)
+
+
+def _read_delimited(f, path: Path, spec) -> tuple[list[list[str]], list[str], list[int]]:
+    """(texts per text column, raw labels, line of each row) of a TSV or CSV file; `lines` holds
+    the header's line alone when the file has a header and no rows, and nothing when it is empty."""
+    if spec.file_format == "tsv":
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(f, strict=True)
+
+    def records():
+        try:
+            for row in reader:
+                if row:  # a blank line
+                    yield reader.line_num, row
+        except csv.Error as e:  # CSV: a quote left open, a character after a closing quote; a NUL byte
+            raise DataError(f"{path}:{reader.line_num}: {e}") from None
+
+    rows = records()
+    texts, raw_labels, lines = [[] for _ in spec.text_columns], [], []
+    if spec.header:
+        first = next(rows, None)
+        if first is None:
+            return texts, raw_labels, lines
+        lineno, header = first
+        lines.append(lineno)
+        cols = [_header_position(path, lineno, header, c) for c in spec.text_columns]
+        label_col = _header_position(path, lineno, header, spec.label_column)
+        width = len(header)
+    else:
+        cols, label_col, width = list(spec.text_columns), spec.label_column, None
+    data_lines = []
+    for lineno, row in rows:
+        if width is None:
+            width = len(row)
+            if max([*cols, label_col]) >= width:
+                raise DataError(f"{path}:{lineno}: no column {max([*cols, label_col])} (the row has {width} columns)")
+        if len(row) != width:
+            raise DataError(f"{path}:{lineno}: {len(row)} columns, expected {width}")
+        for t, c in zip(texts, cols):
+            t.append(row[c])
+        raw_labels.append(row[label_col])
+        data_lines.append(lineno)
+    return texts, raw_labels, data_lines or lines
+
+
+def _header_position(path: Path, lineno: int, header: list[str], column: str | int) -> int:
+    """Where a column named in the task file is in the header (an index is taken as it is)."""
+    if isinstance(column, int):
+        return column
+    where = [i for i, name in enumerate(header) if name == column]
+    if not where:
+        raise DataError(f"{path}:{lineno}: header lacks column '{column}' (has {header})")
+    if len(where) > 1:
+        raise DataError(f"{path}:{lineno}: column '{column}' is in the header twice (columns "
+                        f"{' and '.join(str(i + 1) for i in where)}), so which to read is not known")
+    return where[0]
+
+
+def _read_json_lines(f, path: Path, spec) -> tuple[list[list[str]], list, list[int]]:
+    """(texts per text key, raw labels, line of each row) of a JSON Lines file: one object a line.
+    A label that is not a string (1, true) is read as its JSON text ("1", "true")."""
+    texts, raw_labels, lines = [[] for _ in spec.text_columns], [], []
+    for lineno, line in enumerate(f, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        for key in [*spec.text_columns, spec.label_column]:
+            if key not in row:
+                raise DataError(f"{path}:{lineno}: no key '{key}' (has {sorted(row)})")
+        for t, key in zip(texts, spec.text_columns):
+            if not isinstance(row[key], str):
+                raise DataError(f"{path}:{lineno}: key '{key}' is {json.dumps(row[key])}, not a string")
+            t.append(row[key])
+        label = row[spec.label_column]
+        raw_labels.append(label if isinstance(label, (str, float)) else json.dumps(label))
+        lines.append(lineno)
+    return texts, raw_labels, lines
+
+
+def _not_utf8(path: Path) -> str:
+    """The first byte of a file that is not UTF-8, by line and column, in one line."""
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (f"{path}:{lineno}: not UTF-8 text (byte 0x{line[e.start]:02x} at column {e.start + 1}; "
+                        "save the file as UTF-8)")
+    return f"{path}: not UTF-8 text"
 
 
 def load_hub(task: Task, split: str) -> Examples:
@@ -166,11 +241,15 @@ def task_file(task: Task, split: str, source: DataSource) -> Path:
 
 def check_task_files(task: Task, source: DataSource) -> None:
     """Read every split of a task that comes from files, as a run will: a missing column, a label
-    outside `labels`, an empty file or a regression label that is not a number is a DataError
-    naming the file, its line and what is wrong. Before a study starts, so no run fails on it."""
+    outside `labels`, an empty file, a regression label that is not a number or a training file
+    whose rows are not the task's train_size is a DataError naming the file, its line and what is
+    wrong. Before a study starts, so no run fails on it."""
     if reads_files(task, source):
         for split in task.tsv:
-            read_glue_tsv(task_file(task, split, source), task, split)
+            file = task_file(task, split, source)
+            rows = len(read_task_data(file, task, split))
+            if split == "train" and task.train_size not in (None, rows):
+                raise DataError(f"{file}: {rows} rows, but task {task.name} says train_size {task.train_size}")
 
 
 def load_examples(task: Task, split: str, source: DataSource) -> Examples:
@@ -180,8 +259,62 @@ def load_examples(task: Task, split: str, source: DataSource) -> Examples:
         a, b, y = generated.generate(task.name, split, size, seed=source.generated_seed)
         return Examples(a, b, _labels_to_array(task, y, lambda i: f"{task.name} row {i}"))
     if reads_files(task, source):
-        return read_glue_tsv(task_file(task, split, source), task, split)
+        return read_task_data(task_file(task, split, source), task, split)
     return load_hub(task, split)
+
+
+# ---- what the data is, for a run id ---------------------------------------------------------
+
+def data_by_content(source: DataSource, user_tasks: dict[str, Task], tasks: list[str]) -> tuple[dict, dict]:
+    """`source` and `user_tasks` as they enter the id of a run of `tasks`: every file a task reads
+    named by its content's sha256, not its path, so the same data reached through another path (a
+    moved checkout, a cluster's other mount, a colleague's copy) is the same run. `data.glue_dir`
+    becomes the digests of the files the run's GLUE tasks read from it, by their path under it
+    (None when they read none, as without a glue_dir); `user_tasks` holds the run's own."""
+    data, users, glue_files = source.model_dump(mode="json"), {}, {}
+    for name in tasks:
+        if name in user_tasks:
+            task = user_tasks[name]
+            users[name] = task.model_dump(mode="json")
+            if reads_files(task, source):
+                for split, f in users[name]["tsv"].items():
+                    f["file"] = _content(task, split, source)
+        elif is_builtin(name) and reads_files(task := get_task(name), source):
+            glue_files.update({f"{task.glue_folder or name}/{f.file}": _content(task, split, source)
+                               for split, f in task.tsv.items()})
+    if source.glue_dir is not None:
+        data["glue_dir"] = glue_files or None
+    return data, users
+
+
+def _content(task: Task, split: str, source: DataSource) -> str:
+    try:
+        return file_digest(task_file(task, split, source))
+    except (DataError, FileNotFoundError):  # `plan` before the data is there; `run` checks it first and stops
+        return "missing"
+
+
+def data_by_path(source: DataSource, user_tasks: dict[str, Task], tasks: list[str]) -> tuple[dict, dict]:
+    """`source` and `user_tasks` as they entered a run id before 2026-12: with the files' absolute
+    paths and data.glue_dir's (a key added since, at its default, is left out)."""
+    users = {name: task.model_dump(mode="json") for name, task in user_tasks.items()}
+    for task in users.values():
+        for f in task["tsv"].values():
+            if f["format"] is None:
+                del f["format"]
+    return source.model_dump(mode="json"), users
+
+
+def file_digest(path: Path) -> str:
+    """'sha256:<hex>' of a file's bytes; read once in a process while its size and time stamp stay."""
+    stat = Path(path).stat()
+    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # ---- subsampling -------------------------------------------------------------------------
@@ -316,17 +449,22 @@ def collate(data: Tokenized, indices, pad_id: int, pad_to_multiple_of: int = 1) 
 
 
 def load_task_file(path: str | Path) -> Task:
-    """A user task from YAML (same fields as Task). Its TSV files are found where it says: paths
+    """A user task from YAML (same fields as Task). Its data files are found where it says: paths
     relative to the task file's folder are made absolute (unless it names a `glue_folder`, GLUE's
-    layout under data.glue_dir). Without `train_size`, the training file's rows are counted (and
-    so read and checked). Errors name the file and the field, or the data file and its line."""
+    layout under data.glue_dir). Its train size is the training file's rows (so the file is read
+    and checked); a `train_size` that says otherwise is an error. Errors name the file and the
+    field, or the data file and its line."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise TaskFileError(f"{path}: task file not found") from None
+    except UnicodeDecodeError as e:
+        raise TaskFileError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         raise TaskFileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise TaskFileError(f"{path}: " + ("is empty" if raw is None else "a task file must be a mapping of fields to values"))
     try:
         task = Task.model_validate(raw)
     except ValidationError as e:
@@ -337,6 +475,10 @@ def load_task_file(path: str | Path) -> Task:
         f.file = str((path.parent / f.file).resolve())  # an absolute path stays as it is
         if not Path(f.file).is_file():
             raise TaskFileError(f"{path}: field 'tsv.{split}.file': {f.file}: file not found")
-    if task.train_size is None and "train" in task.tsv:
-        task.train_size = len(read_glue_tsv(Path(task.tsv["train"].file), task, "train"))
+    if "train" in task.tsv:
+        rows = len(read_task_data(Path(task.tsv["train"].file), task, "train"))
+        if task.train_size not in (None, rows):
+            raise TaskFileError(f"{path}: field 'train_size': {task.train_size}, but {task.tsv['train'].file} has "
+                                f"{rows} rows (leave train_size out: it is counted)")
+        task.train_size = rows
     return task

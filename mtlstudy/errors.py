@@ -14,7 +14,7 @@ def validation_message(error, where: str = "", what: str = "key") -> str:
     """One line from a pydantic ValidationError: its first error, named by its dotted location."""
     err = error.errors()[0]
     key = ".".join(str(x) for x in err["loc"]) or "(top level)"
-    msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
+    msg = err["msg"].replace("Extra inputs are not permitted", "unknown key").removeprefix("Value error, ")
     return f"{where}{what} '{key}': {msg}"
 
 

@@ -194,6 +194,36 @@ class StudyFolder:
             write_json_atomic(self.run_list, merged)
         self._runs = None
 
+    def adopt_earlier_ids(self, earlier: dict[str, str]) -> list[str]:
+        """Runs found under the id they had before (run id -> earlier id, plan.earlier_ids): each
+        folder renamed to its id now, with the ids in its record, and its earlier entry dropped
+        from the run list. Once: then the run is found under its id. A run another process holds
+        is left. The earlier ids renamed."""
+        now = {old: new for new, old in earlier.items()}
+        moved = []
+        for old, new in now.items():
+            source, target = self.run(old), self.run(new)
+            if not source.path.is_dir() or target.path.exists() or self.is_claimed(old):
+                continue
+            os.rename(source.path, target.path)
+            moved.append(old)
+            try:
+                record = self.read_record(new)
+            except CorruptResultError:
+                continue  # redone as any corrupt record
+            if record:
+                record["run_id"] = new
+                if "support_run" in record:
+                    record["support_run"] = now.get(record["support_run"], record["support_run"])
+                write_json_atomic(target.record, record)
+        if moved and self.is_started():
+            with open(self.root / ".runs.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                runs = self.read_run_list()
+                write_json_atomic(self.run_list, {rid: e for rid, e in runs.items() if rid not in moved})
+        self._runs = None
+        return moved
+
     def is_started(self) -> bool:
         return self.run_list.exists()
 

@@ -132,3 +132,16 @@ def run_train_sizes(run: PlannedRun, profile: Profile, user) -> dict[str, int]:
     """Training examples of each task a run trains on, after its caps and fractions."""
     return {t: subsample_size(task_size(profile, user, t), run.spec.train_counts.get(t), run.spec.train_fractions.get(t))
             for t in run.spec.trained_tasks}
+
+
+def earlier_ids(runs: list[PlannedRun]) -> dict[str, str]:
+    """run id -> the id the same run had before 2026-12, when data files entered run ids by their
+    path (RunSpec.run_id(by_path=True)), for the runs whose id changed: a STILTs or dynamic-sampler
+    run's earlier id holds its dependencies' earlier ids. `runs` in plan order (dependencies first)."""
+    earlier: dict[str, str] = {}
+    for run in runs:
+        spec = run.spec.model_copy(update={
+            "support_runs": [earlier[r] for r in run.spec.support_runs],
+            "reference_runs": {t: [earlier[r] for r in ids] for t, ids in run.spec.reference_runs.items()}})
+        earlier[run.run_id] = spec.run_id(by_path=True)
+    return {new: old for new, old in earlier.items() if new != old}

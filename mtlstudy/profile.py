@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .data import DataSource, check_task_files, load_task_file, reads_files
 from .errors import UserError, validation_message
 from .spec import OFFLINE_MINILM, Sampler, TrainSettings
-from .tasks import Task, get_task
+from .tasks import Task, get_task, is_builtin
 
 
 class SlurmSettings(BaseModel):
@@ -123,6 +123,9 @@ class Profile(BaseModel):
         "Figure 2's size ablation (`ablation.*`), for `methods: [ablation]`."))
     user_tasks: list[Path] = Field([], description=(
         "Task files (YAML, below) of your own tasks, relative to the profile; `tasks` names them."))
+    replace_tasks: list[str] = Field([], description=(
+        "Built-in tasks (`rte`, `gen_nli`, ...) that a user task of the same name replaces; without it, "
+        "such a name is an error (docs/tasks.md)."))
     output_dir: Path = Field(Path("outputs"), description="Where the study's folder goes.")
     executor: Literal["local", "slurm"] = Field("local", description=(
         "`local`: this machine's GPUs or CPU; `slurm`: one Slurm job per run (`slurm.*`; docs/executors.md)."))
@@ -241,10 +244,19 @@ def profile_from_dict(raw: dict, path: str | Path, folder: Path) -> tuple[Profil
         profile = Profile.model_validate(raw)
     except ValidationError as e:
         raise ProfileError(validation_message(e, f"{path}: ")) from None
-    user = {}
+    user, files = {}, {}
     for p in profile.user_tasks:
-        t = load_task_file(p if Path(p).is_absolute() else folder / p)
-        user[t.name] = t
+        file = p if Path(p).is_absolute() else folder / p
+        t = load_task_file(file)
+        if t.name in files:
+            raise ProfileError(f"{file}: field 'name': task '{t.name}' is also the name of {files[t.name]}")
+        if is_builtin(t.name) and t.name not in profile.replace_tasks:
+            raise ProfileError(f"{file}: field 'name': '{t.name}' is the name of a built-in task; rename it, or "
+                               f"list it under the profile's key 'replace_tasks' ({path}) to train this file instead")
+        user[t.name], files[t.name] = t, file
+    for name in profile.replace_tasks:
+        if name not in user:
+            raise ProfileError(f"{path}: key 'replace_tasks': no user task is named '{name}'")
     for name in profile.tasks + ([profile.ablation.target, profile.ablation.support] if profile.ablation else []):
         try:
             get_task(name, user)

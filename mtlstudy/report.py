@@ -19,6 +19,7 @@ import pandas as pd
 from mtlstudy import analysis, explorer, plots
 from mtlstudy.errors import UserError
 from mtlstudy.folder import StudyFolder
+from mtlstudy.kernel import kernel_config
 from mtlstudy.sampling import DYNAMIC
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -73,7 +74,7 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, kernel_name: str = 
     with package_on_path():
         try:
             papermill.execute_notebook(str(source), str(executed), parameters=parameters,
-                                       kernel_name=kernel_name, progress_bar=False,
+                                       kernel_name=kernel_name, progress_bar=False, config=kernel_config(),
                                        cwd=str(out_dir), execution_timeout=cell_timeout)
         except papermill.PapermillExecutionError as e:
             raise RuntimeError(f"{name}.ipynb failed: {e.ename}: {e.evalue} (see {executed})") from None

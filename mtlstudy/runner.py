@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .folder import StudyFolder
+from .kernel import kernel_config
 from .spec import RunSpec
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "run.ipynb"
@@ -141,7 +142,8 @@ def _execute_notebook(folder: StudyFolder, run_id: str):
     try:
         papermill.execute_notebook(str(NOTEBOOK), str(tmp), parameters={"study_dir": str(folder.root.resolve()),
                                                                         "run_id": run_id},
-                                   kernel_name="python3", progress_bar=False, log_output=False, cwd=str(run.path))
+                                   kernel_name="python3", progress_bar=False, log_output=False, cwd=str(run.path),
+                                   config=kernel_config())
     finally:
         if tmp.exists():
             os.replace(tmp, run.notebook)

@@ -10,7 +10,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .data import DataSource
+from .data import DataSource, data_by_content, data_by_path
 from .sampling import DYNAMIC
 from .tasks import Task
 
@@ -211,8 +211,11 @@ class RunSpec(BaseModel):
         second stage train one."""
         return len(self.trained_tasks) > 1
 
-    def run_id(self) -> str:
+    def run_id(self, by_path: bool = False) -> str:
+        """The data enters by its files' content (data.data_by_content); `by_path`: the id before
+        2026-12, by their paths (plan.earlier_ids)."""
         d = self.model_dump(mode="json", exclude={"tags"})
+        d["data"], d["user_tasks"] = (data_by_path if by_path else data_by_content)(self.data, self.user_tasks, self.tasks)
         d["train"] = self.train.result_fields()
         if self.method in ("single", "stilts") or self.train.sampler not in DYNAMIC:
             d.pop("reference_runs")

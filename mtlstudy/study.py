@@ -18,7 +18,7 @@ from .compute import compute_summary
 from .errors import StudyNotFound, UserError
 from .folder import StudyFolder
 from .local import cpu_bf16_note, plan_slots, run_local
-from .plan import PlannedRun, make_plan
+from .plan import PlannedRun, earlier_ids, make_plan
 from .profile import (Profile, ProfileError, apply_overrides, check_inputs, load_profile, profile_from_dict,
                       profile_path, read_profile_file, study_task_sizes)
 
@@ -142,6 +142,7 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
         if note := cpu_bf16_note(slots, p.train):
             print(note, file=sys.stderr)
     folder = study.folder
+    folder.adopt_earlier_ids(earlier_ids(study.runs))  # runs recorded before run ids held data by content
     folder.write_study(p, study.runs, study_task_sizes(p, study.user))
     if retry_failed:
         folder.reset_failed()

@@ -1,30 +1,49 @@
 """Task registry: GLUE's nine tasks, the generated demo suite, and user tasks from YAML.
 
-A task says where its text and labels live (hub dataset, TSV files, or the generator), what the
-labels are (a list, or None for regression), which metric scores it, and its official train size
-(used by the size heuristic before any data is loaded). A user task's TSV files are where its
-task file says (relative to the task file, or absolute); its train size, when not given, is the
-number of rows of its training file.
+A task says where its text and labels live (hub dataset, TSV, CSV or JSON Lines files, or the
+generator), what the labels are (a list of two or more, or None for regression), which metric
+scores it, and its official train size (used by the size heuristic before any data is loaded). A
+user task's files are where its task file says (relative to the task file, or absolute); its train
+size is the number of rows of its training file.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import UserError
 
 Metric = Literal["mcc", "accuracy", "acc_f1", "spearman"]
 
 
+FileFormat = Literal["tsv", "csv", "jsonl"]
+SUFFIX_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl"}  # a file's format by its name
+
+
 class TsvFile(BaseModel):
-    """One split in GLUE's TSV layout. Columns are header names, or 0-based indices if no header."""
+    """One split's file: TSV (GLUE's layout: tabs, no quoting), CSV (commas, quoted fields) or JSON
+    Lines (one object a line). Columns are header names (JSON Lines: keys), or 0-based indices if
+    no header. `format`: None takes it from the file's suffix, .tsv when it has none of these."""
 
     model_config = ConfigDict(extra="forbid")
     file: str = Field(description="The file: relative to the task file, or absolute.")
+    format: Optional[FileFormat] = Field(None, description=(
+        "`tsv`, `csv` or `jsonl`; unset: from the file's suffix (.tsv when it has none of these)."))
     header: bool = Field(True, description="The first line names the columns (else columns are 0-based indices).")
     text_columns: list[str | int] = Field(description="The text column, or the two of a sentence pair.")
     label_column: str | int = Field(description="The label column.")
+
+    @property
+    def file_format(self) -> FileFormat:
+        return self.format or SUFFIX_FORMATS.get(Path(self.file).suffix.lower(), "tsv")
+
+    @model_validator(mode="after")
+    def _keys_for_json_lines(self):
+        if self.file_format == "jsonl" and any(isinstance(c, int) for c in [*self.text_columns, self.label_column]):
+            raise ValueError("a JSON Lines file's columns are its keys (names), not positions")
+        return self
 
 
 class Task(BaseModel):
@@ -36,8 +55,8 @@ class Task(BaseModel):
         "a regression task (numeric labels)."))
     metric: Metric = Field(description="How dev is scored (the metrics below).")
     train_size: Optional[int] = Field(default=None, gt=0, description=(
-        "Training examples, for the size heuristic and the plan before any data is read. Unset: the "
-        "training file's rows are counted."))
+        "Training examples, for the size heuristic and the plan. A task file's own files are counted: a "
+        "train_size that differs is an error naming both; leave it out."))
     # Hugging Face hub source
     hub_id: Optional[str] = Field(None, description="A hub dataset to read with `datasets.load_dataset`.")
     hub_config: Optional[str] = Field(None, description="The hub dataset's configuration.")
@@ -52,6 +71,16 @@ class Task(BaseModel):
         "the task file."))
     tsv: dict[str, TsvFile] = Field({}, description="The data files: `train` and `dev`, each a file as below.")
     generated: bool = Field(False, description="A task of the generated suite (mtlstudy/generated.py).")
+
+    @field_validator("labels")
+    @classmethod
+    def _two_labels_or_more(cls, v):
+        if v is not None and len(v) < 2:
+            raise ValueError("empty list: a task needs two labels or more (leave labels out for regression)"
+                             if not v else f"one label {v}: a task needs two or more")
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"labels repeated: {v}")
+        return v
 
     @property
     def is_regression(self) -> bool:
@@ -127,8 +156,14 @@ GENERATED_TASKS: dict[str, Task] = {t.name: t for t in [
 ]}
 
 
+def is_builtin(name: str) -> bool:
+    """A GLUE task or one of the generated suite."""
+    return name in GLUE_TASKS or name in GENERATED_TASKS
+
+
 def get_task(name: str, extra: dict[str, Task] | None = None) -> Task:
-    """Look a task up by name among GLUE, the generated suite and `extra` (user tasks)."""
+    """Look a task up by name among GLUE, the generated suite and `extra` (user tasks; one named
+    like a built-in task replaces it: the profile allows that only when it says so)."""
     known = {**GLUE_TASKS, **GENERATED_TASKS, **(extra or {})}
     if name not in known:
         raise UnknownTaskError(f"unknown task '{name}'; known tasks: {', '.join(sorted(known))}")

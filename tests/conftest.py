@@ -169,9 +169,12 @@ pytest_plugins = ["tests.slurm_fixture"]
 SLOW_FILES = {"test_bad_inputs.py", "test_bench.py", "test_glue_cpu.py", "test_gpu_check.py", "test_real.py",
               "test_reliability.py", "test_slurm.py", "test_study.py", "test_readme.py"}
 NOTEBOOK_FILES = {"test_notebooks.py", "test_report.py"}
-# Single tests of the unit tier's files that take a minute or more there: Inductor's C++ compile, and
-# the candidate ranking through the command line (its embeddings).
-SLOW_TESTS = {"test_compiled_run_with_inductor_equals_the_uncompiled_run", "test_recommend_candidates_end_to_end"}
+# Single tests of the unit tier's files that take a minute or more there: Inductor's C++ compile,
+# the candidate ranking through the command line (its embeddings), and two small studies trained
+# through the command line (a study copied elsewhere; CSV and JSON Lines tasks).
+SLOW_TESTS = {"test_compiled_run_with_inductor_equals_the_uncompiled_run", "test_recommend_candidates_end_to_end",
+              "test_a_finished_study_copied_to_another_folder_has_nothing_to_run",
+              "test_a_csv_task_and_a_json_lines_task_run_in_a_study"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -214,7 +214,7 @@ def test_hub_offline_error_names_task(monkeypatch):
     msg = _one_line(e)
     assert "rte" in msg and "nyu-mll/glue" in msg
     with pytest.raises(DataError, match="no hub_id"):
-        data.load_hub(Task(name="nohub", labels=["a"], metric="accuracy"), "train")
+        data.load_hub(Task(name="nohub", labels=["a", "b"], metric="accuracy"), "train")
 
 
 # ---- subsampling -----------------------------------------------------------------------------

@@ -236,3 +236,34 @@ def test_header_lists_the_training_settings_that_are_set(tmp_path):
             "regression_targets standardized, pooling auto, head_init torch, lower_case True, "
             "freeze_word_embeddings True, multitask_forward per_task, precision bf16_one_task</td>") in header
     assert "device" not in header
+
+
+@pytest.mark.parametrize("curve", [True, False], ids=["curve keys", "ipc where pyzmq has no CurveZMQ"])
+def test_the_notebooks_kernel_prints_no_warning_about_unencrypted_tcp(tmp_path, monkeypatch, capfd, curve):
+    """run_notebook, as the report runs each notebook: before, every kernel printed
+    '[IPKernelApp] WARNING | Kernel is running over TCP without encryption' on the terminal. What a
+    cell prints to stderr still reaches the notebook, and a failing cell still fails it."""
+    import zmq
+
+    from mtlstudy.kernel import kernel_config
+
+    if not curve:
+        has = zmq.has
+        monkeypatch.setattr(zmq, "has", lambda feature: feature != "curve" and has(feature))
+    assert kernel_config().KernelManager.get("transport", "tcp") == ("tcp" if curve else "ipc")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import sys\nprint(x + 1)\nprint('said on stderr', file=sys.stderr)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    (tmp_path / "src").mkdir()
+    nbformat.write(nb, tmp_path / "src" / "tiny.ipynb")
+    monkeypatch.setattr(report, "NOTEBOOK_DIR", tmp_path / "src")
+    executed, _ = report.run_notebook("tiny", tmp_path, {"x": 41})
+    outputs = nbformat.read(executed, as_version=4).cells[-1].outputs
+    assert [(o.name, o.text) for o in outputs] == [("stdout", "42\n"), ("stderr", "said on stderr\n")]
+    err = capfd.readouterr().err
+    assert "without encryption" not in err and "IPKernelApp" not in err, err
+    nb.cells.append(nbformat.v4.new_code_cell("raise ValueError('a real error')"))
+    nbformat.write(nb, tmp_path / "src" / "tiny.ipynb")
+    with pytest.raises(RuntimeError, match="ValueError: a real error"):
+        report.run_notebook("tiny", tmp_path, {})
