@@ -43,8 +43,13 @@ runs (`params/paper.yaml`).
 (docs/study.md). In the last column, *yes*: changing the key gives the runs new ids (they are
 trained again); *no*: the same runs; *multi-task runs*: the ids of runs that train several tasks
 at once (pairwise MTL, MTL-All) change, single-task and STILTs runs keep theirs; *which runs*: the
-key chooses which runs the study has (each run's own tasks, seed and sampler are in its id).
+key chooses which runs the study has (each run's own tasks, seed and sampler are in its id);
+*by content*: the content of the files a run reads enters its id, not their paths, so the same
+data in another folder keeps the runs (docs/tasks.md).
 """
+
+# Keys whose files enter a run id by their content (data.data_by_content), not by their path.
+BY_CONTENT = {("Profile", "user_tasks"), ("DataSource", "glue_dir")}
 
 SECTIONS = [
     ("Profile keys", "", Profile, "The top level of a profile."),
@@ -68,7 +73,9 @@ run of the study (the whole definition is hashed, its files' paths made absolute
 
 
 def run_id_note(model: type[BaseModel], key: str) -> str:
-    """Whether `key` of `model` enters the run id: yes, no, multi-task runs or which runs."""
+    """Whether `key` of `model` enters the run id: yes, no, multi-task runs, which runs or by content."""
+    if (model.__name__, key) in BY_CONTENT:
+        return "by content"
     if model is Profile:
         return "which runs" if key in CHOOSE_RUNS else "yes" if key in RunSpec.model_fields else "no"
     if model is TrainSettings:

