@@ -224,6 +224,55 @@ def test_multitask_forward_defaults_to_one_pass_and_leaves_run_ids_alone(tiny_ro
     assert per_task.run_id() == spec.run_id()  # the same gradient: not part of what a run is
 
 
+def _flat(batch: dict) -> list:
+    return [t for v in batch.values() for t in (_flat(v) if isinstance(v, dict) else [v])]
+
+
+def test_a_step_copies_only_its_batches_to_the_gpu_pinned_and_non_blocking(tiny_roberta_nodropout, monkeypatch):
+    """Every host-to-device copy of a training step (in micro-batches, two tasks, one a regression)
+    is recorded: there is one per tensor of each collated pass (inputs and labels) and no other (a
+    task's rows are a slice, no index tensor), each pinned first and copied with non_blocking=True: a
+    copy from pageable memory would make every step wait for the GPU. The device is CUDA with
+    Tensor.to and pin_memory mocked: the tensors stay on the CPU, and a copy to the device is a call
+    that names CUDA (calls that name the CPU are the CPU tensors' own, on a GPU device-to-device)."""
+    spec, tok, tasks = _prepared(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), micro_batch_size=3,
+                                 max_grad_norm=1.0)
+    model = model_mod.load_model(spec.model, [tasks[t].task for t in tasks])
+    ctx = context(model, tasks, tok, spec, torch.optim.SGD(model.parameters(), lr=0.1), device="cuda")
+    collated, pinned, copies, keep = [], {}, [], []
+    chunk_batch, real_to, real_pin = train.chunk_batch, torch.Tensor.to, torch.Tensor.pin_memory
+
+    def recording_chunk_batch(*a, **k):
+        batch, rows_of = chunk_batch(*a, **k)
+        collated.extend(id(t) for t in _flat(batch))
+        keep.append(batch)
+        return batch, rows_of
+
+    def pin_memory(self, *a, **k):
+        out = self.clone()
+        pinned[id(out)] = id(self)
+        keep.append(out)
+        return out
+
+    def to(self, *a, **k):
+        target, dtype, non_blocking, _ = torch._C._nn._parse_to(*a, **k)
+        if target is None or target.type != "cuda":  # on a GPU: a change of dtype, or on the device already
+            return real_to(self, *a, **k)
+        copies.append((pinned.get(id(self), id(self)), id(self) in pinned, non_blocking))
+        return real_to(self, torch.device("cpu"), dtype)
+
+    monkeypatch.setattr(train, "chunk_batch", recording_chunk_batch)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: copies.append(("cuda()", False, False)))
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+    loss = train.train_step(ctx, [("gen_nli", np.array([0, 5, 9, 11])), ("gen_sim", np.array([3, 4, 17]))])
+    monkeypatch.undo()
+    assert torch.isfinite(loss)
+    assert len(collated) == 2 * 3 + 4  # passes of 3, 3 and 1 rows: two inputs each, labels of 1, 2 and 1 tasks
+    assert sorted(source for source, _, _ in copies) == sorted(collated)
+    assert all(was_pinned and non_blocking for _, was_pinned, non_blocking in copies)
+
+
 def test_max_grad_norm_scales_the_update_to_that_norm(tiny_roberta_nodropout):
     """train.max_grad_norm: with SGD at lr 1 the update is the gradient scaled to norm 0.01 (the
     norm computed here by hand over every parameter); unset, the full gradient (test above)."""
