@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import data as data_mod
 from . import metrics, sampling
 from .batches import (TaskData, chunk_batch, load_task_examples, pad_multiple, pass_chunks, prepare_data,
-                      to_device)
+                      row_lengths, to_device)
 from .checkpoints import BestWeights, Resume, load_encoder_from, resume_interval
 from .errors import TrainingError
 from .folder import RunFolder
@@ -240,7 +240,10 @@ def train_step(ctx: RunContext, batch_plan) -> torch.Tensor:
     model, tasks, device, scaler = ctx.model, ctx.tasks, ctx.device, ctx.scaler
     counts = {t: len(ix) for t, ix in batch_plan}
     total, sum_dtype = None, loss_sum_dtype(device)
-    for chunk in pass_chunks(batch_plan, ctx.cfg.micro_batch_size, ctx.cfg.multitask_forward == "per_task"):
+    cfg = ctx.cfg
+    lengths = {t: row_lengths(tasks[t].train, ix) for t, ix in batch_plan} if cfg.padding == "sorted_passes" else None
+    for chunk in pass_chunks(batch_plan, cfg.micro_batch_size, cfg.multitask_forward == "per_task", lengths,
+                             cfg.padding_passes, ctx.pad_multiple):
         batch, rows_of = chunk_batch(tasks, chunk, ctx.pad_id, ctx.pad_multiple)
         batch = to_device(batch, device)  # the step's only host-to-device copy: pinned, non-blocking on CUDA
         with autocast(device, ctx.amp):

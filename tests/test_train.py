@@ -188,6 +188,77 @@ def test_pass_chunks_cut_by_task_and_micro_batch():
     assert batches.pass_chunks([("a", np.array([], dtype=int)), ("b", np.array([7]))], None, per_task=True) == [[("b", 7)]]
 
 
+def _cheapest_cut(lengths, passes, multiple):
+    """Tokens of the best cut of the rows, sorted longest first, into at most `passes` runs: every cut tried."""
+    import itertools
+    width = -(-np.sort(lengths)[::-1] // multiple) * multiple
+    n = len(width)
+    return min(sum((b[i + 1] - b[i]) * width[b[i]] for i in range(len(b) - 1))
+               for j in range(1, min(passes, n) + 1) for cut in itertools.combinations(range(1, n), j - 1)
+               for b in [[0, *cut, n]])
+
+
+def test_sorted_cut_computes_the_fewest_tokens_in_at_most_the_passes_allowed():
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        lengths = rng.integers(1, 40, int(rng.integers(1, 9)))
+        passes, multiple = int(rng.integers(1, 5)), int(rng.choice([1, 8]))
+        parts = batches.sorted_cut(lengths, passes, multiple)
+        assert sorted(np.concatenate(parts).tolist()) == list(range(len(lengths))) and len(parts) <= passes
+        tokens = sum(len(p) * -(-lengths[p].max() // multiple) * multiple for p in parts)
+        assert tokens == _cheapest_cut(lengths, passes, multiple)
+    assert len(batches.sorted_cut(np.array([5, 5, 5, 5]), 3)) == 1  # no pass that saves nothing
+
+
+def test_pass_chunks_sorted_by_length_then_cut_by_micro_batch():
+    plan = [("a", np.array([0, 1, 2])), ("b", np.array([7, 8]))]
+    lengths = {"a": np.array([3, 30, 4]), "b": np.array([29, 5])}
+    assert batches.pass_chunks(plan, None, False, lengths, passes=2) == \
+        [[("a", 1), ("b", 7)], [("b", 8), ("a", 2), ("a", 0)]]
+    assert batches.pass_chunks(plan, 2, False, lengths, passes=2) == \
+        [[("a", 1), ("b", 7)], [("b", 8), ("a", 2)], [("a", 0)]]
+    assert batches.pass_chunks(plan, None, True, lengths, passes=2) == \
+        [[("a", 1)], [("a", 2), ("a", 0)], [("b", 7)], [("b", 8)]]
+
+
+@pytest.mark.parametrize("encoder", ["tiny_roberta", "tiny_bert"])
+@pytest.mark.parametrize("plan", [[("gen_nli", np.arange(0, 24, 2))],
+                                  [("gen_nli", np.array([0, 5, 9, 11, 40, 41, 60])), ("gen_sim", np.array([3, 4, 17, 20, 33]))]],
+                         ids=["one_task", "two_tasks_one_regression"])
+@pytest.mark.parametrize("padding, micro", [("sorted_passes", None), ("sorted_passes", 2)])
+def test_each_padding_mode_gives_the_padded_batchs_loss_and_gradient(request, encoder, plan, padding, micro):
+    """One step under each train.padding mode against the batch padded as one pass: the same loss
+    and the same gradient (SGD at lr 1: the update is the gradient), dropout off (eval mode), for a
+    RoBERTa- and a BERT-shaped encoder (pooler, token types). The mode computes fewer tokens."""
+    tasks_ = [t for t, _ in plan]
+    results = {}
+    for mode, m in (("batch", None), (padding, micro)):
+        spec, tok, tasks = _prepared(request.getfixturevalue(encoder), tasks_, padding=mode, micro_batch_size=m,
+                                     padding_passes=3)
+        torch.manual_seed(0)
+        model = model_mod.load_model(spec.model, [tasks[t].task for t in tasks]).eval()
+        before = copy.deepcopy(model.state_dict())
+        widths = []
+        features = model.features
+        model.features = lambda batch: (widths.append(batch["attention_mask"].numel()), features(batch))[1]
+        loss = train.train_step(context(model, tasks, tok, spec, torch.optim.SGD(model.parameters(), lr=1.0)), plan)
+        grads = {k: before[k] - v for k, v in model.state_dict().items()}
+        results[mode] = float(loss), grads, widths
+    (loss, grads, widths), (loss_m, grads_m, widths_m) = results["batch"], results[padding]
+    assert len(widths) == 1 and len(widths_m) > 1 and sum(widths_m) < widths[0]  # the test can tell the modes apart
+    assert loss_m == pytest.approx(loss, rel=1e-5)
+    assert any(g.abs().max() > 1e-3 for g in grads.values())
+    for k in grads:
+        assert torch.allclose(grads_m[k], grads[k], atol=1e-6, rtol=1e-4), k
+
+
+def test_padding_defaults_to_the_batch_and_leaves_run_ids_alone(tiny_roberta_nodropout):
+    spec = make_spec(tiny_roberta_nodropout, ("gen_nli", "gen_sim"))
+    assert spec.train.padding == "batch"  # earlier results stay as they were
+    other = make_spec(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), padding="sorted_passes", padding_passes=4)
+    assert other.run_id() == spec.run_id()  # the same gradient: not part of what a run is
+
+
 @pytest.mark.parametrize("forward, passes", [("merged", 1), ("per_task", 2)])
 def test_train_step_takes_one_encoder_pass_per_task_when_asked(tiny_roberta_nodropout, forward, passes):
     spec, tok, tasks = _prepared(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), multitask_forward=forward)
