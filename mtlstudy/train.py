@@ -20,12 +20,12 @@ from tqdm.auto import tqdm
 
 from . import data as data_mod
 from . import metrics, sampling
-from .batches import (TaskData, chunk_batch, load_task_examples, pad_multiple, pass_chunks, prepare_data,
-                      row_lengths, to_device)
+from .batches import TaskData, chunk_batch, load_task_examples, pad_multiple, prepare_data, row_lengths, to_device
 from .checkpoints import BestWeights, Resume, load_encoder_from, resume_interval
 from .errors import TrainingError
 from .folder import RunFolder
 from .model import load_model, load_tokenizer, predictions, task_loss
+from .passes import pass_chunks
 from .precision import (allow_tf32, autocast, gpu_name, make_scaler, pick_device, run_autocast_dtype,
                         run_eval_autocast_dtype)
 from .spec import RunSpec, TrainSettings

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from mtlstudy import data as data_mod
 from mtlstudy import model as model_mod
-from mtlstudy import batches, store, train
+from mtlstudy import batches, passes, store, train
 from mtlstudy import precision as precision_mod
 from mtlstudy.data import DataSource
 from mtlstudy.folder import RunFolder
@@ -181,20 +181,20 @@ def test_summed_multitask_loss_and_gradient(tiny_roberta_nodropout, micro, forwa
 
 def test_pass_chunks_cut_by_task_and_micro_batch():
     plan = [("a", np.array([0, 1, 2])), ("b", np.array([7, 8]))]
-    assert batches.pass_chunks(plan, None, per_task=False) == [[("a", 0), ("a", 1), ("a", 2), ("b", 7), ("b", 8)]]
-    assert batches.pass_chunks(plan, 2, per_task=False) == [[("a", 0), ("a", 1)], [("a", 2), ("b", 7)], [("b", 8)]]
-    assert batches.pass_chunks(plan, None, per_task=True) == [[("a", 0), ("a", 1), ("a", 2)], [("b", 7), ("b", 8)]]
-    assert batches.pass_chunks(plan, 2, per_task=True) == [[("a", 0), ("a", 1)], [("a", 2)], [("b", 7), ("b", 8)]]
-    assert batches.pass_chunks([("a", np.array([], dtype=int)), ("b", np.array([7]))], None, per_task=True) == [[("b", 7)]]
+    assert passes.pass_chunks(plan, None, per_task=False) == [[("a", 0), ("a", 1), ("a", 2), ("b", 7), ("b", 8)]]
+    assert passes.pass_chunks(plan, 2, per_task=False) == [[("a", 0), ("a", 1)], [("a", 2), ("b", 7)], [("b", 8)]]
+    assert passes.pass_chunks(plan, None, per_task=True) == [[("a", 0), ("a", 1), ("a", 2)], [("b", 7), ("b", 8)]]
+    assert passes.pass_chunks(plan, 2, per_task=True) == [[("a", 0), ("a", 1)], [("a", 2)], [("b", 7), ("b", 8)]]
+    assert passes.pass_chunks([("a", np.array([], dtype=int)), ("b", np.array([7]))], None, per_task=True) == [[("b", 7)]]
 
 
-def _cheapest_cut(lengths, passes, multiple):
+def _cheapest_cut(lengths, most, multiple):
     """Tokens of the best cut of the rows, sorted longest first, into at most `passes` runs: every cut tried."""
     import itertools
     width = -(-np.sort(lengths)[::-1] // multiple) * multiple
     n = len(width)
     return min(sum((b[i + 1] - b[i]) * width[b[i]] for i in range(len(b) - 1))
-               for j in range(1, min(passes, n) + 1) for cut in itertools.combinations(range(1, n), j - 1)
+               for j in range(1, min(most, n) + 1) for cut in itertools.combinations(range(1, n), j - 1)
                for b in [[0, *cut, n]])
 
 
@@ -202,22 +202,22 @@ def test_sorted_cut_computes_the_fewest_tokens_in_at_most_the_passes_allowed():
     rng = np.random.default_rng(0)
     for _ in range(150):
         lengths = rng.integers(1, 40, int(rng.integers(1, 9)))
-        passes, multiple = int(rng.integers(1, 5)), int(rng.choice([1, 8]))
-        parts = batches.sorted_cut(lengths, passes, multiple)
-        assert sorted(np.concatenate(parts).tolist()) == list(range(len(lengths))) and len(parts) <= passes
+        most, multiple = int(rng.integers(1, 5)), int(rng.choice([1, 8]))
+        parts = passes.sorted_cut(lengths, most, multiple)
+        assert sorted(np.concatenate(parts).tolist()) == list(range(len(lengths))) and len(parts) <= most
         tokens = sum(len(p) * -(-lengths[p].max() // multiple) * multiple for p in parts)
-        assert tokens == _cheapest_cut(lengths, passes, multiple)
-    assert len(batches.sorted_cut(np.array([5, 5, 5, 5]), 3)) == 1  # no pass that saves nothing
+        assert tokens == _cheapest_cut(lengths, most, multiple)
+    assert len(passes.sorted_cut(np.array([5, 5, 5, 5]), 3)) == 1  # no pass that saves nothing
 
 
 def test_pass_chunks_sorted_by_length_then_cut_by_micro_batch():
     plan = [("a", np.array([0, 1, 2])), ("b", np.array([7, 8]))]
     lengths = {"a": np.array([3, 30, 4]), "b": np.array([29, 5])}
-    assert batches.pass_chunks(plan, None, False, lengths, passes=2) == \
+    assert passes.pass_chunks(plan, None, False, lengths, passes=2) == \
         [[("a", 1), ("b", 7)], [("b", 8), ("a", 2), ("a", 0)]]
-    assert batches.pass_chunks(plan, 2, False, lengths, passes=2) == \
+    assert passes.pass_chunks(plan, 2, False, lengths, passes=2) == \
         [[("a", 1), ("b", 7)], [("b", 8), ("a", 2)], [("a", 0)]]
-    assert batches.pass_chunks(plan, None, True, lengths, passes=2) == \
+    assert passes.pass_chunks(plan, None, True, lengths, passes=2) == \
         [[("a", 1)], [("a", 2), ("a", 0)], [("b", 7)], [("b", 8)]]
 
 
