@@ -1,5 +1,5 @@
 """A run's data, ready for the loop: each trained task's examples read, tokenized, subsampled and
-its dev set split for selection; a step's rows cut into encoder passes, collated and merged.
+its dev set split for selection; a step's encoder passes (cut in passes.py) collated and merged.
 """
 from __future__ import annotations
 
@@ -74,37 +74,45 @@ def pad_multiple(device: torch.device) -> int:
     return 8 if device.type == "cuda" else 1
 
 
-def pass_chunks(batch_plan, micro: int | None, per_task: bool) -> list[list[tuple[str, int]]]:
-    """The batch's (task, row) pairs cut into encoder passes: all rows together, or each task's
-    rows apart; then into chunks of at most `micro` rows (gradient accumulation)."""
-    groups = [[(t, i) for i in ix] for t, ix in batch_plan] if per_task else \
-        [[(t, i) for t, ix in batch_plan for i in ix]]
-    return [rows[s:s + (micro or len(rows))] for rows in groups if rows
-            for s in range(0, len(rows), micro or len(rows))]
+def row_lengths(data: data_mod.Tokenized, indices: np.ndarray) -> np.ndarray:
+    """Token counts of the rows `indices`."""
+    return data.offsets[np.asarray(indices) + 1] - data.offsets[np.asarray(indices)]
 
 
 def merge(parts: list[tuple[str, dict]], pad_id: int, multiple: int = 1):
     """Concatenate per-task collated batches into one, padded to the longest (rounded up to a
-    multiple); rows per task."""
+    multiple): (batch, rows_of). The batch holds the inputs and, under "labels", each task's labels;
+    rows_of gives each task's rows, a contiguous range (a slice: indexing with it copies nothing)."""
     width = max(b["input_ids"].shape[1] for _, b in parts)
     width = -(-width // multiple) * multiple
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in parts[0][1]]
-    merged, rows_of, labels_of, start = {k: [] for k in keys}, {}, {}, 0
+    merged, rows_of, labels, start = {k: [] for k in keys}, {}, {}, 0
     for task, b in parts:
         n = b["input_ids"].shape[0]
         for k in keys:
             fill = pad_id if k == "input_ids" else 0
             merged[k].append(torch.nn.functional.pad(b[k], (0, width - b[k].shape[1]), value=fill))
-        rows_of[task] = torch.arange(start, start + n)
-        labels_of[task] = b["labels"]
+        rows_of[task] = slice(start, start + n)
+        labels[task] = b["labels"]
         start += n
-    return {k: torch.cat(v) for k, v in merged.items()}, rows_of, labels_of
+    return {**{k: torch.cat(v) for k, v in merged.items()}, "labels": labels}, rows_of
 
 
 def chunk_batch(tasks: dict[str, TaskData], chunk: list[tuple[str, int]], pad_id: int, multiple: int = 1):
-    """One encoder pass's inputs: its rows collated per task, merged; rows and labels per task."""
+    """One encoder pass's inputs and labels (`merge`), its rows collated per task; rows per task."""
     by_task: dict[str, list] = {}
     for t, i in chunk:
         by_task.setdefault(t, []).append(i)
     parts = [(t, data_mod.collate(tasks[t].train, np.array(ix), pad_id)) for t, ix in by_task.items()]
     return merge(parts, pad_id, multiple)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A collated batch (its labels included) on the device. On CUDA each tensor is pinned and copied
+    with non_blocking=True, so the host goes on queueing work while the copy runs: a copy from
+    pageable memory would make the host wait for the GPU at every step."""
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)

@@ -91,6 +91,8 @@ def cmd_plan(a):
     if not summary["exact"]:
         print("(an upper bound: a dynamic sampler's epochs after the first depend on dev scores; each counts at "
               "the most an epoch can hold)")
+    from .compute import token_line
+    print(token_line(st.runs, st.profile, st.user))
 
 
 def cmd_run(a):

@@ -191,7 +191,8 @@ class MultiTaskModel(nn.Module):
     def forward(self, batch, task: str) -> torch.Tensor:
         return self.task_heads[self.head_of[task]](self.features(batch))
 
-    def logits_by_task(self, features: torch.Tensor, rows_of: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def logits_by_task(self, features: torch.Tensor, rows_of: dict[str, slice]) -> dict[str, torch.Tensor]:
+        """Each task's head on its rows of the features (rows: a slice, or indices)."""
         return {t: self.task_heads[self.head_of[t]](features[rows]) for t, rows in rows_of.items()}
 
 

@@ -25,7 +25,8 @@ Method = Literal["single", "mtl", "mtl_all", "stilts"]
 # The TrainSettings fields that do not enter a run's id: where and how fast it runs, and what it
 # keeps on disk, not what it computes (every other field changes the result, so it is hashed).
 OUTSIDE_RUN_ID: frozenset[str] = frozenset({"device", "threads", "eval_batch_size", "keep_checkpoint", "compile",
-                                            "multitask_forward", "resume_every_seconds"})
+                                            "multitask_forward", "padding", "padding_passes",
+                                            "resume_every_seconds"})
 # TrainSettings fields added after runs were recorded, and the value a run recorded without the key
 # had: at that value the key stays out of the run id, and a stored spec without it reads as it.
 ADDED_LATER: dict[str, object] = {"max_grad_norm": None, "drop_last": False, "regression_targets": "raw",
@@ -94,6 +95,16 @@ class TrainSettings(BaseModel):
         "A multi-task batch's encoder passes: `merged`, one pass with every row padded to the batch's "
         "longest; `per_task`, one pass per task's rows, so short tasks are not padded to long ones. "
         "The summed loss and its gradient are the same; dropout masks are drawn per pass."))
+    # On the paper's random batches of 128, sorted_passes computes 1.07-1.11 tokens per real token
+    # instead of 2.4-3.6, and the CPU step ran 2x faster or more (BENCHMARKS.md, docs/gpu.md).
+    padding: Literal["batch", "sorted_passes"] = Field("batch", description=(
+        "How a batch's padding is computed (the batch, its examples and its loss do not change). `batch`: "
+        "every row of an encoder pass padded to the pass's longest (the released code's). `sorted_passes`: "
+        "the rows sorted by length and cut into at most `padding_passes` encoder passes, each padded to "
+        "its own longest, cut where the fewest tokens are computed. The gradient is the same; dropout "
+        "masks are drawn per pass."))
+    padding_passes: int = Field(8, gt=0, description="The most encoder passes `padding: sorted_passes` cuts a "
+                                "batch into.")
     selection: Literal["dev", "split_dev"] = Field("dev", description=(
         "`dev`: the best evaluation on dev is the score. `split_dev`: choose the evaluation on one "
         "half of dev, score it on the other."))

@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 
 from . import data as data_mod
 from . import metrics, sampling
-from .batches import TaskData, chunk_batch, load_task_examples, pad_multiple, pass_chunks, prepare_data
+from .batches import TaskData, chunk_batch, load_task_examples, pad_multiple, prepare_data, row_lengths, to_device
 from .checkpoints import BestWeights, Resume, load_encoder_from, resume_interval
 from .errors import TrainingError
 from .folder import RunFolder
 from .model import load_model, load_tokenizer, predictions, task_loss
+from .passes import pass_chunks
 from .precision import (allow_tf32, autocast, gpu_name, make_scaler, pick_device, run_autocast_dtype,
                         run_eval_autocast_dtype)
 from .spec import RunSpec, TrainSettings
@@ -238,17 +239,20 @@ def train_step(ctx: RunContext, batch_plan) -> torch.Tensor:
     losses are normalised by the full batch's per-task counts, so any cut gives the same gradient."""
     model, tasks, device, scaler = ctx.model, ctx.tasks, ctx.device, ctx.scaler
     counts = {t: len(ix) for t, ix in batch_plan}
-    total = torch.zeros((), dtype=loss_sum_dtype(device), device=device)
-    for chunk in pass_chunks(batch_plan, ctx.cfg.micro_batch_size, ctx.cfg.multitask_forward == "per_task"):
-        batch, rows_of, labels_of = chunk_batch(tasks, chunk, ctx.pad_id, ctx.pad_multiple)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    total, sum_dtype = None, loss_sum_dtype(device)
+    cfg = ctx.cfg
+    lengths = {t: row_lengths(tasks[t].train, ix) for t, ix in batch_plan} if cfg.padding == "sorted_passes" else None
+    for chunk in pass_chunks(batch_plan, cfg.micro_batch_size, cfg.multitask_forward == "per_task", lengths,
+                             cfg.padding_passes, ctx.pad_multiple):
+        batch, rows_of = chunk_batch(tasks, chunk, ctx.pad_id, ctx.pad_multiple)
+        batch = to_device(batch, device)  # the step's only host-to-device copy: pinned, non-blocking on CUDA
         with autocast(device, ctx.amp):
             feats = model.features(batch)
-            logits = model.logits_by_task(feats, {t: r.to(device) for t, r in rows_of.items()})
-        loss = sum(task_loss(tasks[t].task, logits[t], tasks[t].target(labels_of[t].to(device))) * (len(rows_of[t]) / counts[t])
-                   for t in logits)
+            logits = model.logits_by_task(feats, rows_of)
+        loss = sum(task_loss(tasks[t].task, logits[t], tasks[t].target(batch["labels"][t]))
+                   * ((rows_of[t].stop - rows_of[t].start) / counts[t]) for t in logits)
         (scaler.scale(loss) if scaler else loss).backward()
-        total += loss.detach()
+        total = loss.detach().to(sum_dtype) if total is None else total + loss.detach()
     if ctx.cfg.max_grad_norm is not None:
         if scaler:
             scaler.unscale_(ctx.optimizer)  # clip the true gradients, not the loss-scaled ones
@@ -275,8 +279,8 @@ def evaluate(ctx: RunContext, split: str, batch_size: int | None = None) -> dict
             preds = np.empty(len(d), dtype=np.float32 if td.task.is_regression else np.int64)
             for i in range(0, len(d), batch_size):
                 idx = order[i:i + batch_size]
-                batch = {k: v.to(device) for k, v in data_mod.collate(d, idx, ctx.pad_id, ctx.pad_multiple).items()
-                         if k != "labels"}
+                batch = to_device({k: v for k, v in data_mod.collate(d, idx, ctx.pad_id, ctx.pad_multiple).items()
+                                   if k != "labels"}, device)
                 with autocast(device, ctx.eval_amp):
                     preds[idx] = predictions(td.task, model(batch, name)).cpu().numpy()
             results[name] = metrics.compute(td.task.metric, td.prediction(preds), d.labels)

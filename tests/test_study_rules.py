@@ -120,7 +120,8 @@ OTHER_TRAIN = {
     "lr": 3e-5, "batch_size": 64, "micro_batch_size": 16, "epochs": 3, "max_length": 64, "weight_decay": 0.01,
     "warmup_ratio": 0.1, "max_grad_norm": 0.5, "regression_targets": "standardized", "evals_per_epoch": 4,
     "eval_batch_size": 64, "heads": "by_label_count", "pooling": "mean", "head_init": "hf", "lower_case": True,
-    "freeze_word_embeddings": True, "multitask_forward": "per_task", "selection": "split_dev", "sampler": "size",
+    "freeze_word_embeddings": True, "multitask_forward": "per_task", "padding": "sorted_passes",
+    "padding_passes": 4, "selection": "split_dev", "sampler": "size",
     "temperature": 3.0, "schedule": "partition", "epoch_length": "longest", "drop_last": True,
     "group_by_length": True, "precision": "bf16", "eval_precision": "bf16", "device": "cuda:1", "threads": 4,
     "compile": True, "resume_every_seconds": 60.0, "keep_checkpoint": "best",
@@ -140,6 +141,8 @@ def test_the_settings_outside_the_run_id_are_those_that_leave_the_result_alone()
     why = {"device": "where it runs", "threads": "how fast", "eval_batch_size": "how dev batches are cut",
            "keep_checkpoint": "what is kept on disk", "compile": "how fast (checked equal: test_train)",
            "multitask_forward": "how a batch's passes are cut (same loss and gradient)",
+           "padding": "how a batch's padding is computed (same loss and gradient: test_train)",
+           "padding_passes": "how many passes sorted_passes may cut (same loss and gradient)",
            "resume_every_seconds": "how often the resume state is written"}
     assert OUTSIDE_RUN_ID == set(why)
 

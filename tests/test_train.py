@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from mtlstudy import data as data_mod
 from mtlstudy import model as model_mod
-from mtlstudy import batches, store, train
+from mtlstudy import batches, passes, store, train
 from mtlstudy import precision as precision_mod
 from mtlstudy.data import DataSource
 from mtlstudy.folder import RunFolder
@@ -182,11 +182,82 @@ def test_summed_multitask_loss_and_gradient(tiny_roberta_nodropout, micro, forwa
 
 def test_pass_chunks_cut_by_task_and_micro_batch():
     plan = [("a", np.array([0, 1, 2])), ("b", np.array([7, 8]))]
-    assert batches.pass_chunks(plan, None, per_task=False) == [[("a", 0), ("a", 1), ("a", 2), ("b", 7), ("b", 8)]]
-    assert batches.pass_chunks(plan, 2, per_task=False) == [[("a", 0), ("a", 1)], [("a", 2), ("b", 7)], [("b", 8)]]
-    assert batches.pass_chunks(plan, None, per_task=True) == [[("a", 0), ("a", 1), ("a", 2)], [("b", 7), ("b", 8)]]
-    assert batches.pass_chunks(plan, 2, per_task=True) == [[("a", 0), ("a", 1)], [("a", 2)], [("b", 7), ("b", 8)]]
-    assert batches.pass_chunks([("a", np.array([], dtype=int)), ("b", np.array([7]))], None, per_task=True) == [[("b", 7)]]
+    assert passes.pass_chunks(plan, None, per_task=False) == [[("a", 0), ("a", 1), ("a", 2), ("b", 7), ("b", 8)]]
+    assert passes.pass_chunks(plan, 2, per_task=False) == [[("a", 0), ("a", 1)], [("a", 2), ("b", 7)], [("b", 8)]]
+    assert passes.pass_chunks(plan, None, per_task=True) == [[("a", 0), ("a", 1), ("a", 2)], [("b", 7), ("b", 8)]]
+    assert passes.pass_chunks(plan, 2, per_task=True) == [[("a", 0), ("a", 1)], [("a", 2)], [("b", 7), ("b", 8)]]
+    assert passes.pass_chunks([("a", np.array([], dtype=int)), ("b", np.array([7]))], None, per_task=True) == [[("b", 7)]]
+
+
+def _cheapest_cut(lengths, most, multiple):
+    """Tokens of the best cut of the rows, sorted longest first, into at most `passes` runs: every cut tried."""
+    import itertools
+    width = -(-np.sort(lengths)[::-1] // multiple) * multiple
+    n = len(width)
+    return min(sum((b[i + 1] - b[i]) * width[b[i]] for i in range(len(b) - 1))
+               for j in range(1, min(most, n) + 1) for cut in itertools.combinations(range(1, n), j - 1)
+               for b in [[0, *cut, n]])
+
+
+def test_sorted_cut_computes_the_fewest_tokens_in_at_most_the_passes_allowed():
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        lengths = rng.integers(1, 40, int(rng.integers(1, 9)))
+        most, multiple = int(rng.integers(1, 5)), int(rng.choice([1, 8]))
+        parts = passes.sorted_cut(lengths, most, multiple)
+        assert sorted(np.concatenate(parts).tolist()) == list(range(len(lengths))) and len(parts) <= most
+        tokens = sum(len(p) * -(-lengths[p].max() // multiple) * multiple for p in parts)
+        assert tokens == _cheapest_cut(lengths, most, multiple)
+    assert len(passes.sorted_cut(np.array([5, 5, 5, 5]), 3)) == 1  # no pass that saves nothing
+
+
+def test_pass_chunks_sorted_by_length_then_cut_by_micro_batch():
+    plan = [("a", np.array([0, 1, 2])), ("b", np.array([7, 8]))]
+    lengths = {"a": np.array([3, 30, 4]), "b": np.array([29, 5])}
+    assert passes.pass_chunks(plan, None, False, lengths, passes=2) == \
+        [[("a", 1), ("b", 7)], [("b", 8), ("a", 2), ("a", 0)]]
+    assert passes.pass_chunks(plan, 2, False, lengths, passes=2) == \
+        [[("a", 1), ("b", 7)], [("b", 8), ("a", 2)], [("a", 0)]]
+    assert passes.pass_chunks(plan, None, True, lengths, passes=2) == \
+        [[("a", 1)], [("a", 2), ("a", 0)], [("b", 7)], [("b", 8)]]
+
+
+@pytest.mark.parametrize("encoder", ["tiny_roberta", "tiny_bert"])
+@pytest.mark.parametrize("plan", [[("gen_nli", np.arange(0, 24, 2))],
+                                  [("gen_nli", np.array([0, 5, 9, 11, 40, 41, 60])), ("gen_sim", np.array([3, 4, 17, 20, 33]))]],
+                         ids=["one_task", "two_tasks_one_regression"])
+@pytest.mark.parametrize("padding, micro", [("sorted_passes", None), ("sorted_passes", 2)])
+def test_each_padding_mode_gives_the_padded_batchs_loss_and_gradient(request, encoder, plan, padding, micro):
+    """One step under each train.padding mode against the batch padded as one pass: the same loss
+    and the same gradient (SGD at lr 1: the update is the gradient), dropout off (eval mode), for a
+    RoBERTa- and a BERT-shaped encoder (pooler, token types). The mode computes fewer tokens."""
+    tasks_ = [t for t, _ in plan]
+    results = {}
+    for mode, m in (("batch", None), (padding, micro)):
+        spec, tok, tasks = _prepared(request.getfixturevalue(encoder), tasks_, padding=mode, micro_batch_size=m,
+                                     padding_passes=3)
+        torch.manual_seed(0)
+        model = model_mod.load_model(spec.model, [tasks[t].task for t in tasks]).eval()
+        before = copy.deepcopy(model.state_dict())
+        widths = []
+        features = model.features
+        model.features = lambda batch: (widths.append(batch["attention_mask"].numel()), features(batch))[1]
+        loss = train.train_step(context(model, tasks, tok, spec, torch.optim.SGD(model.parameters(), lr=1.0)), plan)
+        grads = {k: before[k] - v for k, v in model.state_dict().items()}
+        results[mode] = float(loss), grads, widths
+    (loss, grads, widths), (loss_m, grads_m, widths_m) = results["batch"], results[padding]
+    assert len(widths) == 1 and len(widths_m) > 1 and sum(widths_m) < widths[0]  # the test can tell the modes apart
+    assert loss_m == pytest.approx(loss, rel=1e-5)
+    assert any(g.abs().max() > 1e-3 for g in grads.values())
+    for k in grads:
+        assert torch.allclose(grads_m[k], grads[k], atol=1e-6, rtol=1e-4), k
+
+
+def test_padding_defaults_to_the_batch_and_leaves_run_ids_alone(tiny_roberta_nodropout):
+    spec = make_spec(tiny_roberta_nodropout, ("gen_nli", "gen_sim"))
+    assert spec.train.padding == "batch"  # earlier results stay as they were
+    other = make_spec(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), padding="sorted_passes", padding_passes=4)
+    assert other.run_id() == spec.run_id()  # the same gradient: not part of what a run is
 
 
 @pytest.mark.parametrize("forward, passes", [("merged", 1), ("per_task", 2)])
@@ -223,6 +294,55 @@ def test_multitask_forward_defaults_to_one_pass_and_leaves_run_ids_alone(tiny_ro
     assert spec.train.multitask_forward == "merged"  # the released code's; earlier results stay as they were
     per_task = make_spec(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), multitask_forward="per_task")
     assert per_task.run_id() == spec.run_id()  # the same gradient: not part of what a run is
+
+
+def _flat(batch: dict) -> list:
+    return [t for v in batch.values() for t in (_flat(v) if isinstance(v, dict) else [v])]
+
+
+def test_a_step_copies_only_its_batches_to_the_gpu_pinned_and_non_blocking(tiny_roberta_nodropout, monkeypatch):
+    """Every host-to-device copy of a training step (in micro-batches, two tasks, one a regression)
+    is recorded: there is one per tensor of each collated pass (inputs and labels) and no other (a
+    task's rows are a slice, no index tensor), each pinned first and copied with non_blocking=True: a
+    copy from pageable memory would make every step wait for the GPU. The device is CUDA with
+    Tensor.to and pin_memory mocked: the tensors stay on the CPU, and a copy to the device is a call
+    that names CUDA (calls that name the CPU are the CPU tensors' own, on a GPU device-to-device)."""
+    spec, tok, tasks = _prepared(tiny_roberta_nodropout, ("gen_nli", "gen_sim"), micro_batch_size=3,
+                                 max_grad_norm=1.0)
+    model = model_mod.load_model(spec.model, [tasks[t].task for t in tasks])
+    ctx = context(model, tasks, tok, spec, torch.optim.SGD(model.parameters(), lr=0.1), device="cuda")
+    collated, pinned, copies, keep = [], {}, [], []
+    chunk_batch, real_to, real_pin = train.chunk_batch, torch.Tensor.to, torch.Tensor.pin_memory
+
+    def recording_chunk_batch(*a, **k):
+        batch, rows_of = chunk_batch(*a, **k)
+        collated.extend(id(t) for t in _flat(batch))
+        keep.append(batch)
+        return batch, rows_of
+
+    def pin_memory(self, *a, **k):
+        out = self.clone()
+        pinned[id(out)] = id(self)
+        keep.append(out)
+        return out
+
+    def to(self, *a, **k):
+        target, dtype, non_blocking, _ = torch._C._nn._parse_to(*a, **k)
+        if target is None or target.type != "cuda":  # on a GPU: a change of dtype, or on the device already
+            return real_to(self, *a, **k)
+        copies.append((pinned.get(id(self), id(self)), id(self) in pinned, non_blocking))
+        return real_to(self, torch.device("cpu"), dtype)
+
+    monkeypatch.setattr(train, "chunk_batch", recording_chunk_batch)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: copies.append(("cuda()", False, False)))
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+    loss = train.train_step(ctx, [("gen_nli", np.array([0, 5, 9, 11])), ("gen_sim", np.array([3, 4, 17]))])
+    monkeypatch.undo()
+    assert torch.isfinite(loss)
+    assert len(collated) == 2 * 3 + 4  # passes of 3, 3 and 1 rows: two inputs each, labels of 1, 2 and 1 tasks
+    assert sorted(source for source, _, _ in copies) == sorted(collated)
+    assert all(was_pinned and non_blocking for _, was_pinned, non_blocking in copies)
 
 
 def test_max_grad_norm_scales_the_update_to_that_norm(tiny_roberta_nodropout):
