@@ -79,7 +79,7 @@ def settings(smoke: bool, concurrency: list[int]) -> dict:
                     shape=SMOKE_SHAPE, compile_backend="eager", threads=1, set=["train.batch_size=16"],
                     study_timeout=900)
     return dict(device="cuda", eval_batch_size=256, warmup=8, steps=40, concurrency=concurrency,
-                shape={}, compile_backend="inductor", threads=None, set=[], study_timeout=300)
+                shape={}, compile_backend="inductor", threads=None, set=[], study_timeout=420)
 
 
 # ---- 1. the machine ---------------------------------------------------------------------------
@@ -608,10 +608,9 @@ def check(a) -> int:
     only = set(a.only or SECTIONS)
     out = Path(a.out)
     log = lambda *x: print(*x, flush=True)  # noqa: E731
+    model = "tiny RoBERTa (smoke)" if a.smoke else "DistilRoBERTa-shaped encoder, random weights"
     report = Report(out, {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "smoke": a.smoke,
-                          "settings": cfg, "modes": MODES,
-                          "model": "tiny RoBERTa (smoke)" if a.smoke else "DistilRoBERTa-shaped encoder, random weights"},
-                    log)
+                          "settings": cfg, "modes": MODES, "model": model}, log)
     report.write()
     run = lambda name, measure, *needs: report.section(name, measure, *needs) if name in only else None  # noqa: E731
 
