@@ -38,9 +38,10 @@ test-fast: setup
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.cpu_bench
 
-# On a machine with a CUDA GPU: throughput and MFU of the `paper` settings at 1, 2 and 4 runs per GPU, with
-# and without torch.compile, and a shrunk `paper` study end to end; writes outputs/gpu_check/gpu_check.{json,md}.
-# `python benchmarks/gpu_check.py --smoke` checks it on CPU.
+# On a machine with a CUDA GPU (about 10 minutes): the GPU, the `paper` runs' own batches through our step at
+# 1, 2 and 4 runs per GPU with and without torch.compile (step time, tokens/s, MFU, `paper` in GPU-hours), memory,
+# syncs a step, a kill-and-resume and a shrunk `paper` study; writes outputs/gpu_check/gpu_check.{json,md} after
+# every section. `python benchmarks/gpu_check.py --smoke` checks it on CPU.
 gpu-check: setup
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-0} $(BIN)/python benchmarks/gpu_check.py
 

@@ -8,6 +8,7 @@ time and by a peak: the measured throughput of one dense torch.matmul, or a GPU'
 """
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -15,10 +16,26 @@ import torch
 
 MATMUL_N = 2048
 
-# Dense bf16 tensor-core peaks (FLOP/s, no sparsity) from NVIDIA's datasheets, by a substring of
-# torch.cuda.get_device_name(); the first that matches counts. Cards not listed get no datasheet MFU.
-GPU_BF16_PEAK = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12),
-                 ("L40S", 362e12), ("L4", 121e12), ("A10", 125e12)]
+# Dense tensor-core peaks (FLOP/s, no sparsity) from NVIDIA's datasheets, in the dtype a run
+# computes in: bf16 on compute capability 8 and later, fp16 before (V100, T4 have no bf16 peak).
+# Keys are matched as whole names in torch.cuda.get_device_name() ("NVIDIA L40" is not an "L4",
+# "NVIDIA A10G" not an "A10"), longest first ("NVIDIA H100 NVL" is not the SXM "H100"). Cards
+# not listed (the A10G among them: its tensor peak is not in a datasheet) get no datasheet MFU.
+GPU_PEAKS = {
+    "H200 NVL": {"bfloat16": 835e12, "float16": 835e12},
+    "H200": {"bfloat16": 989e12, "float16": 989e12},            # SXM
+    "H100 NVL": {"bfloat16": 835e12, "float16": 835e12},
+    "H100 PCIe": {"bfloat16": 756e12, "float16": 756e12},
+    "H100": {"bfloat16": 989e12, "float16": 989e12},            # SXM ("NVIDIA H100 80GB HBM3")
+    "A100": {"bfloat16": 312e12, "float16": 312e12},
+    "L40S": {"bfloat16": 362e12, "float16": 362e12},
+    "L40": {"bfloat16": 181e12, "float16": 181e12},
+    "L4": {"bfloat16": 121e12, "float16": 121e12},
+    "A10": {"bfloat16": 125e12, "float16": 125e12},
+    "V100-PCIE": {"float16": 112e12},
+    "V100": {"float16": 125e12},                                # SXM2
+    "T4": {"float16": 65e12},
+}
 
 
 def flop_model(encoder_model) -> dict:
@@ -54,6 +71,11 @@ def matmul_flops_per_s(n: int = MATMUL_N, reps: int = 4, device: str = "cpu", dt
     return 2 * n ** 3 / best
 
 
-def datasheet_peak(device_name: str) -> float | None:
-    """The card's dense bf16 peak (FLOP/s), or None for a card not in GPU_BF16_PEAK."""
-    return next((peak for key, peak in GPU_BF16_PEAK if key in device_name), None)
+def datasheet_peak(device_name: str, dtype="bfloat16") -> float | None:
+    """The card's dense tensor-core peak (FLOP/s) in `dtype` (a torch dtype or its name), or None
+    for a card not in GPU_PEAKS or without a peak in that dtype. Names match whole, longest first."""
+    dtype = str(dtype).replace("torch.", "")
+    for key in sorted(GPU_PEAKS, key=len, reverse=True):
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])", device_name, re.IGNORECASE):
+            return GPU_PEAKS[key].get(dtype)
+    return None

@@ -1,23 +1,37 @@
 #!/usr/bin/env python
-"""`make gpu-check`: one command that measures a GPU for the `paper` study.
+"""`make gpu-check`: the one command to run the first time a GPU is at hand, for the `paper` study.
 
-    python benchmarks/gpu_check.py            # on a machine with a CUDA GPU (a few minutes)
+    python benchmarks/gpu_check.py            # on a machine with a CUDA GPU (under 10 minutes on one H100)
     python benchmarks/gpu_check.py --smoke    # anywhere, on CPU, tiny sizes: checks the script, not a GPU
 
-It writes outputs/gpu_check/gpu_check.json (everything) and gpu_check.md (a table for BENCHMARKS.md):
-  1. the machine: GPU, driver, torch, CUDA, transformers;
-  2. training throughput and MFU at the `paper` settings (a DistilRoBERTa-shaped encoder with
-     random weights built from its config, no download; batch 128, clip 1.0, bf16 autocast, fused
-     AdamW; MNLI-like length-grouped batches) with 1, 2 and 4 runs at once on the one GPU, each
-     its own process, without and with torch.compile; and the GPU-hours of the whole `paper`
-     study's training that each setting implies (its example-passes, from `mtlstudy plan paper`,
-     over the examples/s of all the runs together);
-  3. a shrunk `paper` study end to end through the command line and the local executor (two
-     generated tasks, or --glue-dir's RTE and MRPC; one seed, one short epoch, notebooks on),
-     with its report.
-The measuring model and step are benchmarks/gpu_throughput.py's (Bench); the FLOPs formula is
-benchmarks/flops.py's. With --smoke everything is shrunk (a 2-layer encoder, batch 8, a few
-steps, eager torch.compile) so that the test suite runs it in seconds on CPU.
+It writes outputs/gpu_check/gpu_check.json (everything) and gpu_check.md (for BENCHMARKS.md) again
+after each section, as it is measured: a section that fails (an Inductor compile without a C
+compiler, a measuring process not ready in time, a command past its time limit) is recorded with
+its one-line reason and the rest still run; a check killed half-way leaves the sections it
+finished. The sections, in order (`--only` picks some):
+  machine        what the GPU is: name, memory, compute capability, driver, torch, CUDA, cuDNN;
+  paper_plan     the `paper` study's runs and training example-passes (`mtlstudy plan paper`);
+  study_batches  a random sample of the training batches the `paper` runs themselves make
+                 (gpu_throughput.StudyBatches: each run's own epoch plan, random ungrouped batches
+                 of 128 as `group_by_length: false` makes them, over lengths drawn from each task's
+                 GLUE length distribution), with their padding;
+  peaks          a matmul measured in the dtype the runs compute in (bf16 from compute capability 8,
+                 fp16 before), and the card's datasheet peak in that dtype;
+  memory         peak GPU memory of a step at the largest batch (128 rows of 128 tokens);
+  sync           whether a training step makes the host wait for the GPU
+                 (torch.cuda.set_sync_debug_mode), and where;
+  throughput     those sampled batches through mtlstudy's own step (a DistilRoBERTa-shaped encoder,
+                 random weights, no download) with 1, 2 and 4 runs at once on the GPU, each its own
+                 process, without and with torch.compile: step time, examples/s, tokens/s, MFU,
+                 and the `paper` study's training in GPU-hours (gpu_throughput.training_estimate:
+                 all of its batches at the measured time of the sampled ones);
+  resume         a run killed after its first resume checkpoint and run again, against the same
+                 run uninterrupted: does it resume, and is its record bit-identical;
+  study          a shrunk `paper` study end to end through the command line and the local
+                 executor (two generated tasks, or --glue-dir's RTE and MRPC), with its report.
+Each throughput, memory and sync measurement is made for each entry of MODES, the training
+settings it times as `--set` changes over the `paper` profile. With --smoke everything is shrunk
+(a 2-layer encoder, batch 16, a few steps, eager torch.compile) so the test suite runs it on CPU.
 """
 from __future__ import annotations
 
@@ -28,6 +42,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -38,9 +53,15 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-PAPER_STUDY_RUNS = 600
 SMOKE_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 SMOKE_VOCAB = 400
+SECTIONS = ("machine", "paper_plan", "study_batches", "peaks", "memory", "sync", "throughput", "resume", "study")
+
+# The training settings each throughput, memory and sync measurement is made with: a name and
+# `--set` changes over the `paper` profile. The profile's own settings first; to compare another
+# setting of a step (a padding mode, say), add an entry, e.g. {"name": "unpadded", "set":
+# ["train.padding=unpadded"]}: the batches are made and the step run with it, nothing else changes.
+MODES = [{"name": "paper", "set": []}]
 
 
 class CheckError(Exception):
@@ -50,12 +71,15 @@ class CheckError(Exception):
 # ---- settings ---------------------------------------------------------------------------------
 
 def settings(smoke: bool, concurrency: list[int]) -> dict:
-    """Sizes of each measurement: the paper's on a GPU, tiny ones in smoke mode."""
+    """Sizes of each measurement: the paper's on a GPU, tiny ones in smoke mode. `set`: changes
+    over the `paper` profile that every mode gets (smoke: batch 16, the least that holds one row of
+    each of the 9 tasks an MTL-All batch trains)."""
     if smoke:
-        return dict(device="cpu", batch_size=8, eval_batch_size=8, warmup=1, steps=2, concurrency=concurrency,
-                    shape=SMOKE_SHAPE, compile_backend="eager", threads=1)
-    return dict(device="cuda", batch_size=128, eval_batch_size=256, warmup=8, steps=30, concurrency=concurrency,
-                shape={}, compile_backend="inductor", threads=None)
+        return dict(device="cpu", eval_batch_size=8, warmup=1, steps=2, concurrency=concurrency,
+                    shape=SMOKE_SHAPE, compile_backend="eager", threads=1, set=["train.batch_size=16"],
+                    study_timeout=900)
+    return dict(device="cuda", eval_batch_size=256, warmup=8, steps=40, concurrency=concurrency,
+                shape={}, compile_backend="inductor", threads=None, set=[], study_timeout=420)
 
 
 # ---- 1. the machine ---------------------------------------------------------------------------
@@ -89,22 +113,97 @@ def require_gpu():
                          f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}; --smoke checks the script on CPU")
 
 
-# ---- 2. throughput with 1, 2, 4 runs on one GPU -------------------------------------------------
+# ---- the batches, the dtype and the peaks ------------------------------------------------------
 
-def _batches(rng, n_batches: int, batch: int) -> list[np.ndarray]:
-    """Length-grouped batches of MNLI-like lengths, as a run's epoch makes them."""
-    from mtlstudy import sampling
+def mode_batches(cfg: dict, mode: dict):
+    """The `paper` study's training batches under `mode` (gpu_throughput.StudyBatches): a sample of
+    warm-up plus timed steps, drawn from the whole study."""
+    from benchmarks.gpu_throughput import study_batches
 
-    from benchmarks.gpu_throughput import sample_lengths
-
-    lengths = sample_lengths("mnli", "train", batch * max(50, n_batches), rng)
-    order = sampling.single_task_epoch(len(lengths), batch, rng, lengths)
-    return [lengths[ix] for ix in order[:n_batches]]
+    return study_batches("paper", cfg["warmup"] + cfg["steps"], [*cfg["set"], *mode["set"]])
 
 
-def _worker(rank: int, cfg: dict, compiled: bool, commands, results):
-    """One run's process: builds the model once, warms up (and compiles), then times `steps` steps
-    each time the parent asks, starting at the wall-clock time it is given."""
+def describe_batches(study) -> dict:
+    sample = study.sample
+    rows = [sum(len(x) for _, x in b) for b in sample]
+    tasks = [len(b) for b in sample]
+    return {"runs": study.runs, "total_batches": study.total_batches, "example_passes": study.example_passes,
+            "batch_size": study.train.batch_size, "group_by_length": study.train.group_by_length,
+            "schedule": study.train.schedule, "precision": study.train.precision, "sampled": len(sample),
+            "mean_rows": float(np.mean(rows)), "mean_tasks_a_batch": float(np.mean(tasks)),
+            **study.padding(8)}
+
+
+def compute_dtype(precision_setting: str, device: str):
+    """The autocast dtype the runs train in on this device (None: fp32), as precision.autocast_dtype
+    gives it: bf16 on a GPU of compute capability 8 or later, fp16 on an older one."""
+    import torch
+
+    from mtlstudy.precision import autocast_dtype
+
+    return autocast_dtype(precision_setting, torch.device(device))
+
+
+def dtype_name(dtype) -> str:
+    return "fp32" if dtype is None else {"bfloat16": "bf16", "float16": "fp16"}[str(dtype).replace("torch.", "")]
+
+
+def peaks(device: str, gpu_name: str | None, dtype) -> dict:
+    """The two peaks MFU is taken against, in the dtype the steps compute in: a matmul measured
+    here, and the card's datasheet peak (None for a card not in benchmarks/flops.GPU_PEAKS)."""
+    import torch
+
+    from benchmarks.flops import datasheet_peak, matmul_flops_per_s
+
+    dtype = dtype or torch.float32
+    n = 8192 if device == "cuda" else 512
+    peak = datasheet_peak(gpu_name, dtype) if gpu_name else None
+    return {"dtype": dtype_name(dtype if dtype != torch.float32 else None),
+            "matmul_tflops": matmul_flops_per_s(n, device=device, dtype=dtype) / 1e12, "matmul_n": n,
+            "datasheet_tflops": peak / 1e12 if peak else None}
+
+
+def main_bench(cfg: dict, study):
+    """A Bench in this process (memory and sync checks) for the study's settings and tasks."""
+    from benchmarks.gpu_throughput import Bench
+
+    tasks = sorted({t for b in study.sample for t, _ in b})
+    return Bench(cfg["device"], study.train.batch_size, cfg["eval_batch_size"], False, shape=cfg["shape"],
+                 train=study.train, tasks=tasks, log=lambda *a: None)
+
+
+def largest_batch(study) -> list:
+    """The largest batch a run can make: batch_size rows at max_length, of the sample's first task."""
+    from benchmarks.gpu_throughput import MAX_LENGTH
+
+    task = study.sample[0][0][0]
+    return [(task, np.full(study.train.batch_size, min(study.train.max_length, MAX_LENGTH)))]
+
+
+def memory(cfg: dict, study) -> dict:
+    bench = main_bench(cfg, study)
+    bench.train_steps(study.sample[:1])
+    gib = bench.peak_memory_gib(largest_batch(study))
+    return {"largest_batch": f"{study.train.batch_size} rows x {largest_batch(study)[0][1][0]} tokens",
+            "peak_memory_gib": gib}
+
+
+def sync(cfg: dict, study) -> dict:
+    """The host-device syncs of one step (after two warm-up steps), from set_sync_debug_mode."""
+    if cfg["device"] != "cuda":
+        return {"syncs_a_step": None, "where": [], "note": "not checked on a CPU (nothing to wait for)"}
+    bench = main_bench(cfg, study)
+    bench.train_steps(study.sample[:2])
+    where = bench.step_syncs(study.sample[2 % len(study.sample)])
+    return {"syncs_a_step": len(where), "where": sorted(set(where))}
+
+
+# ---- throughput with 1, 2, 4 runs on one GPU ------------------------------------------------------
+
+def _worker(rank: int, cfg: dict, sample: list, train, compiled: bool, commands, results):
+    """One run's process: builds the model once, warms up (and compiles) on the warm-up batches,
+    then times the timed batches (rotated by rank) each time the parent asks, starting at the
+    wall-clock time it is given."""
     import torch
 
     from benchmarks.flops import train_flops
@@ -113,34 +212,42 @@ def _worker(rank: int, cfg: dict, compiled: bool, commands, results):
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     backend = cfg["compile_backend"] if compiled else None
-    bench = Bench(cfg["device"], cfg["batch_size"], cfg["eval_batch_size"], compile_=backend or False,
-                  shape=cfg["shape"], log=lambda *a: None)
-    rng = np.random.default_rng(rank)
+    tasks = sorted({t for b in sample for t, _ in b})
+    bench = Bench(cfg["device"], train.batch_size, cfg["eval_batch_size"], compile_=backend or False,
+                  shape=cfg["shape"], train=train, tasks=tasks, log=lambda *a: None)
+    warm, timed = sample[:cfg["warmup"]], sample[cfg["warmup"]:]
+    k = rank % len(timed)
+    timed = timed[k:] + timed[:k]
     t = time.perf_counter()
-    bench.train_steps(_batches(rng, cfg["warmup"], cfg["batch_size"]))
+    bench.train_steps(warm)
     results.put(("ready", rank, time.perf_counter() - t))
+    lengths = [np.concatenate([x for _, x in b]) for b in timed]
     while (start_at := commands.get()) is not None:
-        batches = _batches(rng, cfg["steps"], cfg["batch_size"])
         if bench.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         time.sleep(max(0.0, start_at - time.time()))
         t0 = time.time()
-        bench.train_steps(batches)
+        bench.train_steps(timed)
         t1 = time.time()
         mem = torch.cuda.max_memory_allocated() if bench.device.type == "cuda" else 0
-        results.put(("done", rank, {"t0": t0, "t1": t1, "examples": int(sum(len(b) for b in batches)),
-                                    "flops": float(sum(train_flops(b, bench.flops) for b in batches)),
+        results.put(("done", rank, {"t0": t0, "t1": t1, "steps": len(timed),
+                                    "examples": int(sum(len(x) for x in lengths)),
+                                    "tokens": int(sum(x.sum() for x in lengths)),
+                                    "flops": float(sum(train_flops(x, bench.flops) for x in lengths)),
                                     "peak_memory_gib": mem / 2 ** 30}))
 
 
-def throughput(cfg: dict, compiled: bool, log) -> list[dict]:
-    """One row per number of concurrent runs: the examples/s of all runs together and per run."""
+def throughput(cfg: dict, study, mode: str, compiled: bool, pk: dict | None, log) -> list[dict]:
+    """One row per number of concurrent runs: step time, examples/s and tokens/s of all runs
+    together, MFU, and the `paper` study's training in GPU-hours at that rate."""
+    from benchmarks.gpu_throughput import training_estimate
+
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
     n_max = max(cfg["concurrency"])
     results = ctx.Queue()
     queues = [ctx.Queue() for _ in range(n_max)]
-    procs = [ctx.Process(target=_worker, args=(r, cfg, compiled, queues[r], results), daemon=True)
-             for r in range(n_max)]
+    procs = [ctx.Process(target=_worker, args=(r, cfg, study.sample, study.train, compiled, queues[r], results),
+                         daemon=True) for r in range(n_max)]
     for p in procs:
         p.start()
     try:
@@ -154,14 +261,23 @@ def throughput(cfg: dict, compiled: bool, log) -> list[dict]:
                 q.put(start_at)
             done = [_get(results, procs, "done")[2] for _ in range(n)]
             wall = max(d["t1"] for d in done) - min(d["t0"] for d in done)
-            rows.append({"runs": n, "compile": compiled, "seconds": wall,
-                         "examples_per_s": sum(d["examples"] for d in done) / wall,
-                         "per_run_examples_per_s": [d["examples"] / (d["t1"] - d["t0"]) for d in done],
-                         "model_flops_per_s": sum(d["flops"] for d in done) / wall,
-                         "peak_memory_gib": max(d["peak_memory_gib"] for d in done),
-                         "warmup_s": max(r[2] for r in ready)})
-            log(f"  {n} run(s) at once{', compiled' if compiled else ''}: {rows[-1]['examples_per_s']:.1f} ex/s "
-                f"in all, {rows[-1]['model_flops_per_s'] / 1e12:.3f} TFLOP/s")
+            steps = sum(d["steps"] for d in done)
+            flops = sum(d["flops"] for d in done) / wall
+            row = {"mode": mode, "runs": n, "compile": compiled, "seconds": wall,
+                   "step_s": float(np.mean([(d["t1"] - d["t0"]) / d["steps"] for d in done])),
+                   "examples_per_s": sum(d["examples"] for d in done) / wall,
+                   "tokens_per_s": sum(d["tokens"] for d in done) / wall,
+                   "per_run_examples_per_s": [d["examples"] / (d["t1"] - d["t0"]) for d in done],
+                   "model_flops_per_s": flops,
+                   "mfu_of_matmul": flops / 1e12 / pk["matmul_tflops"] if pk else None,
+                   "mfu": flops / 1e12 / pk["datasheet_tflops"] if pk and pk["datasheet_tflops"] else None,
+                   "peak_memory_gib": max(d["peak_memory_gib"] for d in done),
+                   "warmup_s": max(r[2] for r in ready),
+                   "paper_training_gpu_hours": training_estimate(study, wall / steps)["train_gpu_hours"]}
+            rows.append(row)
+            log(f"  {n} run(s) at once{', compiled' if compiled else ''}: {row['step_s'] * 1e3:.1f} ms a step, "
+                f"{row['examples_per_s']:.1f} ex/s in all, {row['tokens_per_s']:.0f} tokens/s, "
+                f"{flops / 1e12:.3f} TFLOP/s; `paper` training {row['paper_training_gpu_hours']:.1f} GPU-hours")
         return rows
     finally:
         for q in queues:
@@ -188,44 +304,26 @@ def _get(results, procs, kind: str, timeout: float = 600):
     raise RuntimeError(f"no '{kind}' from the measuring processes in {timeout:.0f} s")
 
 
-def peaks(cfg: dict, gpu_name: str | None) -> dict:
-    """The two peaks MFU is taken against: a bf16 matmul measured here, and the datasheet's."""
-    import torch
-
-    from benchmarks.flops import datasheet_peak, matmul_flops_per_s
-
-    dtype = torch.bfloat16 if cfg["device"] == "cuda" else torch.float32  # the dtype the steps compute in
-    n = 8192 if cfg["device"] == "cuda" else 512
-    peak = datasheet_peak(gpu_name) if gpu_name else None
-    return {"matmul_tflops": matmul_flops_per_s(n, device=cfg["device"], dtype=dtype) / 1e12,
-            "matmul_dtype": str(dtype).replace("torch.", ""), "matmul_n": n,
-            "datasheet_bf16_tflops": peak / 1e12 if peak else None}
-
-
 def paper_plan() -> dict:
     """Runs and training example-passes of the `paper` study, as `mtlstudy plan paper` prints them."""
-    out = _cli("plan", "paper", "--quiet")
+    out = _cli("plan", "paper", "--quiet", timeout=300)
     runs = re.search(r"runs: (\d+)", out.stdout)
     passes = re.search(r"training example-passes: (?:at most )?([\d,]+)", out.stdout)
     if out.returncode != 0 or not runs or not passes:
-        raise RuntimeError(f"`mtlstudy plan paper` gave no run count or example-passes:\n{out.stdout}{out.stderr}")
+        raise RuntimeError(f"`mtlstudy plan paper` gave no run count or example-passes: {out.stderr.strip()[-300:]}")
     return {"runs": int(runs.group(1)), "example_passes": int(passes.group(1).replace(",", "")),
             "upper_bound": "at most" in out.stdout}
 
 
-def add_mfu(rows: list[dict], pk: dict, plan: dict):
-    for r in rows:
-        r["mfu_of_matmul"] = r["model_flops_per_s"] / 1e12 / pk["matmul_tflops"]
-        r["mfu"] = r["model_flops_per_s"] / 1e12 / pk["datasheet_bf16_tflops"] if pk["datasheet_bf16_tflops"] else None
-        r["paper_training_gpu_hours"] = plan["example_passes"] / r["examples_per_s"] / 3600
+# ---- a shrunk `paper` study, and a killed run resumed ---------------------------------------------
 
-
-# ---- 3. a shrunk `paper` study ------------------------------------------------------------------
-
-def _cli(*args, timeout: float = 1800) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+def _cli(*args, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mtlstudy.cli", *args], capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=timeout)
+                          cwd=REPO, env=_cli_env(), timeout=timeout)
+
+
+def _cli_env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
 def random_encoder(folder: Path, shape: dict, vocab: int) -> Path:
@@ -240,6 +338,8 @@ def random_encoder(folder: Path, shape: dict, vocab: int) -> Path:
 
     from benchmarks.gpu_throughput import DISTILROBERTA
 
+    if (folder / "config.json").exists():
+        return folder
     texts = []
     for task in ("gen_nli", "gen_para", "gen_sim", "gen_sent"):
         a, b, _ = generated.generate(task, "train", 300, seed=0)
@@ -275,6 +375,10 @@ def study_model(out: Path, smoke: bool) -> tuple[str, str]:
     return str(folder), kind
 
 
+def _sets(items: list[str]) -> list[str]:
+    return [x for s in items for x in ("--set", s)]
+
+
 def study_overrides(model: str, out: Path, smoke: bool, glue_dir: str | None) -> list[str]:
     if glue_dir:
         tasks = ["rte", "mrpc"]
@@ -290,15 +394,17 @@ def study_overrides(model: str, out: Path, smoke: bool, glue_dir: str | None) ->
     if smoke:
         sets += ["methods=[single, mtl]", "mtl_all_samplers=[size]", "train.batch_size=8", "train.max_length=32",
                  "train.device=cpu", "train.threads=1", "workers=2"]
-    return [x for s in sets for x in ("--set", s)]
+    else:
+        sets += ["train.device=cuda"]  # a GPU that is not usable fails the study, never a CPU run
+    return _sets(sets)
 
 
-def shrunk_study(out: Path, smoke: bool, glue_dir: str | None, log) -> dict:
+def shrunk_study(out: Path, smoke: bool, glue_dir: str | None, timeout: float, log) -> dict:
     model, kind = study_model(out, smoke)
     args = ["run", "paper", *study_overrides(model, out, smoke, glue_dir), "--report"]
     log(f"  mtlstudy {' '.join(args)}")
     t = time.time()
-    res = _cli(*args)
+    res = _cli(*args, timeout=timeout)
     seconds = time.time() - t
     text = res.stdout
     counts = re.search(r"^study paper: (.*)$", text, re.M)
@@ -319,46 +425,164 @@ def shrunk_study(out: Path, smoke: bool, glue_dir: str | None, log) -> dict:
     if report and Path(report.group(1)).exists():
         study["report"] = report.group(1)
     log(f"  exit {res.returncode} in {seconds:.0f} s: {study['counts']}; report {study['report']}")
+    if res.returncode != 0:
+        raise RuntimeError(f"the shrunk study exited {res.returncode}: "
+                           f"{(res.stderr.strip().splitlines() or ['no output'])[-1][:300]}")
     return study
+
+
+def resume_check(out: Path, smoke: bool, timeout: float, log) -> dict:
+    """One run trained twice: uninterrupted, and killed (SIGKILL, its whole process group) just
+    after its first resume checkpoint, then run again. Resumed bit-compatibly when the second
+    run's record (every evaluation's loss and scores, each task's best step) is the first's."""
+    model, _ = study_model(out, smoke)
+    size = 96 if smoke else 2048
+    base = [f"model={model}", "tasks=[gen_sent]", "methods=[single]", "seeds=[42]", "notebooks=false", "workers=1",
+            f"data.generated_sizes={{gen_sent: {size}}}", "data.generated_dev_size=64", "train.epochs=3",
+            "train.evals_per_epoch=2", "train.resume_every_seconds=0", f"train.batch_size={8 if smoke else 32}",
+            "train.max_length=32", f"train.device={'cpu' if smoke else 'cuda'}",
+            *(["train.threads=1"] if smoke else [])]
+    records, killed = {}, False
+    for name in ("uninterrupted", "killed"):
+        study_dir = out / "resume" / name
+        shutil.rmtree(study_dir, ignore_errors=True)
+        args = ["run", "paper", *_sets([*base, f"output_dir={out / 'resume'}", f"name={name}"])]
+        if name == "killed":
+            proc = subprocess.Popen([sys.executable, "-m", "mtlstudy.cli", *args], cwd=REPO, env=_cli_env(),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            deadline = time.time() + timeout
+            while time.time() < deadline and proc.poll() is None and not list(study_dir.glob("runs/*/resume")):
+                time.sleep(0.02)
+            killed = proc.poll() is None
+            if killed:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed = killed and not list(study_dir.glob("runs/*/result.json"))
+        res = _cli(*args, timeout=timeout)
+        if res.returncode != 0:
+            raise RuntimeError(f"the {name} run exited {res.returncode}: "
+                               f"{(res.stderr.strip().splitlines() or ['no output'])[-1][:300]}")
+        (record,) = study_dir.glob("runs/*/result.json")
+        records[name] = json.loads(record.read_text())
+    log_text = next((out / "resume" / "killed").glob("runs/*/log.txt")).read_text()
+    a, b = records["uninterrupted"], records["killed"]
+
+    def trace(r):
+        return [(h["step"], h["train_loss"], h["scores"]) for h in r["history"]], r["best"]
+
+    losses = [(x["train_loss"], y["train_loss"]) for x, y in zip(a["history"], b["history"])]
+    result = {"killed_mid_run": killed, "resumed": "resuming from" in log_text,
+              "bit_identical": trace(a) == trace(b), "steps": a["total_steps"],
+              "max_loss_difference": max((abs(x - y) for x, y in losses), default=None), "device": a["device"]}
+    log(f"  killed mid-run: {killed}; resumed: {result['resumed']}; bit-identical record: {result['bit_identical']} "
+        f"(largest loss difference {result['max_loss_difference']})")
+    return result
 
 
 # ---- the files ----------------------------------------------------------------------------------
 
+class Report:
+    """gpu_check.json and gpu_check.md, written again (whole, by rename) after every section, so a
+    check killed half-way leaves the sections it finished; a section that raises is recorded with
+    its one-line reason under `failed`, and the next runs."""
+
+    def __init__(self, out: Path, head: dict, log):
+        self.out, self.log, self.t0 = out, log, time.time()
+        self.res = {**head, "failed": {}}
+
+    def section(self, name: str, measure, *needs: str):
+        """Measure one section (a call that returns its result) and write both files; None if it failed."""
+        self.log(f"{name}:")
+        missing = [n for n in needs if self.res.get(n) is None]
+        try:
+            if missing:
+                raise RuntimeError(f"needs the {', '.join(missing)} section, which did not finish")
+            value = measure()
+        except Exception as e:  # noqa: BLE001 - recorded with its reason; the other sections still run
+            first = (str(e).strip().splitlines() or [""])[0]
+            value, self.res["failed"][name] = None, f"{type(e).__name__}: {first}"[:400]
+            self.log(f"  failed: {self.res['failed'][name]}")
+        self.res[name] = value
+        self.res["seconds"] = time.time() - self.t0
+        self.write()
+        return value
+
+    def write(self):
+        self.out.mkdir(parents=True, exist_ok=True)
+        for path, text in ((self.out / "gpu_check.json", json.dumps(self.res, indent=1, default=str)),
+                           (self.out / "gpu_check.md", to_markdown(self.res))):
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+
+
+def _f(x, fmt: str, none: str = "n/a") -> str:
+    return none if x is None else format(x, fmt)
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
 def to_markdown(res: dict) -> str:
-    m, pk, plan = res["machine"], res["peaks"], res["paper_plan"]
-    what = m["gpu"] or "CPU (smoke mode: these numbers check the script; they are not a GPU figure)"
-    lines = [f"## GPU: {what} (`make gpu-check`)", "",
-             f"- date: {res['date']}; took {res['seconds']:.0f} s",
-             f"- machine: {what}; driver {m['driver']}; torch {m['torch']}; CUDA {m['cuda']}; cuDNN {m['cudnn']}; "
-             f"transformers {m['transformers']}; Python {m['python']}; {m['cpus']} CPUs",
-             f"- settings: {res['model']}; batch {res['settings']['batch_size']}, clip 1.0, "
-             f"{res['precision']}; MNLI-like length-grouped batches; {res['settings']['steps']} timed steps a run",
-             f"- peaks: measured {pk['matmul_dtype']} matmul {pk['matmul_tflops']:.1f} TFLOP/s; datasheet bf16 "
-             + (f"{pk['datasheet_bf16_tflops']:.0f} TFLOP/s" if pk["datasheet_bf16_tflops"] else "unknown"),
-             f"- `paper` study: {plan['runs']} runs, {plan['example_passes']:,} training example-passes "
-             f"({'at most, ' if plan['upper_bound'] else ''}`mtlstudy plan paper`); the GPU-hours below are its "
-             "training alone on one GPU (no evaluation, checkpoints or start-up)", "",
-             "| runs at once | torch.compile | train ex/s, all runs | ex/s per run | MFU (datasheet) | "
-             "MFU (measured matmul) | peak memory a run (GiB) | `paper` training, GPU-hours |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in res["throughput"]:
-        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        lines.append(f"| {r['runs']} | {'yes' if r['compile'] else 'no'} | {r['examples_per_s']:.1f} | "
-                     f"{np.mean(r['per_run_examples_per_s']):.1f} | {mfu} | {100 * r['mfu_of_matmul']:.1f}% | "
-                     f"{r['peak_memory_gib']:.2f} | {r['paper_training_gpu_hours']:.1f} |")
-    s = res["study"]
-    lines += ["", f"Shrunk `paper` study ({s['model']}): exit {s['exit_code']} in {s['seconds']:.0f} s, "
-              f"{s['counts']}, {s['results_rows']} result rows, report: {'written' if s['report'] else 'MISSING'}.",
-              f"Command: `{s['command']}`"]
+    m = res.get("machine") or {}
+    what = m.get("gpu") or ("CPU (smoke mode: these numbers check the script; they are not a GPU figure)"
+                            if res["smoke"] else "(machine section missing)")
+    lines = [f"## GPU: {what} (`make gpu-check`)", "", f"- date: {res['date']}; took {res.get('seconds', 0):.0f} s"]
+    if m:
+        lines.append(f"- machine: {what}, {_f(m['gpu_memory_gib'], '')} GiB, compute capability "
+                     f"{m['compute_capability']}; driver {m['driver']}; torch {m['torch']}; CUDA {m['cuda']}; "
+                     f"cuDNN {m['cudnn']}; transformers {m['transformers']}; Python {m['python']}; {m['cpus']} CPUs")
+    if plan := res.get("paper_plan"):
+        lines.append(f"- `paper` study: {plan['runs']} runs, {plan['example_passes']:,} training example-passes "
+                     f"({'at most, ' if plan['upper_bound'] else ''}`mtlstudy plan paper`)")
+    for mode, b in (res.get("study_batches") or {}).items():
+        lines.append(f"- its batches ({mode}): {b['total_batches']:,} training batches of {b['batch_size']} "
+                     f"(schedule {b['schedule']}, group_by_length {b['group_by_length']}); {b['sampled']} drawn "
+                     f"at random and timed; they pad to {b['padded_over_real']:.2f}x their real tokens")
+    if pk := res.get("peaks"):
+        lines.append(f"- peaks, in the runs' dtype ({pk['dtype']}): measured matmul {pk['matmul_tflops']:.1f} "
+                     f"TFLOP/s; datasheet {_f(pk['datasheet_tflops'], '.0f', 'unknown')} TFLOP/s")
+    for mode, mem in (res.get("memory") or {}).items():
+        lines.append(f"- memory ({mode}): a step at the largest batch ({mem['largest_batch']}) peaks at "
+                     f"{_f(mem['peak_memory_gib'], '.2f')} GiB")
+    for mode, sy in (res.get("sync") or {}).items():
+        said = sy.get("note") or (f"{sy['syncs_a_step']} host-device syncs a step"
+                                  + (f": {'; '.join(sy['where'])}" if sy["where"] else ""))
+        lines.append(f"- sync ({mode}): {said}")
+    if rows := res.get("throughput"):
+        lines += ["", "The `paper` runs' own batches through mtlstudy's step (DistilRoBERTa-shaped encoder, random "
+                  "weights); GPU-hours: the `paper` study's training alone on one GPU (no evaluation, checkpoints "
+                  "or start-up).", "",
+                  "| mode | runs at once | torch.compile | step (ms) | train ex/s, all runs | tokens/s | "
+                  "MFU (datasheet) | MFU (measured matmul) | peak memory a run (GiB) | `paper` training, GPU-hours |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['mode']} | {r['runs']} | {'yes' if r['compile'] else 'no'} | {1e3 * r['step_s']:.1f} | "
+                         f"{r['examples_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+                         f"{_pct(r['mfu'])} | {_pct(r['mfu_of_matmul'])} | "
+                         f"{r['peak_memory_gib']:.2f} | {r['paper_training_gpu_hours']:.1f} |")
+    if rc := res.get("resume"):
+        lines += ["", f"Kill and resume ({rc['device']}, {rc['steps']} steps): killed mid-run {rc['killed_mid_run']}, "
+                  f"resumed {rc['resumed']}, record bit-identical to the uninterrupted run's: {rc['bit_identical']} "
+                  f"(largest loss difference {rc['max_loss_difference']})."]
+    if s := res.get("study"):
+        lines += ["", f"Shrunk `paper` study ({s['model']}): exit {s['exit_code']} in {s['seconds']:.0f} s, "
+                  f"{s['counts']}, {s['results_rows']} result rows, report: {'written' if s['report'] else 'MISSING'}.",
+                  f"Command: `{s['command']}`"]
+    if res["failed"]:
+        lines += ["", "Failed sections:"] + [f"- {name}: {why}" for name, why in res["failed"].items()]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: checks the script in seconds")
+    ap.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: checks the script")
     ap.add_argument("--out", default=str(REPO / "outputs" / "gpu_check"), help="folder of the two files")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4], help="runs at once (default 1 2 4)")
-    ap.add_argument("--steps", type=int, help="timed steps a run (default 30; smoke 2)")
+    ap.add_argument("--steps", type=int, help="timed steps a run (default 40; smoke 2)")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION",
+                    help=f"measure only these sections ({', '.join(SECTIONS)})")
     ap.add_argument("--glue-dir", help="the shrunk study on this GLUE folder's RTE and MRPC (default: generated tasks)")
     a = ap.parse_args(argv)
     try:
@@ -381,34 +605,52 @@ def check(a) -> int:
     cfg = settings(a.smoke, sorted(set(a.concurrency)))
     if a.steps:
         cfg["steps"] = a.steps
+    only = set(a.only or SECTIONS)
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
     log = lambda *x: print(*x, flush=True)  # noqa: E731
-    m = machine(cfg["device"])
-    log(f"GPU: {m['gpu']}; driver {m['driver']}; torch {m['torch']}; CUDA {m['cuda']}; cuDNN {m['cudnn']}; "
-        f"transformers {m['transformers']}" + ("  [smoke mode, CPU]" if a.smoke else ""))
-    plan = paper_plan()
-    log(f"paper study: {plan['runs']} runs, {plan['example_passes']:,} training example-passes")
-    rows = []
-    for compiled in (False, True):
-        log(f"throughput, torch.compile {'on' if compiled else 'off'}:")
-        rows += throughput(cfg, compiled, log)
-    pk = peaks(cfg, m["gpu"])
-    add_mfu(rows, pk, plan)
-    log("shrunk paper study:")
-    study = shrunk_study(out, a.smoke, a.glue_dir, log)
-    res = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "smoke": a.smoke,
-           "machine": m, "settings": {k: v for k, v in cfg.items()},
-           "model": "tiny RoBERTa (smoke)" if a.smoke else "DistilRoBERTa-shaped encoder, random weights",
-           "precision": "fp32 (CPU)" if a.smoke else "bf16 autocast", "max_grad_norm": 1.0,
-           "peaks": pk, "paper_plan": plan, "throughput": rows, "study": study, "seconds": time.time() - t0}
-    text = to_markdown(res)
-    (out / "gpu_check.json").write_text(json.dumps(res, indent=1))
-    (out / "gpu_check.md").write_text(text)
-    print("\n" + text)
+    model = "tiny RoBERTa (smoke)" if a.smoke else "DistilRoBERTa-shaped encoder, random weights"
+    report = Report(out, {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "smoke": a.smoke,
+                          "settings": cfg, "modes": MODES, "model": model}, log)
+    report.write()
+    run = lambda name, measure, *needs: report.section(name, measure, *needs) if name in only else None  # noqa: E731
+
+    m = run("machine", lambda: machine(cfg["device"]))
+    if m:
+        log(f"  {m['gpu'] or 'CPU [smoke mode]'}; driver {m['driver']}; torch {m['torch']}; CUDA {m['cuda']}")
+    run("paper_plan", paper_plan)
+    studies = {}
+
+    def make_batches():
+        for mode in MODES:
+            studies[mode["name"]] = mode_batches(cfg, mode)
+        return {name: describe_batches(st) for name, st in studies.items()}
+
+    needs_batches = ("study_batches",) if only & {"memory", "sync", "throughput", "peaks"} else ()
+    if needs_batches or "study_batches" in only:
+        report.section("study_batches", make_batches)
+    first = studies.get(MODES[0]["name"])
+    dtype = None
+    if first is not None:
+        dtype = compute_dtype(first.train.precision, cfg["device"])
+        report.res["precision"] = f"{dtype_name(dtype)} autocast" if dtype else "fp32"
+    pk = run("peaks", lambda: peaks(cfg["device"], (m or {}).get("gpu"), dtype), *needs_batches)
+    run("memory", lambda: {name: memory(cfg, st) for name, st in studies.items()}, *needs_batches)
+    run("sync", lambda: {name: sync(cfg, st) for name, st in studies.items()}, *needs_batches)
+    if "throughput" in only:
+        rows = []
+        for name, st in ((mode["name"], studies.get(mode["name"])) for mode in MODES):
+            for compiled in (False, True):
+                part = f"throughput ({name}, torch.compile {'on' if compiled else 'off'})"
+                got = report.section(part, lambda: throughput(cfg, st, name, compiled, pk, log), *needs_batches)
+                rows += got or []
+                report.res.pop(part)
+                report.res["throughput"] = rows
+                report.write()
+    run("resume", lambda: resume_check(out, a.smoke, cfg["study_timeout"], log))
+    run("study", lambda: shrunk_study(out, a.smoke, a.glue_dir, cfg["study_timeout"], log))
+    print("\n" + to_markdown(report.res))
     print(f"written: {out / 'gpu_check.json'}, {out / 'gpu_check.md'}")
-    return 0 if study["exit_code"] == 0 else 1
+    return 1 if report.res["failed"] else 0
 
 
 if __name__ == "__main__":

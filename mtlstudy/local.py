@@ -153,6 +153,7 @@ def plan_slots(workers: int | None = None, runs_per_gpu: int = 1, device: str = 
     the profile's `workers` (capped at the slots) asks for fewer. Without a visible GPU, or with
     train.device 'cpu': that many CPU slots (1 by default). The cores are shared out between the
     slots (torch threads, OMP, the tokenizers' pool), GPU slots included."""
+    _check_device_index(device)
     gpus = _visible_gpus(device)
     if not gpus:
         n = workers or profile_workers or 1
@@ -181,8 +182,45 @@ def cpu_bf16_note(slots: list[Slot], train: TrainSettings) -> str | None:
             "settings run in fp32 here, as bf16 would be emulated, 5-17x slower (BENCHMARKS.md)")
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: inside a Slurm allocation, a cpuset container or `taskset`,
+    those it was given, not the whole node's (os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def cpu_fallback_note(slots: list[Slot], device: str, paper: bool) -> str | None:
+    """A line for a study that `train.device: auto` sends to the CPU although torch is a CUDA build
+    (a wheel newer than the driver, most often), naming what torch sees; each run would only say so
+    in its log. A profile marked `paper: true` stops there (GpuNotUsable) unless it asks for
+    `train.device: cpu`. None when the study has a GPU, asks for the CPU, or torch is a CPU build."""
+    if device != "auto" or any(slot.gpu is not None for slot in slots):
+        return None
+    import torch
+
+    if not torch.version.cuda:
+        return None
+    from .precision import what_torch_sees
+
+    if paper:
+        raise GpuNotUsable(f"train.device 'auto': {what_torch_sees()}: this `paper: true` study would train on "
+                           "the CPU; fix the driver or the CUDA wheel, or set train.device=cpu to train on the CPU")
+    return f"note: train.device 'auto': {what_torch_sees()}: this study trains on the CPU"
+
+
+def _check_device_index(device: str) -> None:
+    """Each slot's worker sees its one GPU as cuda:0 (its own CUDA_VISIBLE_DEVICES), so a profile's
+    `cuda:N` with N > 0 would fail every run: refused before any run, with what to write instead."""
+    index = device.partition(":")[2]
+    if device.startswith("cuda:") and index.isdigit() and int(index) > 0:
+        raise UserError(f"train.device '{device}': under the local executor each run sees only its own GPU, as "
+                        f"cuda:0; to train on GPU {index}, set CUDA_VISIBLE_DEVICES={index} and train.device=cuda")
+
+
 def _threads(slots: int) -> int:
-    return max(1, (os.cpu_count() or 1) // slots)
+    return max(1, usable_cpus() // slots)
 
 
 def _visible_gpus(device: str = "auto") -> list[str]:

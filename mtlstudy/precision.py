@@ -14,7 +14,8 @@ from .errors import TrainingError
 from .spec import RunSpec
 
 
-def _what_torch_sees() -> str:
+def what_torch_sees() -> str:
+    """torch's version, its CUDA build, the GPUs it can use and CUDA_VISIBLE_DEVICES, in words."""
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -29,7 +30,7 @@ def pick_device(setting: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.version.cuda:  # a CUDA build that sees no GPU: a driver or wheel mismatch, most often
-            warnings.warn(f"train.device 'auto': {_what_torch_sees()}: this run trains on the CPU")
+            warnings.warn(f"train.device 'auto': {what_torch_sees()}: this run trains on the CPU")
         return torch.device("cpu")
     try:
         device = torch.device(setting)
@@ -37,9 +38,9 @@ def pick_device(setting: str) -> torch.device:
         raise TrainingError(f"train.device '{setting}': not a device ({str(e).splitlines()[0]})") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise TrainingError(f"train.device '{setting}': asked for a CUDA GPU, but {_what_torch_sees()}")
+            raise TrainingError(f"train.device '{setting}': asked for a CUDA GPU, but {what_torch_sees()}")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise TrainingError(f"train.device '{setting}': no such GPU, {_what_torch_sees()}")
+            raise TrainingError(f"train.device '{setting}': no such GPU, {what_torch_sees()}")
     return device
 
 

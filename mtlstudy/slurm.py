@@ -26,6 +26,7 @@ from .folder import StudyFolder
 from .local import show_progress
 from .profile import SlurmSettings
 from .runner import run_one
+from .workers import THREAD_VARIABLES
 
 if TYPE_CHECKING:  # submitit is only imported when jobs are submitted
     import submitit
@@ -83,6 +84,8 @@ def executor_parameters(settings: SlurmSettings, job_name: str = "mtlstudy") -> 
             params[f"slurm_{key}"] = getattr(settings, key)
     if settings.gpus_per_run:
         params["slurm_gres"] = f"gpu:{settings.gpus_per_run}"
+    # each run's threads from the CPUs its job is given, not from the node's (a value set is kept)
+    params["slurm_setup"] = [f'export {name}="${{{name}:-{settings.cpus_per_run}}}"' for name in THREAD_VARIABLES]
     return params
 
 
@@ -125,7 +128,7 @@ def submit_waves(
     params = executor_parameters(settings, job_name)
     root = _import_root(fn)
     if root is not None:
-        params["slurm_setup"] = [f'export PYTHONPATH="{root}${{PYTHONPATH:+:$PYTHONPATH}}"']
+        params["slurm_setup"].append(f'export PYTHONPATH="{root}${{PYTHONPATH:+:$PYTHONPATH}}"')
     base_additional = params.pop("slurm_additional_parameters")
     executor.update_parameters(**params)
 

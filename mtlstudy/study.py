@@ -17,7 +17,7 @@ from . import slurm
 from .compute import compute_summary
 from .errors import StudyNotFound, UserError
 from .folder import StudyFolder
-from .local import cpu_bf16_note, plan_slots, run_local
+from .local import cpu_bf16_note, cpu_fallback_note, plan_slots, run_local
 from .plan import PlannedRun, earlier_ids, make_plan
 from .profile import (Profile, ProfileError, apply_overrides, check_inputs, load_profile, profile_from_dict,
                       profile_path, read_profile_file, study_task_sizes)
@@ -139,8 +139,9 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
         slurm.check_available()
     else:  # GPUs asked for and not usable, or more workers than slots: an error before anything is written
         slots = plan_slots(workers, runs_per_gpu or p.runs_per_gpu, p.train.device, p.workers)
-        if note := cpu_bf16_note(slots, p.train):
-            print(note, file=sys.stderr)
+        for note in (cpu_fallback_note(slots, p.train.device, p.paper), cpu_bf16_note(slots, p.train)):
+            if note:
+                print(note, file=sys.stderr)
     folder = study.folder
     folder.adopt_earlier_ids(earlier_ids(study.runs))  # runs recorded before run ids held data by content
     folder.write_study(p, study.runs, study_task_sizes(p, study.user))

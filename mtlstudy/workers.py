@@ -8,11 +8,14 @@ does not depend on the runs before it. Each run's output goes to its own log.txt
 
 A worker that dies in a run (segfault, SIGKILL from the out-of-memory killer) answers with its
 exit status, as a `run-one` process would; the launcher records the run (local._record_lost_run)
-and the next run on that slot starts a new worker.
+and the next run on that slot starts a new worker. After a run that failed with CUDA in use the
+worker checks its CUDA context (a device-side assert or an illegal memory access leaves it
+unusable); if it is broken, the worker answers, saying so, and exits, and the slot's next run
+starts in a new worker instead of failing in the broken one.
 
 Protocol: the launcher writes one JSON line per run on the worker's stdin ({"study_dir", "run_id",
-"notebooks"}); the worker answers one JSON line ({"status", "exit"}) on the stdout it was started
-with. End of stdin ends the worker.
+"notebooks"}); the worker answers one JSON line ({"status", "exit", "restart"}) on the stdout it was started
+with, `restart` true when it exits after answering. End of stdin ends the worker.
 """
 from __future__ import annotations
 
@@ -24,6 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+# The thread counts a run's process takes from its environment (a value already set is kept): torch's
+# and OpenMP's, and the fast tokenizers' pool. The local executor sets them per slot, Slurm per job.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "RAYON_RS_NUM_CPUS")
+
+
 @dataclass
 class Slot:
     """Where runs go one at a time: a GPU (its id in CUDA_VISIBLE_DEVICES) or the CPU (gpu None),
@@ -31,12 +39,13 @@ class Slot:
     gpu: str | None
     threads: int
     process: subprocess.Popen | None = field(default=None, repr=False)
+    command: tuple = (sys.executable, "-m", "mtlstudy.workers")  # the worker process's command line
 
     def env(self) -> dict:
         env = dict(os.environ)
         env["CUDA_VISIBLE_DEVICES"] = "" if self.gpu is None else str(self.gpu)
-        env.setdefault("OMP_NUM_THREADS", str(self.threads))
-        env.setdefault("RAYON_RS_NUM_CPUS", str(self.threads))  # the fast tokenizers' thread pool
+        for name in THREAD_VARIABLES:
+            env.setdefault(name, str(self.threads))
         env["MTLSTUDY_WORKER_THREADS"] = str(self.threads)
         return env
 
@@ -45,7 +54,7 @@ class Slot:
         exit code of `mtlstudy run-one` would be, or the worker's exit status when it died in the
         run (then the next run starts a new worker)."""
         if self.process is None or self.process.poll() is not None:
-            self.process = subprocess.Popen([sys.executable, "-m", "mtlstudy.workers"], env=self.env(),
+            self.process = subprocess.Popen(list(self.command), env=self.env(),
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         job = {"study_dir": str(study_dir), "run_id": run_id, "notebooks": notebooks}
         try:
@@ -58,7 +67,10 @@ class Slot:
             code = self.process.wait()
             self.process = None
             return code if code != 0 else 1
-        return int(json.loads(answer)["exit"])
+        reply = json.loads(answer)
+        if reply.get("restart"):  # its CUDA context broke in this run: it exits, the next run gets a new one
+            self.close()
+        return int(reply["exit"])
 
     def close(self):
         """End the worker: it finishes nothing more (end of its stdin) and exits."""
@@ -95,7 +107,7 @@ class FreshState:
         self.python_rng = random.getstate()
         self.warning_filters = list(warnings.filters)
         self.deterministic = torch.are_deterministic_algorithms_enabled()
-        self.tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        self.tf32 = tf32_settings()
 
     def restore(self):
         import gc
@@ -119,7 +131,15 @@ class FreshState:
         random.setstate(self.python_rng)
         warnings.filters[:] = self.warning_filters
         torch.use_deterministic_algorithms(self.deterministic)
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.tf32
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = self.tf32
+
+
+def tf32_settings() -> tuple[str, str]:
+    """The TF32 settings a run may change (precision.allow_tf32), read through the current API only:
+    in torch 2.13, reading a legacy `allow_tf32` flag after `fp32_precision` was set raises."""
+    import torch
+
+    return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
 
 
 def _output_to(path: Path | None, saved: tuple[int, int]):
@@ -158,10 +178,31 @@ def serve() -> None:
 
             status = run_one(folder, run_id, notebooks=job["notebooks"])
             print(f"{run_id}: {status}", flush=True)
+            broken = status == "failed" and cuda_context_broken()
+            if broken:
+                print("the CUDA context is broken after this run's failure: this worker exits, and the "
+                      "slot's next run starts in a new one", flush=True)
         finally:
             _output_to(None, saved)
-        answers.write(json.dumps({"status": status, "exit": exit_code(status)}) + "\n")
+        answers.write(json.dumps({"status": status, "exit": exit_code(status), "restart": broken}) + "\n")
         answers.flush()
+        if broken:
+            return
+
+
+def cuda_context_broken() -> bool:
+    """Whether this process's CUDA context is unusable (after a device-side assert or an illegal
+    memory access every later CUDA call fails, the next run's included). False where CUDA was
+    never used."""
+    import torch
+
+    if not torch.cuda.is_initialized():
+        return False
+    try:
+        torch.cuda.synchronize()
+    except RuntimeError:  # torch.AcceleratorError is one
+        return True
+    return False
 
 
 def _start() -> FreshState:

@@ -130,7 +130,7 @@ def gpus(monkeypatch):
 
 
 def test_every_visible_gpu_is_used_runs_per_gpu_times(gpus, monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     gpus(2)
     assert [s.gpu for s in local.plan_slots()] == ["0", "1"]  # every GPU by default
     assert [s.gpu for s in local.plan_slots(runs_per_gpu=3)] == ["0", "1", "0", "1", "0", "1"]
@@ -242,3 +242,143 @@ def test_a_worker_puts_back_the_state_a_run_changed(tmp_path, monkeypatch):
     finally:
         os.environ.pop("MTLSTUDY_LEFT_BEHIND", None)
         torch.set_num_threads(threads)
+
+
+def test_a_worker_saves_and_puts_back_tf32_through_the_new_api_only():
+    """precision.allow_tf32 sets `fp32_precision`; in torch 2.13 reading a legacy `allow_tf32` flag
+    after that raises ("mix of the legacy and new APIs"): a worker started after a GPU run's settings
+    must take and put back the state without it."""
+    import torch
+
+    from mtlstudy import precision
+    from mtlstudy.workers import FreshState
+
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = (matmul.fp32_precision, conv.fp32_precision)
+    try:
+        fresh = FreshState(torch.get_num_threads())
+        precision.allow_tf32(torch.device("cuda"))  # what a GPU run sets (a CPU build of torch takes it too)
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
+        fresh.restore()
+        assert (matmul.fp32_precision, conv.fp32_precision) == before
+        precision.allow_tf32(torch.device("cuda"))
+        again = FreshState(torch.get_num_threads())  # taken with the new API in use: no legacy read
+        matmul.fp32_precision = conv.fp32_precision = "ieee"
+        again.restore()
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = before
+
+
+def test_threads_come_from_the_cpus_this_process_may_use_not_the_node(monkeypatch):
+    """Inside a Slurm allocation, a cpuset container or `taskset`: 4 CPUs of a 64-core node."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {8, 9, 10, 11})
+    assert [s.threads for s in local.plan_slots(workers=2, device="cpu")] == [2, 2]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert Slot(None, 2).env()["OMP_NUM_THREADS"] == "2"
+
+
+def test_each_slurm_run_takes_its_threads_from_cpus_per_run():
+    import subprocess
+
+    from mtlstudy.profile import SlurmSettings
+    from mtlstudy.slurm import executor_parameters
+
+    setup = executor_parameters(SlurmSettings(cpus_per_run=6))["slurm_setup"]
+    script = "\n".join(setup + ['echo "$OMP_NUM_THREADS $RAYON_RS_NUM_CPUS"'])
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "RAYON_RS_NUM_CPUS")}
+    assert subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True).stdout == "6 6\n"
+    kept = subprocess.run(["bash", "-c", script], env={**env, "OMP_NUM_THREADS": "3"}, capture_output=True, text=True)
+    assert kept.stdout == "3 6\n"  # a value set by hand is kept, as in the local executor
+
+
+def test_cuda_n_under_the_local_executor_is_refused_in_one_line_before_any_run(tmp_path, tiny_roberta, gpus, capsys):
+    """Each worker sees its one GPU as cuda:0: `cuda:1` would fail every run."""
+    gpus(2)
+    assert [s.gpu for s in local.plan_slots(device="cuda:0")] == ["0", "1"]
+    prof = rel_profile(tmp_path, tiny_roberta, tasks=["gen_sent"], methods=["single"], **{"train.device": "cuda:1"})
+    assert mtlstudy_main(["run", str(prof)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.device 'cuda:1'" in err and "CUDA_VISIBLE_DEVICES=1" in err, err
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("paper", [False, True])
+def test_a_cuda_build_that_sees_no_gpu_says_so_before_the_first_run(tmp_path, tiny_roberta, gpus, monkeypatch,
+                                                                   capsys, paper):
+    """train.device auto on a CUDA wheel that sees no GPU: a line on stderr naming what torch sees
+    (not only in each run's log); a `paper: true` profile stops with exit 2 unless train.device is cpu."""
+    import torch
+
+    gpus(0)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(StudyFolder, "write_study", lambda *a: (_ for _ in ()).throw(SystemExit(0)))
+    prof = rel_profile(tmp_path, tiny_roberta, tasks=["gen_sent"], methods=["single"], paper=paper,
+                       **{"train.device": "auto"})
+    if paper:
+        assert mtlstudy_main(["run", str(prof)]) == 2
+    else:
+        with pytest.raises(SystemExit):  # went on to write the study
+            mtlstudy_main(["run", str(prof)])
+    err = capsys.readouterr().err.strip()
+    assert "train.device 'auto': torch" in err and "(CUDA 12.8) sees 0 usable GPUs" in err, err
+    assert ("train.device=cpu" in err and len(err.splitlines()) == 1) if paper else "trains on the CPU" in err
+    assert not (tmp_path / "outputs").exists()
+    cpu = rel_profile(tmp_path, tiny_roberta, "cpu", tasks=["gen_sent"], methods=["single"], paper=paper)
+    with pytest.raises(SystemExit):  # train.device cpu (the shrunk paper profiles of the tests): no word, no stop
+        mtlstudy_main(["run", str(cpu)])
+    assert "sees 0" not in capsys.readouterr().err
+    monkeypatch.setattr(torch.version, "cuda", None)  # a CPU build: the CPU is what it has
+    assert local.cpu_fallback_note(local.plan_slots(), "auto", paper=True) is None
+
+
+FAKE_CUDA_WORKER = '''
+import os
+import torch
+from mtlstudy import runner, workers
+
+broken = []
+
+
+def run_one(folder, run_id, notebooks=True):
+    print("pid", os.getpid())
+    if run_id == "asserts":  # a device-side assert: this context is unusable from now on
+        broken.append(run_id)
+        return "failed"
+    return "failed" if broken else "done"  # any run in a broken context fails
+
+
+def synchronize():
+    if broken:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+runner.run_one = run_one
+torch.cuda.is_initialized = lambda: True
+torch.cuda.synchronize = synchronize
+workers.serve()
+'''
+
+
+def test_after_a_run_breaks_the_cuda_context_the_next_run_gets_a_new_worker(tmp_path):
+    """The worker's real loop and the slot's real protocol; a failed run and a broken CUDA context
+    are faked (torch.cuda.is_initialized, synchronize): the innocent next run runs in a new worker."""
+    import sys
+
+    from mtlstudy.workers import cuda_context_broken
+
+    assert not cuda_context_broken()  # CUDA never used in this process
+    script = tmp_path / "fake_cuda_worker.py"
+    script.write_text(FAKE_CUDA_WORKER)
+    folder = StudyFolder(tmp_path / "study")
+    slot = Slot(None, 1, command=(sys.executable, str(script)))
+    try:
+        assert slot.run(folder.root, "asserts", False) == 1
+        assert slot.run(folder.root, "innocent", False) == 0
+        assert slot.run(folder.root, "next", False) == 0
+    finally:
+        slot.close()
+    pid = {r: folder.run(r).log.read_text().split("pid ")[1].split()[0] for r in ("asserts", "innocent", "next")}
+    assert pid["asserts"] != pid["innocent"] == pid["next"]
+    assert "the CUDA context is broken" in folder.run("asserts").log.read_text()
