@@ -57,11 +57,16 @@ SMOKE_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, i
 SMOKE_VOCAB = 400
 SECTIONS = ("machine", "paper_plan", "study_batches", "peaks", "memory", "sync", "throughput", "resume", "study")
 
-# The training settings each throughput, memory and sync measurement is made with: a name and
-# `--set` changes over the `paper` profile. The profile's own settings first; to compare another
-# setting of a step (a padding mode, say), add an entry, e.g. {"name": "unpadded", "set":
-# ["train.padding=unpadded"]}: the batches are made and the step run with it, nothing else changes.
-MODES = [{"name": "paper", "set": []}]
+# The training settings each throughput, memory and sync measurement is made with: a name, `--set`
+# changes over the `paper` profile, and whether throughput is timed with torch.compile off, on or
+# both. The profile's own settings first (`padding: sorted_passes`, 8 passes); then the padded
+# batches the released code computed, and fewer passes, which decide whether sorted_passes is the
+# GPU's mode too (docs/gpu.md). Another setting of a step is one more entry: the batches are made
+# and the step run with it, nothing else changes.
+MODES = [{"name": "paper", "set": [], "compile": [False, True]},
+         {"name": "padded", "set": ["train.padding=batch"], "compile": [False, True]},
+         {"name": "sorted_4", "set": ["train.padding_passes=4"], "compile": [False]},
+         {"name": "sorted_2", "set": ["train.padding_passes=2"], "compile": [False]}]
 
 
 class CheckError(Exception):
@@ -638,8 +643,8 @@ def check(a) -> int:
     run("sync", lambda: {name: sync(cfg, st) for name, st in studies.items()}, *needs_batches)
     if "throughput" in only:
         rows = []
-        for name, st in ((mode["name"], studies.get(mode["name"])) for mode in MODES):
-            for compiled in (False, True):
+        for name, compile_, st in ((mode["name"], mode["compile"], studies.get(mode["name"])) for mode in MODES):
+            for compiled in compile_:
                 part = f"throughput ({name}, torch.compile {'on' if compiled else 'off'})"
                 got = report.section(part, lambda: throughput(cfg, st, name, compiled, pk, log), *needs_batches)
                 rows += got or []

@@ -56,11 +56,13 @@ from mtlstudy import sampling  # noqa: E402
 from mtlstudy import precision  # noqa: E402
 from mtlstudy import train as train_mod  # noqa: E402
 from mtlstudy.model import MultiTaskModel  # noqa: E402
+from mtlstudy.passes import pass_chunks, pass_tokens  # noqa: E402
 from mtlstudy.spec import TrainSettings  # noqa: E402
 from mtlstudy.tasks import GLUE_TASKS, get_task  # noqa: E402
 
 from benchmarks.flops import datasheet_peak, flop_model, matmul_flops_per_s, train_flops  # noqa: E402
 
+from mtlstudy import glue_lengths  # noqa: E402
 from mtlstudy.glue_lengths import LENGTH_QUANTILES  # noqa: E402  (token-length quantiles; see the docstring)
 
 # Official GLUE dev sizes (MNLI: matched, the split the study scores).
@@ -74,11 +76,9 @@ MAX_GRAD_NORM = 1.0  # the `paper` profile's clipping
 
 
 def sample_lengths(task: str, split: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Lengths drawn from a task's quantiles; a task not in the table (a user's or generated
-    task) gets MNLI's distribution."""
-    q = np.asarray(LENGTH_QUANTILES.get(task, LENGTH_QUANTILES["mnli"])[split], dtype=float)
-    u = rng.random(n)
-    return np.clip(np.rint(np.interp(u, np.linspace(0, 1, len(q)), q)), 3, MAX_LENGTH).astype(np.int64)
+    """Lengths drawn from a task's quantiles (glue_lengths.sample_lengths); a task not in the table
+    (a user's or generated task) gets MNLI's distribution."""
+    return glue_lengths.sample_lengths(task if task in LENGTH_QUANTILES else "mnli", split, n, rng, MAX_LENGTH)
 
 
 def synthetic(lengths: np.ndarray, rng: np.random.Generator, n_labels: int = 2) -> data_mod.Tokenized:
@@ -246,10 +246,16 @@ class StudyBatches:
     sample: list
 
     def padding(self, multiple: int = 1) -> dict:
-        """Real and padded tokens of the sample, padded to the longest row of each batch."""
-        real = sum(int(sum(x.sum() for _, x in b)) for b in self.sample)
-        padded = sum(-(-max(int(x.max()) for _, x in b) // multiple) * multiple * sum(len(x) for _, x in b)
-                     for b in self.sample)
+        """Real tokens of the sample and the tokens its encoder passes compute, each pass padded to
+        its longest row (rounded up to `multiple`), the passes cut as train_step cuts them under the
+        settings (`padding`, `padding_passes`, `multitask_forward`, `micro_batch_size`)."""
+        cfg, real, padded = self.train, 0, 0
+        for b in self.sample:
+            plan, lengths = [(t, np.arange(len(x))) for t, x in b], dict(b)
+            chunks = pass_chunks(plan, cfg.micro_batch_size, cfg.multitask_forward == "per_task",
+                                 lengths if cfg.padding == "sorted_passes" else None, cfg.padding_passes, multiple)
+            real += int(sum(x.sum() for _, x in b))
+            padded += pass_tokens(chunks, {t: dict(enumerate(x.tolist())) for t, x in b}, multiple)
         return {"real_tokens": real, "padded_tokens": padded, "padded_over_real": padded / max(1, real)}
 
 

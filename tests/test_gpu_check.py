@@ -64,7 +64,7 @@ def test_the_timed_batches_are_those_the_profile_makes(gpu_check, monkeypatch):
         return real(self, rng, lengths)
     monkeypatch.setattr(sampling.EpochPlan, "batches", spy)
     cfg = gpu_check.settings(smoke=False, concurrency=[1])
-    assert gpu_check.MODES[0] == {"name": "paper", "set": []}
+    assert gpu_check.MODES[0]["name"] == "paper" and gpu_check.MODES[0]["set"] == []
     paper = gpu_check.mode_batches(cfg, gpu_check.MODES[0])
     assert grouped and not any(grouped)
     assert paper.train.batch_size == 128 and not paper.train.group_by_length and paper.runs == 600
@@ -74,11 +74,16 @@ def test_the_timed_batches_are_those_the_profile_makes(gpu_check, monkeypatch):
     assert {t for b in paper.sample for t, _ in b} <= {"mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc",
                                                        "rte", "wnli"}
     grouped.clear()
-    single = {"name": "grouped", "set": ["tasks=[mnli]", "methods=[single]", "train.group_by_length=true"]}
-    mnli = gpu_check.mode_batches(cfg, single)
+    random = ["tasks=[mnli]", "methods=[single]", "train.padding=batch"]  # each batch padded to its longest
+    mnli = gpu_check.mode_batches(cfg, {"name": "grouped", "set": [*random, "train.group_by_length=true"]})
     assert grouped and all(grouped) and mnli.train.group_by_length
-    ungrouped = gpu_check.mode_batches(cfg, {"name": "random", "set": single["set"][:2]})
+    ungrouped = gpu_check.mode_batches(cfg, {"name": "random", "set": random})
     assert ungrouped.padding()["padded_over_real"] > 1.5 * mnli.padding()["padded_over_real"]
+    # the tokens computed follow the mode's padding: paper's sorted passes against padded batches
+    padded = gpu_check.mode_batches(cfg, next(m for m in gpu_check.MODES if m["name"] == "padded"))
+    assert paper.train.padding == "sorted_passes" and padded.train.padding == "batch"
+    assert paper.padding()["real_tokens"] == padded.padding()["real_tokens"]  # the same batches
+    assert paper.padding()["padded_over_real"] < 1.3 < 2.0 < padded.padding()["padded_over_real"]
     # one estimate for both scripts: every batch of the study at the measured time of the sampled ones
     from benchmarks.gpu_throughput import training_estimate
 
@@ -175,7 +180,9 @@ def test_smoke_mode_writes_every_field(tmp_path):
     assert out["memory"]["paper"]["peak_memory_gib"] is None and out["sync"]["paper"]["syncs_a_step"] is None
     rows = out["throughput"]
     assert [(r["mode"], r["runs"], r["compile"]) for r in rows] == [
-        ("paper", 1, False), ("paper", 2, False), ("paper", 1, True), ("paper", 2, True)]
+        (mode, n, compiled) for mode, compiles in (("paper", (False, True)), ("padded", (False, True)),
+                                                   ("sorted_4", (False,)), ("sorted_2", (False,)))
+        for compiled in compiles for n in (1, 2)]
     for r in rows:
         assert r["examples_per_s"] > 0 and r["tokens_per_s"] > r["examples_per_s"] and r["step_s"] > 0
         assert len(r["per_run_examples_per_s"]) == r["runs"] and all(x > 0 for x in r["per_run_examples_per_s"])
@@ -192,6 +199,6 @@ def test_smoke_mode_writes_every_field(tmp_path):
     assert list((tmp_path / "study" / "paper" / "runs").glob("*/*.ipynb"))
     md = (tmp_path / "gpu_check.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("| paper |")]
-    assert len(table) == len(rows)
+    assert len(table) == len([r for r in rows if r["mode"] == "paper"])
     assert f"600 runs, {plan['example_passes']:,} training example-passes" in md
     assert "report: written" in md and "bit-identical to the uninterrupted run's: True" in md
