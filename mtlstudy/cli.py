@@ -94,6 +94,7 @@ def cmd_plan(a):
     if not summary["exact"]:
         print("(an upper bound: a dynamic sampler's epochs after the first depend on dev scores; each counts at "
               "the most an epoch can hold)")
+    print(study.disk_line(st, rows))
 
 
 def cmd_run(a):

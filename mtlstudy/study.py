@@ -1,7 +1,7 @@
 """The study layer, what the CLI and the stage notebooks call: open a study from its profile,
 list its runs (plan), run what is not done, say where it stands (status), collect results.csv
 and build the report. Below it: profile.py (the profile), plan.py (the run list), compute.py
-(its cost), local.py and slurm.py (the executors), runner.py (one run), folder.py (the study's
+(its cost), disk.py (its disk), local.py and slurm.py (the executors), runner.py (one run), folder.py (the study's
 folder on disk).
 """
 from __future__ import annotations
@@ -132,6 +132,14 @@ def plan(study: Study):
             for r in study.runs]
     summary["reused"] = len(reused)
     return rows, summary
+
+
+def disk_line(study: Study, rows: list[dict]) -> str:
+    """`mtlstudy plan`'s disk line (disk.py) for the plan's `rows`: runs done or reused train nothing here."""
+    from .disk import plan_disk_line  # torch and transformers: for the config's parameter count
+
+    trained_here = {r["run_id"] for r in rows if r["status"] not in ("done", "reused")}
+    return plan_disk_line(study.profile, study.runs, study.user, trained_here)
 
 
 @dataclass
