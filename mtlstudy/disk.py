@@ -116,7 +116,8 @@ def encoder_size(model: str) -> Encoder:
         source = "its config"
     except Exception:  # noqa: BLE001 - not on this machine: the known count, else the hub
         if model in KNOWN_PARAMETERS:
-            return Encoder(*KNOWN_PARAMETERS[model], f"the known size of {model}")
+            parameters, hidden, word_embeddings = KNOWN_PARAMETERS[model]
+            return Encoder(parameters, hidden, f"the known size of {model}", word_embeddings)
         try:
             config = AutoConfig.from_pretrained(path)
             source = "its config (from the hub)"

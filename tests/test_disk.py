@@ -97,7 +97,8 @@ def test_plan_paper_prints_a_disk_estimate_and_an_unknown_model_says_it_cannot(t
     paper = study.open_study(REPO / "params" / "paper.yaml", [f"output_dir={tmp_path}"])
     line = study.disk_line(paper, study.plan(paper)[0])
     assert line.startswith("disk: at most ") and "45 kept support weights" in line, line
-    assert "distilroberta-base's 81,527,808 encoder parameters" in line
+    assert line.endswith("from distilroberta-base's 81,527,808 encoder parameters (the known size of "
+                         "distilroberta-base)"), line
     unknown = study.open_study(REPO / "params" / "paper.yaml", [f"output_dir={tmp_path}", "model=nobody/no-model"])
     assert study.disk_line(unknown, study.plan(unknown)[0]).startswith(
         "disk: cannot be estimated: the config of model 'nobody/no-model' is not available here")
