@@ -84,6 +84,9 @@ def cmd_plan(a):
             print(f"{r['run_id']:58} {r['method']:8} {r['seed']:>7} {r['deps']:>4}  {r['status']:8} {deps}")
     print(f"runs: {summary['runs']} ({', '.join(f'{k} {v}' for k, v in summary['runs_by_method'].items())}); "
           f"done: {sum(r['status'] == 'done' for r in rows)}")
+    if summary["reused"]:
+        print(f"reused: {summary['reused']} runs finished in another study under {st.dir.parent} are taken from "
+              f"there, not trained again")
     bound = "" if summary["exact"] else "at most "
     print(f"training example-passes: {bound}{summary['example_passes']:,}")
     print(f"naive protocol (every ordered MTL pair, support models per STILTs pair): {summary['naive_runs']} runs, "
@@ -93,6 +96,7 @@ def cmd_plan(a):
               "the most an epoch can hold)")
     from .compute import token_line
     print(token_line(st.runs, st.profile, st.user))
+    print(study.disk_line(st, rows))
 
 
 def cmd_run(a):

@@ -7,6 +7,8 @@ outputs/<study>/slurm/                     the Slurm jobs' logs
 outputs/<study>/runs/<run_id>/             one run (RunFolder): result.json, claim.json, log.txt,
                                            run.ipynb, resume/ (while it trains), best/<task>/ (kept
                                            weights of a STILTs support)
+outputs/<other study>/                     another study under the same outputs folder: a run
+                                           finished there is taken, not trained again (`adopt`)
 
 `StudyFolder` holds the run list and each run's status in memory: it reads every record once,
 then again only for a run that may have changed (`refresh`), instead of rereading every
@@ -67,6 +69,14 @@ def remove_checkpoint(folder: Path) -> None:
 
 def has_weights(folder: Path) -> bool:
     return (Path(folder) / "model.safetensors").exists()
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link (no second copy of the weights on disk), a copy where the file system refuses one."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 STATUSES = ("done", "failed", "blocked", "pending")
@@ -322,6 +332,38 @@ class StudyFolder:
             if rid in self.status:
                 self.status[rid] = "pending"
         return sorted(out)
+
+    # ---- runs finished in another study under the same outputs folder ---------------------------
+
+    def neighbours(self) -> list[StudyFolder]:
+        """The other study folders (those with a run list) beside this one, by name."""
+        parent, me = self.root.parent, self.root.resolve()
+        if not parent.is_dir():
+            return []
+        return [StudyFolder(p) for p in sorted(parent.iterdir())
+                if (p / "runs.json").is_file() and p.resolve() != me]
+
+    def finished_elsewhere(self, run_id: str, neighbours: list[StudyFolder] | None = None) -> RunFolder | None:
+        """The folder of this run in the first neighbour where it is done, or None."""
+        for other in self.neighbours() if neighbours is None else neighbours:
+            if other.read_status(run_id) == "done":
+                return other.run(run_id)
+        return None
+
+    def adopt(self, run_id: str, source: RunFolder, weights_of: list[str] = ()) -> None:
+        """Take a run finished in another study: its record, with `reused_from` naming the study that
+        trained it (kept where that record was itself taken), and the kept best weights of the tasks
+        `weights_of` (hard links where the file system allows). The record goes last: an adoption
+        cut short leaves the run pending."""
+        mine = self.run(run_id)
+        for task in weights_of:
+            shutil.rmtree(mine.best(task), ignore_errors=True)
+            shutil.copytree(source.best(task), mine.best(task), copy_function=_link_or_copy)
+        record = read_json(source.record)
+        record.setdefault("reused_from", source.path.parent.parent.name)
+        write_json_atomic(mine.record, record)
+        if run_id in self.status:
+            self.status[run_id] = "done"
 
     # ---- checkpoints ---------------------------------------------------------------------------
 

@@ -26,11 +26,14 @@ WRONG_COLOUR = "#d62728"
 METHOD_COLOURS = {"mtl": "#1f77b4", "stilts": "#ff7f0e", "single": "#7f7f7f", "mtl_all": "#2ca02c"}
 
 
+FIGURE_FORMATS = ("png", "svg", "pdf")  # the report's page shows the PNG; SVG and PDF for a paper
+
+
 def save_figure(fig: Figure, stem: Path) -> list[Path]:
-    """Save `fig` as <stem>.png and <stem>.svg; return both paths."""
+    """Save `fig` as <stem>.png, <stem>.svg and <stem>.pdf; return the paths."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    paths = [stem.with_suffix(f".{ext}") for ext in FIGURE_FORMATS]
     for p in paths:
         fig.savefig(p, dpi=150, bbox_inches="tight")
     return paths

@@ -3,7 +3,8 @@ nbconvert, their tables (CSV) and figures (PNG, SVG), a page of the runs behind 
 and an index page linking everything. Entry point: build_report(study_dir).
 
 The notebooks compute every table and figure once; the index page reads the tables they wrote
-(tables/cells.csv, table1.csv, table2.csv) and shows their figures, Figure 1 first.
+(tables/cells.csv, table1.csv, table2.csv) and shows their figures, Figure 1 first. Beside Tables
+1 and 2, the report writes their rows per seed (mean, sd, n) and a LaTeX version for a paper.
 """
 from __future__ import annotations
 
@@ -241,6 +242,19 @@ def collapsed_html(df: pd.DataFrame) -> str:
             f"<th>target</th><th>support</th><th>seed</th><th>best dev score</th><th>one-class level</th></tr>{rows}</table>")
 
 
+def write_paper_tables(df: pd.DataFrame, recorded: Path) -> list[Path]:
+    """Beside each table1.csv / table2.csv the notebooks wrote: its rows per seed (mean, sd, n, the
+    paper's mean: <table>_seeds.csv) and its LaTeX version (<table>.tex), from the study's results
+    `df` and the notebooks' cell table."""
+    out = []
+    for name in ("table1", "table2"):
+        if (recorded / f"{name}.csv").is_file():
+            cells = analysis.read_cells(recorded / "cells.csv") if name == "table1" else pd.DataFrame()
+            out += analysis.write_paper_table(df, cells, analysis.read_table(recorded / f"{name}.csv"),
+                                              recorded / name)
+    return out
+
+
 def write_index(study_dir: Path, out_dir: Path, pages: list[Path], summary: str, matrix: str,
                 header: str = "", tables: str = "") -> Path:
     """index.html: the figures (Figure 1 first), the heuristic, what the study is, its tables and
@@ -248,9 +262,10 @@ def write_index(study_dir: Path, out_dir: Path, pages: list[Path], summary: str,
     rel = lambda p: Path(p).relative_to(out_dir).as_posix()  # noqa: E731
     parts = [f"<h1>Report: {html.escape(study_dir.name)}</h1>", "<h2>Figures</h2>"]
     for png in sorted((out_dir / "figures").glob("*.png")):  # figure1_matrix, figure2_ablation, ...
+        formats = " | ".join(f'<a href="{rel(png.with_suffix("." + ext))}">{ext.upper()}</a>'
+                             for ext in plots.FIGURE_FORMATS if png.with_suffix("." + ext).exists())
         parts.append(f'<h3>{png.stem}</h3><p><a href="{rel(png.with_suffix(".svg"))}">'
-                     f'<img src="{rel(png)}" style="max-width:100%"></a><br>'
-                     f'<a href="{rel(png)}">PNG</a> | <a href="{rel(png.with_suffix(".svg"))}">SVG</a></p>')
+                     f'<img src="{rel(png)}" style="max-width:100%"></a><br>{formats}</p>')
     parts += [summary, "<h2>The study</h2>" if header else "", header, tables]
     if matrix:
         parts += ["<h2>Matrix cells</h2><p>Mean MTL - mean STILTs; click a cell for the learning "
@@ -259,8 +274,10 @@ def write_index(study_dir: Path, out_dir: Path, pages: list[Path], summary: str,
     parts += [f'<li><a href="{rel(p)}">{p.stem}</a> (<a href="{rel(p.with_suffix(".ipynb"))}">notebook</a>)</li>'
               for p in pages]
     parts.append("</ul>")
-    parts.append("<h2>Tables (CSV)</h2><ul>")
+    parts.append("<h2>Tables (CSV; LaTeX for a paper)</h2><ul>")
     parts += [f'<li><a href="{rel(p)}">{p.name}</a></li>' for p in sorted((out_dir / "tables").glob("*.csv"))]
+    parts += [f'<li><a href="{rel(p)}">{p.name}</a> (booktabs tabular: mean &plusmn; sd over seeds, the '
+              f"paper's mean)</li>" for p in sorted((out_dir / "tables").glob("*.tex"))]
     parts.append("</ul>")
     index = out_dir / "index.html"
     index.write_text(_html_page(f"Report: {study_dir.name}", "\n".join(parts)), encoding="utf-8")
@@ -295,6 +312,7 @@ def build_report(study_dir: Path, compare_to: Path | None = None, kernel_name: s
     if not jobs:
         raise UserError(f"nothing to analyse in {study_dir}: no mtl, stilts or mtl_all rows in results.csv")
     pages = [run_notebook(name, out_dir, params, kernel_name, exclude_input)[1] for name, params in jobs]
+    write_paper_tables(df, out_dir / "tables")
     summary, matrix, tables = "", "", ""
     recorded = out_dir / "tables"
     sizes = analysis.task_sizes(df, study_dir)

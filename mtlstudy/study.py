@@ -1,7 +1,7 @@
 """The study layer, what the CLI and the stage notebooks call: open a study from its profile,
 list its runs (plan), run what is not done, say where it stands (status), collect results.csv
 and build the report. Below it: profile.py (the profile), plan.py (the run list), compute.py
-(its cost), local.py and slurm.py (the executors), runner.py (one run), folder.py (the study's
+(its cost), disk.py (its disk), local.py and slurm.py (the executors), runner.py (one run), folder.py (the study's
 folder on disk).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import yaml
 from . import slurm
 from .compute import compute_summary
 from .errors import StudyNotFound, UserError
-from .folder import StudyFolder
+from .folder import RunFolder, StudyFolder, has_weights
 from .local import cpu_bf16_note, cpu_fallback_note, plan_slots, run_local
 from .plan import PlannedRun, earlier_ids, make_plan
 from .profile import (Profile, ProfileError, apply_overrides, check_inputs, load_profile, profile_from_dict,
@@ -103,13 +103,43 @@ def find_study(study_dir: str | Path) -> Path:
     return path
 
 
+def reusable_runs(study: Study) -> dict[str, tuple[RunFolder, list[str]]]:
+    """Runs of this study not done in its folder but done in another study under the same outputs
+    folder: run id -> (that run's folder, the tasks whose kept weights to take with it). A STILTs
+    support that a STILTs run here still trains from is reusable only with its kept weights (a
+    finished study keeps none: then it trains here)."""
+    folder = study.folder
+    neighbours = folder.neighbours()
+    if not neighbours:
+        return {}
+    here = {r.run_id for r in study.runs if folder.read_status(r.run_id) == "done"}
+    found = {r.run_id: src for r in study.runs if r.run_id not in here
+             and (src := folder.finished_elsewhere(r.run_id, neighbours)) is not None}
+    needed = {s: r.spec.tasks[0] for r in study.runs if r.kind == "stilts" and r.run_id not in here | set(found)
+              for s in r.spec.support_runs if s not in here}
+    return {rid: (src, [needed[rid]] if rid in needed else []) for rid, src in found.items()
+            if rid not in needed or has_weights(src.best(needed[rid]))}
+
+
 def plan(study: Study):
-    """(rows, summary): each run with its status, and the compute against the naive protocol."""
+    """(rows, summary): each run with its status ("reused" when it is taken from another study),
+    and the compute against the naive protocol; summary["reused"] counts the reused runs."""
     summary = compute_summary(study.runs, study.profile, study.user)
     status = study.folder.status if study.folder.is_started() and study.folder.runs else {}
+    reused = reusable_runs(study)
     rows = [{"run_id": r.run_id, "method": r.spec.method, "tasks": ",".join(r.spec.tasks), "seed": r.spec.seed,
-             "deps": len(r.deps), "status": status.get(r.run_id, "pending")} for r in study.runs]
+             "deps": len(r.deps), "status": "reused" if r.run_id in reused else status.get(r.run_id, "pending")}
+            for r in study.runs]
+    summary["reused"] = len(reused)
     return rows, summary
+
+
+def disk_line(study: Study, rows: list[dict]) -> str:
+    """`mtlstudy plan`'s disk line (disk.py) for the plan's `rows`: runs done or reused train nothing here."""
+    from .disk import plan_disk_line  # torch and transformers: for the config's parameter count
+
+    trained_here = {r["run_id"] for r in rows if r["status"] not in ("done", "reused")}
+    return plan_disk_line(study.profile, study.runs, study.user, trained_here)
 
 
 @dataclass
@@ -147,6 +177,8 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
     folder.write_study(p, study.runs, study_task_sizes(p, study.user))
     if retry_failed:
         folder.reset_failed()
+    for rid, (source, tasks) in reusable_runs(study).items():
+        folder.adopt(rid, source, tasks)
     folder.reopen_cleaned_supports()
     notebooks = p.notebooks if notebooks is None else notebooks
     if executor == "slurm":

@@ -37,10 +37,13 @@ def test_report_makes_every_figure_and_table(built):
     out = study / "report"
     assert index == out / "index.html"
     for name in FIGURES:
-        for ext in ("png", "svg"):
+        for ext in ("png", "svg", "pdf"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 0, name
     for name in TABLES:
         assert (out / "tables" / f"{name}.csv").stat().st_size > 0, name
+    for name in ("table1", "table2"):  # for a paper: per seed (mean, sd, n) and LaTeX
+        assert (out / "tables" / f"{name}_seeds.csv").stat().st_size > 0, name
+        assert "\\bottomrule" in (out / "tables" / f"{name}.tex").read_text(), name
     for name in NOTEBOOKS:
         nb = nbformat.read(out / f"{name}.ipynb", as_version=4)
         assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
@@ -55,9 +58,10 @@ def test_index_links_everything(built):
     for name in NOTEBOOKS:
         assert f"{name}.html" in links
     for name in FIGURES:
-        assert f"figures/{name}.svg" in links and f"figures/{name}.png" in links
+        assert {f"figures/{name}.{ext}" for ext in ("png", "svg", "pdf")} <= links
     for name in TABLES:
         assert f"tables/{name}.csv" in links
+    assert {"tables/table1.tex", "tables/table1_seeds.csv", "tables/table2.tex"} <= links
     assert all((out / link).exists() for link in links)
     assert "4 of 5 significant cells (80.0%)" in page
 

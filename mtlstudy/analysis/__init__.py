@@ -3,7 +3,7 @@
 load.py      the study folder read: results.csv, study.json, run records, task sizes and order
 runs.py      one run's record: history, parameters and cost, best scores, collapsed runs
 matrix.py    the paper's pairwise matrix: cells and t-tests, the size heuristic and its accuracy
-tables.py    Tables 1 and 2, the paper's published means
+tables.py    Tables 1 and 2, the paper's published means, per seed (mean, sd), in LaTeX
 ablation.py  the size ablation (Figure 2)
 compare.py   two studies compared cell by cell (Figure 3)
 
@@ -18,8 +18,9 @@ from .matrix import (ALPHA, PAPER_HEURISTIC, cell_table, heuristic, heuristic_ac
                      matrix, read_cells, significance_summary, study_cells, ttest, why_not_significant)
 from .runs import (COLLAPSE_MARGIN, RUN_SETTINGS, collapse_level, collapsed_runs, history_frame, run_scores,
                    run_summary, task_mix)
-from .tables import (ORACLE, PAPER_VALUES, ROW_DEFINITIONS, best_mask, format_table, method_means, mtl_all_table,
-                     paper_comparison, read_table, row_definition, summary_table)
+from .tables import (ORACLE, PAPER_VALUES, ROW_DEFINITIONS, best_mask, format_table, latex_table, method_means,
+                     mtl_all_labels, mtl_all_table, paper_comparison, read_table, row_definition, seed_scores,
+                     seed_spread, summary_table, write_paper_table)
 
 __all__ = [
     "ablation_crossings", "ablation_summary", "ablation_tests", "crossings",
@@ -30,6 +31,7 @@ __all__ = [
     "matrix", "read_cells", "significance_summary", "study_cells", "ttest", "why_not_significant",
     "COLLAPSE_MARGIN", "RUN_SETTINGS", "collapse_level", "collapsed_runs", "history_frame", "run_scores",
     "run_summary", "task_mix",
-    "ORACLE", "PAPER_VALUES", "ROW_DEFINITIONS", "best_mask", "format_table", "method_means", "mtl_all_table",
-    "paper_comparison", "read_table", "row_definition", "summary_table",
+    "ORACLE", "PAPER_VALUES", "ROW_DEFINITIONS", "best_mask", "format_table", "latex_table", "method_means",
+    "mtl_all_labels", "mtl_all_table", "paper_comparison", "read_table", "row_definition", "seed_scores",
+    "seed_spread", "summary_table", "write_paper_table",
 ]
