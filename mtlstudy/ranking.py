@@ -57,6 +57,51 @@ def regret(oracle: float, picks: list[float], k: int) -> float:
     return (oracle - max(picks[:k])) / oracle * 100.0
 
 
+def random_regret(values, k: int) -> float:
+    """The expected Regret@k (%) of a uniformly random order of `values`, exactly: the best of k
+    drawn without replacement is the j-th smallest of n with probability C(j-1, k-1) / C(n, k)."""
+    v = np.sort(np.asarray(values, dtype=float))
+    n, k = len(v), min(k, len(v))
+    p = np.array([math.comb(j - 1, k - 1) for j in range(1, n + 1)]) / math.comb(n, k)
+    return (v[-1] - float(p @ v)) / v[-1] * 100.0
+
+
+def discounts(n: int) -> np.ndarray:
+    """DCG's position discounts 1 / log2(position + 1), positions 1..n."""
+    return 1.0 / np.log2(np.arange(2, n + 2))
+
+
+def ndcg(picks) -> float:
+    """NDCG of an order whose items have relevance `picks` (in the order's sequence)."""
+    rel = np.asarray(picks, dtype=float)
+    return float(discounts(len(rel)) @ rel / (discounts(len(rel)) @ np.sort(rel)[::-1]))
+
+
+def random_ndcg(values) -> float:
+    """The expected NDCG of a uniformly random order, exactly: every item is at every position
+    with probability 1/n, so E[DCG] = mean relevance x the sum of the discounts."""
+    rel = np.asarray(values, dtype=float)
+    d = discounts(len(rel))
+    return float(rel.mean() * d.sum() / (d @ np.sort(rel)[::-1]))
+
+
+def judge_order(measured: pd.Series, order: list[str]) -> dict:
+    """How good one target's ranking is: `measured` is the target's performance after each support
+    (indexed by support, any positive scale: Poth et al.'s regret is a ratio), `order` the supports
+    best first. Regret@1 and Regret@3 (%), NDCG (the performance as relevance) and the Spearman
+    correlation of the order with the measured performance (nan when it is constant)."""
+    picks = [float(measured[s]) for s in order]
+    rho = stats.spearmanr(np.arange(len(picks), 0, -1), picks)[0] if len(set(picks)) > 1 else float("nan")
+    return dict(top1=order[0], regret1=regret(max(picks), picks, 1), regret3=regret(max(picks), picks, 3),
+                ndcg=ndcg(picks), spearman=float(rho))
+
+
+def judge_random(measured: pd.Series) -> dict:
+    """judge_order's numbers expected of a uniformly random order, exact (Spearman's is 0)."""
+    return dict(top1="", regret1=random_regret(measured, 1), regret3=random_regret(measured, 3),
+                ndcg=random_ndcg(measured), spearman=0.0)
+
+
 def evaluate(study_dir: Path, signals: pd.DataFrame | None = None, cells: pd.DataFrame | None = None,
              **kw) -> tuple[pd.DataFrame, dict]:
     """Leave-one-target-out evaluation of the ranker on a finished pairwise study.
