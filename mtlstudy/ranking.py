@@ -22,17 +22,30 @@ from . import analysis
 from .data import DataSource
 from .errors import BadValue
 from .folder import StudyFolder
-from .recommend import expected_gain, labels_match, measured_gains, rank, single_means
-from .similarity import DEFAULT_MODEL, DEFAULT_SAMPLE, cosine, task_embedding
+from .recommend import (TEXT_AND_SIZE, expected_gain, labels_match, measured_gains, rank, single_means,
+                        size_ratio)
+from .similarity import DEFAULT_MODEL, DEFAULT_SAMPLE, cosine, overlap, task_embedding, vocabulary
 from .tasks import Task, get_task
+from .transfer import support_scores
 
 MIN_TASKS = 3          # the evaluation needs at least this many tasks in a study
 
 
-def study_signals(study_dir: Path, model: str = DEFAULT_MODEL, sample: int = DEFAULT_SAMPLE,
-                  seed: int = 0, cache_dir: Path | None = None) -> pd.DataFrame:
-    """Similarity and label match of every (target, support) cell of a finished study, its tasks
-    read from the run list (user tasks included) and its data source from study.json."""
+def pair_signals(tasks: dict[str, Task], pairs, source: DataSource, model: str = DEFAULT_MODEL,
+                 sample: int = DEFAULT_SAMPLE, seed: int = 0, cache_dir: Path | None = None) -> pd.DataFrame:
+    """similarity, overlap (of vocabularies) and labels_match of (target, support) pairs of `tasks`."""
+    names = sorted({n for p in pairs for n in p})
+    emb = {n: task_embedding(tasks[n], source, model=model, sample=sample, seed=seed, cache_dir=cache_dir)
+           for n in names}
+    words = {n: vocabulary(tasks[n], source, sample=sample, seed=seed) for n in names}
+    return pd.DataFrame([dict(target=t, support=s, similarity=cosine(emb[t], emb[s]), overlap=overlap(words[t], words[s]),
+                              labels_match=labels_match(tasks[t], tasks[s])) for t, s in pairs],
+                        columns=["target", "support", "similarity", "overlap", "labels_match"])
+
+
+def study_signals(study_dir: Path, **kw) -> pd.DataFrame:
+    """pair_signals of every (target, support) cell of a finished study, its tasks read from the
+    run list (user tasks included) and its data source from study.json."""
     study_dir = Path(study_dir)
     info = analysis.load_study_info(study_dir)
     profile = info.get("profile") if isinstance(info.get("profile"), dict) else {}
@@ -44,12 +57,8 @@ def study_signals(study_dir: Path, model: str = DEFAULT_MODEL, sample: int = DEF
             for name, t in (run["spec"].get("user_tasks") or {}).items():
                 user[name] = Task.model_validate(t)
     cells, order = analysis.study_cells(study_dir)
-    tasks = {n: get_task(n, user) for n in order}
-    emb = {n: task_embedding(t, source, model=model, sample=sample, seed=seed, cache_dir=cache_dir)
-           for n, t in tasks.items()}
-    return pd.DataFrame([dict(target=r.target, support=r.support, similarity=cosine(emb[r.target], emb[r.support]),
-                              labels_match=labels_match(tasks[r.target], tasks[r.support]))
-                         for r in cells.itertuples()])
+    return pair_signals({n: get_task(n, user) for n in order}, list(zip(cells["target"], cells["support"])),
+                        source, **kw)
 
 
 def regret(oracle: float, picks: list[float], k: int) -> float:
@@ -103,12 +112,13 @@ def judge_random(measured: pd.Series) -> dict:
 
 
 def evaluate(study_dir: Path, signals: pd.DataFrame | None = None, cells: pd.DataFrame | None = None,
-             **kw) -> tuple[pd.DataFrame, dict]:
+             transfer_rows: pd.DataFrame | None = None, **kw) -> tuple[pd.DataFrame, dict]:
     """Leave-one-target-out evaluation of the ranker on a finished pairwise study.
 
-    `signals` (columns target, support, similarity, labels_match) defaults to study_signals(study_dir,
-    **kw); `cells`, the study's cell table, to analysis.study_cells (the report passes the one its
-    notebook wrote). Returns one row per target (single, top1 support and method, top1 score, avg_sh,
+    `signals` (columns target, support, similarity) defaults to study_signals(study_dir, **kw);
+    `cells`, the study's cell table, to analysis.study_cells (the report passes the one its
+    notebook wrote); with `transfer_rows` (an outside table's setting) the ranking puts the
+    supports' measured transfer first (recommend.rank). Returns one row per target (single, top1 support and method, top1 score, avg_sh,
     random, oracle, regret1, regret3, regret1_sh (of Avg S.H.), regret1_random) and a summary
     dict: n_targets, the means of those columns, spearman and spearman_p (predicted vs measured
     gains over all cells), n_cells.
@@ -123,7 +133,7 @@ def evaluate(study_dir: Path, signals: pd.DataFrame | None = None, cells: pd.Dat
         signals = study_signals(study_dir, **kw)
     single = single_means(df)
     c = measured_gains(cells, single).merge(signals, on=["target", "support"], how="left")
-    if c[["similarity", "labels_match"]].isna().any().any():
+    if c["similarity"].isna().any():
         raise ValueError("signals missing for some cells")
     c["size_ratio"] = np.exp(c["log_ratio"])
     c["best"] = c[["mean_mtl", "mean_stilts"]].max(axis=1)
@@ -131,6 +141,8 @@ def evaluate(study_dir: Path, signals: pd.DataFrame | None = None, cells: pd.Dat
     rows, predicted = [], []
     for target in [t for t in order if t in set(c["target"])]:
         mine = c[c["target"] == target]
+        if transfer_rows is not None:
+            mine = mine.assign(measured=support_scores(transfer_rows, target, mine["support"]))
         ranked = rank(mine).set_index("support")
         picks = [mine.set_index("support").at[s, "sh_score"] for s in ranked.index]
         others = c[c["target"] != target]  # leave one target out: its own cells are not evidence
@@ -157,6 +169,106 @@ def evaluate(study_dir: Path, signals: pd.DataFrame | None = None, cells: pd.Dat
                "top1_beats_avg_sh": int((table["top1_score"] > table["avg_sh"]).sum()),
                "predictions": pred}
     return table, summary
+
+
+# ----------------------------------------------------------------------------- on an outside table
+
+def task_as_here(name: str, glue_dir: Path) -> Task:
+    """A GLUE task whose training texts come from what its folder under `glue_dir` holds: train.tsv,
+    else train_sample.tsv (QQP in ../shared/data/glue), else its dev file (QNLI there)."""
+    task = get_task(name)
+    folder = Path(glue_dir) / (task.glue_folder or task.name)
+    train = task.tsv["train"]
+    if not (folder / train.file).is_file():
+        train = (train.model_copy(update={"file": "train_sample.tsv"}) if (folder / "train_sample.tsv").is_file()
+                 else task.tsv["dev"])
+    return task.model_copy(update={"tsv": {**task.tsv, "train": train}})
+
+
+def table_signals(rows: pd.DataFrame, glue_dir: Path, **kw) -> pd.DataFrame:
+    """pair_signals of an outside table's (target, source) pairs, texts from `glue_dir`
+    (task_as_here), and size_ratio from the tasks' registered (official) train sizes."""
+    names = sorted(set(rows["target"]) | set(rows["source"]))
+    tasks = {n: task_as_here(n, glue_dir) for n in names}
+    source = DataSource(source="glue_dir", glue_dir=Path(glue_dir))
+    sig = pair_signals(tasks, list(zip(rows["target"], rows["source"])), source, **kw)
+    sig["size_ratio"] = [size_ratio(tasks[s].train_size, tasks[t].train_size) for t, s in zip(sig["target"], sig["support"])]
+    return sig
+
+
+def judge_scores(rows: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """judge_order for every target of an outside table's setting: `rows` (target, source, pc), the
+    measured transfer; `scores` (target, support, score), a ranking's scores, higher first, ties by
+    support name. The target's performance after a support is 1 + pc of training it alone, so the
+    regrets are Poth et al.'s ratios of scores. One row per target."""
+    out = []
+    for target, mine in rows.groupby("target", sort=True):
+        measured = (1.0 + mine.set_index("source")["pc"])
+        s = scores[scores["target"] == target].set_index("support")["score"].reindex(measured.index)
+        if s.isna().any():
+            raise ValueError(f"no score for target {target}, support(s) {', '.join(s.index[s.isna()])}")
+        order = sorted(measured.index, key=lambda c: (-s[c], c))
+        out.append(dict(target=target, **judge_order(measured, order)))
+    return pd.DataFrame(out)
+
+
+def judge_random_on(rows: pd.DataFrame) -> pd.DataFrame:
+    """judge_random for every target of an outside table's setting."""
+    return pd.DataFrame([dict(target=t, **judge_random(1.0 + m.set_index("source")["pc"]))
+                         for t, m in rows.groupby("target", sort=True)])
+
+
+def measured_elsewhere_scores(rows: pd.DataFrame) -> pd.DataFrame:
+    """(target, support, score) of every pair of an outside table's setting: the support's
+    measured transfer to the table's other targets, leave one target out."""
+    return pd.DataFrame([dict(target=t, support=s, score=support_scores(rows, t, [s])[0])
+                         for t, s in zip(rows["target"], rows["source"])])
+
+
+def _order_scores(signals: pd.DataFrame, columns) -> pd.DataFrame:
+    """(target, support, score) of recommend.rank's order by the mean rank of `columns` (ties by
+    similarity), within each target: score = minus the position."""
+    out = []
+    for target, mine in signals.groupby("target", sort=False):
+        ranked = mine.assign(mean_rank=pd.concat([mine[c].astype(float).rank(ascending=False) for c in columns],
+                                                 axis=1).mean(axis=1))
+        ranked = ranked.sort_values(["mean_rank", "similarity"], ascending=[True, False], kind="mergesort")
+        out.append(pd.DataFrame(dict(target=target, support=ranked["support"], score=-np.arange(len(ranked)))))
+    return pd.concat(out, ignore_index=True)
+
+
+def _recommend_scores(signals: pd.DataFrame) -> pd.DataFrame:
+    """(target, support, score) of recommend.rank's order without a table (score = minus the rank)."""
+    return pd.concat([rank(mine).assign(target=target, score=lambda r: -r["rank"])[["target", "support", "score"]]
+                      for target, mine in signals.groupby("target", sort=False)], ignore_index=True)
+
+
+def compare_on_table(rows: pd.DataFrame, signals: pd.DataFrame) -> pd.DataFrame:
+    """Every ranking judged on one setting of an outside table (judge_scores), one row per
+    (ranking, target): the recommend ranking with the table (measured transfer to the other
+    targets first) and without it (mean rank of text similarity and size ratio), that mean rank
+    with the label-space match as a third vote (the ranking before), each signal alone, a random
+    order's expectation and the oracle. `signals` is table_signals' frame."""
+    sig = signals.reset_index(drop=True)
+    scores = {
+        "measured elsewhere (recommend with the table)": measured_elsewhere_scores(rows),
+        "text and size (recommend without a table)":
+            _recommend_scores(sig),
+        "text, size and label match (the ranking before)": _order_scores(sig, [*TEXT_AND_SIZE, "labels_match"]),
+        "most similar (text embeddings)": sig.assign(score=sig["similarity"]),
+        "most shared vocabulary (domain)": sig.assign(score=sig["overlap"]),
+        "largest support": sig.assign(score=sig["size_ratio"]),
+        "oracle": rows.rename(columns={"source": "support"}).assign(score=rows["pc"]),
+    }
+    judged = [judge_scores(rows, sc).assign(ranking=name) for name, sc in scores.items()]
+    judged.insert(-1, judge_random_on(rows).assign(ranking="random (expected)"))
+    return pd.concat(judged, ignore_index=True)[["ranking", "target", "top1", "regret1", "regret3", "ndcg", "spearman"]]
+
+
+def table_means(judged: pd.DataFrame) -> pd.DataFrame:
+    """compare_on_table's rows averaged over the targets, one row per ranking, in its order."""
+    cols = ["regret1", "regret3", "ndcg", "spearman"]
+    return judged.groupby("ranking", sort=False)[cols].mean().reset_index()
 
 
 # ----------------------------------------------------------------------------- report

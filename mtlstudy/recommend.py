@@ -29,9 +29,11 @@ from .data import DataSource
 from .errors import BadValue
 from .similarity import DEFAULT_MODEL, DEFAULT_SAMPLE, similarities
 from .tasks import GENERATED_TASKS, GLUE_TASKS, Task, get_task
+from .transfer import support_scores
 
 NEAR_RATIO = 2.0       # evidence cells: size ratio within this factor of the candidate's
 NEAR_FALLBACK = 3      # else the nearest cells by log size ratio
+TEXT_AND_SIZE = ("similarity", "size_ratio")  # the signals that vote by mean rank
 
 # Train sizes of the registered tasks (GLUE's official sizes and the generated suite's defaults).
 REGISTERED_SIZES = {n: t.train_size for reg in (GLUE_TASKS, GENERATED_TASKS) for n, t in reg.items() if t.train_size}
@@ -145,21 +147,23 @@ def size_ratio(support_size: float, target_size: float) -> float:
 
 
 def labels_match(a: Task, b: Task) -> bool:
-    """Same label space shape: both regression, or the same number of labels."""
+    """Same label space shape: both regression, or the same number of labels (shown, not ranked by)."""
     return a.is_regression == b.is_regression and a.num_outputs == b.num_outputs
 
 
 def rank(signals: pd.DataFrame) -> pd.DataFrame:
-    """Order candidates by the mean of their ranks on similarity, size ratio and label match.
+    """Order candidates: by `measured` first when the column is there (a support's measured transfer
+    to an outside table's other targets, transfer.measured_elsewhere; the caller fills in the
+    table's average for a candidate it lacks), then by the mean of their ranks on similarity and
+    size ratio (higher first; ties share their mean rank), then by similarity.
 
-    `signals` has one row per candidate with columns support, similarity, size_ratio,
-    labels_match. Returns it with columns mean_rank and rank (1 = best), best first.
+    `signals` has one row per candidate with columns support, similarity, size_ratio (and
+    measured). Returns it with columns mean_rank and rank (1 = best), best first.
     """
     s = signals.copy()
-    ranks = pd.concat([s["similarity"].rank(ascending=False), s["size_ratio"].rank(ascending=False),
-                       s["labels_match"].astype(float).rank(ascending=False)], axis=1)
-    s["mean_rank"] = ranks.mean(axis=1)
-    s = s.sort_values(["mean_rank", "similarity"], ascending=[True, False], kind="mergesort")
+    s["mean_rank"] = pd.concat([s[c].rank(ascending=False) for c in TEXT_AND_SIZE], axis=1).mean(axis=1)
+    keys = (["measured"] if "measured" in s else []) + ["mean_rank", "similarity"]
+    s = s.sort_values(keys, ascending=[k == "mean_rank" for k in keys], kind="mergesort")
     s["rank"] = np.arange(1, len(s) + 1)
     return s.reset_index(drop=True)
 
@@ -204,15 +208,27 @@ def _sizes_and_tasks(names: list[str], user: dict[str, Task]) -> tuple[dict[str,
     return tasks, {n: int(t.train_size) for n, t in tasks.items()}
 
 
+def study_task_sizes(study_dirs) -> dict[str, int]:
+    """Train sizes by task as the finished studies trained them (study.json's task_sizes, e.g. a
+    profile's data.generated_sizes or train_counts); the first study listed wins."""
+    sizes: dict[str, int] = {}
+    for d in study_dirs:
+        for task, size in analysis.task_sizes(analysis.load_results(Path(d)), Path(d)).items():
+            sizes.setdefault(task, size)
+    return sizes
+
+
 def recommend_candidates(target: str, candidates: list[str], user: dict[str, Task] | None = None,
                          source: DataSource | None = None, study_dirs=(), model: str = DEFAULT_MODEL,
                          sample: int = DEFAULT_SAMPLE, seed: int = 0, cache_dir: Path | None = None,
-                         sizes: dict[str, int] | None = None) -> pd.DataFrame:
+                         transfer_rows: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rank candidate supports for `target` (task names: GLUE, the generated suite or `user`).
 
     Returns one row per candidate, best first: rank, support, size_ratio, similarity,
-    labels_match, mean_rank, method (the size heuristic's), expected_gain, basis.
-    `sizes` overrides the tasks' registered train sizes.
+    labels_match, measured (with `transfer_rows`, an outside table's setting: the support's
+    measured transfer to the table's other targets, or their average where the table lacks it),
+    mean_rank, method (the size heuristic's), expected_gain, basis. Train sizes are the studies'
+    own where `study_dirs` trained the task (study_task_sizes), else the registered ones.
     """
     user = user or {}
     if not candidates:
@@ -223,12 +239,14 @@ def recommend_candidates(target: str, candidates: list[str], user: dict[str, Tas
     if target in candidates:
         raise BadValue(f"candidate '{target}' is the target itself; a support must be another task")
     tasks, reg_sizes = _sizes_and_tasks([target, *candidates], user)
-    sizes = {**reg_sizes, **(sizes or {})}
+    sizes = {**reg_sizes, **{t: n for t, n in study_task_sizes(study_dirs).items() if t in tasks}}
     sims = similarities(tasks[target], [tasks[c] for c in candidates], source, model=model, sample=sample,
                         seed=seed, cache_dir=cache_dir)
     signals = pd.DataFrame([dict(support=c, size_ratio=size_ratio(sizes[c], sizes[target]),
                                  similarity=sims[c], labels_match=labels_match(tasks[target], tasks[c]))
                             for c in candidates])
+    if transfer_rows is not None:
+        signals["measured"] = support_scores(transfer_rows, target, candidates)
     out = rank(signals)
     evidence, labels = [], []
     for d in study_dirs:
@@ -241,8 +259,8 @@ def recommend_candidates(target: str, candidates: list[str], user: dict[str, Tas
     gains = [expected_gain(r, evidence, label) for r in out["size_ratio"]]
     out["expected_gain"] = [g for g, _ in gains]
     out["basis"] = [b for _, b in gains]
-    return out[["rank", "support", "size_ratio", "similarity", "labels_match", "mean_rank", "method",
-                "expected_gain", "basis"]]
+    return out[["rank", "support", "size_ratio", "similarity", "labels_match",
+                *(["measured"] if transfer_rows is not None else []), "mean_rank", "method", "expected_gain", "basis"]]
 
 
 def format_candidates(target: str, table: pd.DataFrame) -> str:

@@ -1,7 +1,10 @@
 """Text similarity of two tasks: the cosine of their mean text embeddings, a seeded sample of each
 task's training texts (256 by default) through the encoder (the offline MiniLM by default),
 mean-pooled over the attention mask and averaged per task (Vu et al. 2020's TextEmb; Poth et al.
-2021's SEmb); cached per task on disk. Computed in minutes on a CPU without training."""
+2021's SEmb); cached per task on disk. Computed in minutes on a CPU without training.
+
+And their domain's closeness as Gururangan et al. (2020) measure it: the overlap of the two tasks'
+most frequent words (English stop words left out), from the same sample of texts."""
 from __future__ import annotations
 
 import functools
@@ -18,6 +21,7 @@ from .tasks import Task
 
 DEFAULT_SAMPLE = 256
 DEFAULT_MODEL = OFFLINE_MINILM  # the offline encoder (spec.py)
+VOCABULARY_TOP = 1000  # words per task for the vocabulary overlap
 
 
 def cosine(a, b) -> float:
@@ -104,3 +108,21 @@ def similarities(target: Task, candidates: list[Task], source: DataSource | None
     """Cosine similarity of the target's mean embedding to each candidate's."""
     t = task_embedding(target, source, **kw)
     return {c.name: cosine(t, task_embedding(c, source, **kw)) for c in candidates}
+
+
+def vocabulary(task: Task, source: DataSource | None = None, sample: int = DEFAULT_SAMPLE, seed: int = 0,
+               top: int = VOCABULARY_TOP) -> set[str]:
+    """The `top` most frequent lower-cased words of a seeded sample of the task's training texts
+    (both texts of a pair), English stop words left out (scikit-learn's list and tokenizer)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    a, b = sample_texts(task, source or DataSource(), sample, seed)
+    counter = CountVectorizer(stop_words="english")
+    counts = np.asarray(counter.fit_transform(a + (b or [])).sum(axis=0)).ravel()
+    words = counter.get_feature_names_out()
+    return set(words[np.argsort(-counts, kind="stable")[:top]])  # ties: alphabetical, stable
+
+
+def overlap(a: set, b: set) -> float:
+    """Shared words over the smaller vocabulary's size: 1 when one holds the other."""
+    return len(a & b) / min(len(a), len(b))
