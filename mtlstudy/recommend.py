@@ -27,7 +27,7 @@ import pandas as pd
 from . import analysis
 from .data import DataSource
 from .errors import BadValue
-from .similarity import DEFAULT_MODEL, DEFAULT_SAMPLE, similarities
+from .similarity import DEFAULT_MODEL, DEFAULT_SAMPLE, similarities, texts_here
 from .tasks import GENERATED_TASKS, GLUE_TASKS, Task, get_task
 from .transfer import support_scores
 
@@ -240,7 +240,9 @@ def recommend_candidates(target: str, candidates: list[str], user: dict[str, Tas
         raise BadValue(f"candidate '{target}' is the target itself; a support must be another task")
     tasks, reg_sizes = _sizes_and_tasks([target, *candidates], user)
     sizes = {**reg_sizes, **{t: n for t, n in study_task_sizes(study_dirs).items() if t in tasks}}
-    sims = similarities(tasks[target], [tasks[c] for c in candidates], source, model=model, sample=sample,
+    source = source or DataSource()
+    here = {n: texts_here(t, source) for n, t in tasks.items()}
+    sims = similarities(here[target][0], [here[c][0] for c in candidates], source, model=model, sample=sample,
                         seed=seed, cache_dir=cache_dir)
     signals = pd.DataFrame([dict(support=c, size_ratio=size_ratio(sizes[c], sizes[target]),
                                  similarity=sims[c], labels_match=labels_match(tasks[target], tasks[c]))
@@ -259,20 +261,32 @@ def recommend_candidates(target: str, candidates: list[str], user: dict[str, Tas
     gains = [expected_gain(r, evidence, label) for r in out["size_ratio"]]
     out["expected_gain"] = [g for g, _ in gains]
     out["basis"] = [b for _, b in gains]
+    out.attrs["notes"] = [note for _, note in here.values() if note]
     return out[["rank", "support", "size_ratio", "similarity", "labels_match",
                 *(["measured"] if transfer_rows is not None else []), "mean_rank", "method", "expected_gain", "basis"]]
 
 
-def format_candidates(target: str, table: pd.DataFrame) -> str:
-    """The `recommend --candidates` answer as text."""
-    lines = [f"Support candidates for target {target}, best first (mean rank of: text similarity, "
-             f"size ratio |S|/|T|, label-space match):",
-             f"{'rank':>4}  {'support':14} {'sim':>6} {'|S|/|T|':>9} {'labels':>6} {'mean rank':>9}  "
-             f"{'method':7} {'expected gain':>13}"]
+def format_candidates(target: str, table: pd.DataFrame, evidence: str = "", source_name: str = "") -> str:
+    """The `recommend --candidates` answer as text; `evidence`, how good the ranking has been
+    (ranking.evidence), ends it; `source_name` names the transfer table when the ranking used one."""
+    measured = "measured" in table
+    by = (f"the support's measured transfer to the other targets of {source_name}, then the mean rank of "
+          if measured else "the mean rank of ")
+    lines = [f"Support candidates for target {target}, best first (by {by}text similarity and size ratio |S|/|T|):",
+             f"{'rank':>4}  {'support':14} {'sim':>6} {'|S|/|T|':>9} {'labels':>6} "
+             + (f"{'measured':>8} " if measured else "") + f"{'mean rank':>9}  {'method':7} {'expected gain':>13}"]
     for r in table.itertuples():
         lines.append(f"{r.rank:>4}  {r.support:14} {r.similarity:6.3f} {r.size_ratio:9.3g} "
-                     f"{'match' if r.labels_match else 'differ':>6} {r.mean_rank:9.2f}  "
-                     f"{'MTL' if r.method == 'mtl' else 'STILTs':7} {r.expected_gain:+13.2f}")
+                     f"{'match' if r.labels_match else 'differ':>6} "
+                     + (f"{r.measured:+8.3f} " if measured else "")
+                     + f"{r.mean_rank:9.2f}  {'MTL' if r.method == 'mtl' else 'STILTs':7} {r.expected_gain:+13.2f}")
+    if measured:
+        lines.append("measured: mean relative change of a target's score after this support, over the table's "
+                     "targets other than this one (the table's average for a support it lacks)")
+    lines.append("labels: whether the label spaces match (shown; not ranked by)")
     lines.append("method: the size heuristic (MTL when |S| > |T|, otherwise STILTs)")
     lines += sorted({f"expected gain (points over single-task): {b}" for b in table["basis"]})
+    lines += [f"similarity: {n}" for n in table.attrs.get("notes", [])]
+    if evidence:
+        lines.append(evidence)
     return "\n".join(lines)

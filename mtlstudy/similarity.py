@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataSource, default_cache_dir, load_examples, subsample_indices
+from .data import DataSource, default_cache_dir, load_examples, reads_files, subsample_indices
 from .spec import OFFLINE_MINILM
 from .tasks import Task
 
@@ -41,6 +41,22 @@ def sample_texts(task: Task, source: DataSource, sample: int = DEFAULT_SAMPLE, s
     ex = load_examples(task, "train", source)
     idx = subsample_indices(len(ex), seed, count=min(sample, len(ex)))
     return [ex.text_a[i] for i in idx], (None if ex.text_b is None else [ex.text_b[i] for i in idx])
+
+
+def texts_here(task: Task, source: DataSource) -> tuple[Task, str]:
+    """The task with its training texts from what its folder under source.glue_dir holds: its train
+    file, else train_sample.tsv (QQP in ../shared/data/glue), else its dev file (QNLI there); with a
+    note naming the file used in place of the train file ('' when none is)."""
+    if not reads_files(task, source) or Path(task.tsv["train"].file).is_absolute() or source.glue_dir is None:
+        return task, ""
+    folder = Path(source.glue_dir) / (task.glue_folder or task.name)
+    train = task.tsv["train"]
+    if (folder / train.file).is_file() or not folder.is_dir():
+        return task, ""
+    train = (train.model_copy(update={"file": "train_sample.tsv"}) if (folder / "train_sample.tsv").is_file()
+             else task.tsv["dev"])
+    note = f"{task.name}: texts from {folder / train.file} ({task.tsv['train'].file} is not there)"
+    return task.model_copy(update={"tsv": {**task.tsv, "train": train}}), note
 
 
 def embedding_cache_dir() -> Path:
