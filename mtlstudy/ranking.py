@@ -1,12 +1,15 @@
-"""How good is the support ranking (recommend.py)? Measured on a finished pairwise study.
+"""How good is a support ranking (recommend.py)? Measured on a finished pairwise study, and on an
+outside transfer table (transfer.py: transfer measured by others).
 
-For every target (leave-one-target-out: the expected gains for a target use only the other
-targets' cells), the measured score of the ranker's top (support, heuristic method) pick against
-Avg S.H., the Pairwise Oracle and a random pick, Regret@1 and Regret@3 as Poth et al. (EMNLP 2021)
-define them,
-  Regret@k = (oracle score - best measured score among the top k picks) / oracle score x 100,
-and the Spearman correlation of predicted and measured gains over all cells. `report_section` is
-the report's part on it.
+On a study: for every target (leave-one-target-out: the expected gains for a target use only the
+other targets' cells), the measured score of the ranker's top (support, heuristic method) pick
+against Avg S.H., the Pairwise Oracle and a random pick, and the Spearman correlation of predicted
+and measured gains over all cells. On a table: for every target, Regret@1, Regret@3, NDCG and
+Spearman of any ranking (compare_on_table: recommend's with and without the table, each signal, a
+ridge fitted on the other targets) beside a random order's exact expectation and the oracle.
+Regret@k as Poth et al. (EMNLP 2021) define it:
+  Regret@k = (oracle score - best measured score among the top k picks) / oracle score x 100.
+`report_section` is the report's part on it; `evidence` the sentence `recommend` ends with.
 """
 from __future__ import annotations
 
@@ -265,35 +268,6 @@ def fitted_weights(rows: pd.DataFrame, signals: pd.DataFrame, alpha: float = 1.0
     return dict(zip(FITTED_SIGNALS, map(float, _ridge(_fitting_frame(rows, signals), alpha).coef_)))
 
 
-def _recommend_scores(signals: pd.DataFrame) -> pd.DataFrame:
-    """(target, support, score) of recommend.rank's order without a table (score = minus the rank)."""
-    return pd.concat([rank(mine).assign(target=target, score=lambda r: -r["rank"])[["target", "support", "score"]]
-                      for target, mine in signals.groupby("target", sort=False)], ignore_index=True)
-
-
-FITTED_SIGNALS = ("similarity", "overlap", "log_size_ratio", "labels_match")
-
-
-def fitted_scores(rows: pd.DataFrame, signals: pd.DataFrame, alpha: float = 1.0) -> pd.DataFrame:
-    """(target, support, score): a ridge regression (scikit-learn) of a pair's transfer, centred
-    within its target, on its FITTED_SIGNALS standardized within its target, fitted on the
-    other targets' pairs and scoring the target's own: leave one target out."""
-    from sklearn.linear_model import Ridge
-
-    d = signals.assign(log_size_ratio=np.log(signals["size_ratio"]),
-                       labels_match=signals["labels_match"].astype(float))
-    cols = list(FITTED_SIGNALS)
-    d[cols] = d.groupby("target")[cols].transform(lambda x: (x - x.mean()) / x.std(ddof=0) if x.std(ddof=0) > 0 else 0.0)
-    d = d.merge(rows.rename(columns={"source": "support"}), on=["target", "support"])
-    d["y"] = d["pc"] - d.groupby("target")["pc"].transform("mean")
-    out = []
-    for target in sorted(set(d["target"])):
-        train, judged = d[d["target"] != target], d[d["target"] == target]
-        model = Ridge(alpha=alpha).fit(train[cols], train["y"])
-        out.append(judged.assign(score=model.predict(judged[cols]))[["target", "support", "score"]])
-    return pd.concat(out, ignore_index=True)
-
-
 def compare_on_table(rows: pd.DataFrame, signals: pd.DataFrame) -> pd.DataFrame:
     """Every ranking judged on one setting of an outside table (judge_scores), one row per
     (ranking, target): the recommend ranking with the table (measured transfer to the other
@@ -413,8 +387,8 @@ def report_section(study_dir: Path, signals: pd.DataFrame | None = None, csv: Pa
     show = show[["target", "single", "top pick", "method", "top pick score", "Avg S.H.", "random",
                  "Pairwise Oracle", "Regret@1 %", "Regret@3 %"]]
     intro = ("<p>For each target the ranker orders the other tasks by the mean of their ranks on text "
-             "similarity (mean-pooled MiniLM embeddings of 256 training texts), size ratio and label-space "
-             "match, and takes the size heuristic's method; its top pick's measured score is compared with "
+             "similarity (mean-pooled MiniLM embeddings of 256 training texts) and size ratio, "
+             "and takes the size heuristic's method; its top pick's measured score is compared with "
              "Avg S.H., a random (support, method) pick and the Pairwise Oracle. Regret@k as Poth et al. "
              "(2021): (oracle - best of the top k) / oracle.</p>\n")
     return (title + intro + show.to_html(index=False, float_format=lambda v: f"{v:.2f}", border=0)

@@ -3,18 +3,21 @@
 ranking before training anything (`recommend_candidates`).
 
 Signals of a candidate support S for a target T:
-  size ratio     |S| / |T| (train sizes; the size heuristic reads the same two numbers)
+  measured       with an outside transfer table (transfer.py): S's mean measured transfer to the
+                 table's targets other than T (the table's average when it lacks S)
   similarity     cosine similarity of the two tasks' mean text embeddings (similarity.py)
-  labels match   same number of labels, or both regression
+  size ratio     |S| / |T| (train sizes: a --study's own where it trained the task; the size
+                 heuristic reads the same two numbers)
+  labels match   same number of labels, or both regression (shown, not ranked by: it put STS-B,
+                 the best support on TaskWeb's table, last; docs/ranking.md)
 
-Ranking: each signal gives every candidate a rank (higher similarity, larger support, matching
-labels first; ties share their mean rank) and candidates are ordered by the mean of the three
-ranks, ties broken by similarity. No weight is fitted: the three signals vote equally. The method
-for each candidate is the size heuristic's (analysis.heuristic). The expected gain (points over
-the target's single-task score) comes from finished studies: the mean measured gain of the
-heuristic's method in cells whose size ratio is within a factor of 2 of the candidate's (else the
-3 nearest); without a study it is a stated prior of 0. How well the ranking does on a finished
-study: ranking.py.
+Ranking: by `measured` first when there is a table, then by the mean of the candidates' ranks on
+similarity and size ratio (ties share their mean rank), ties broken by similarity. No weight is
+fitted. The method for each candidate is the size heuristic's (analysis.heuristic). The expected
+gain (points over the target's single-task score) comes from finished studies: the mean measured
+gain of the heuristic's method in cells whose size ratio is within a factor of 2 of the
+candidate's (else the 3 nearest); without a study it is a stated prior of 0. How well the ranking
+does: ranking.py.
 """
 from __future__ import annotations
 
