@@ -33,14 +33,17 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if pc.isna().any():
         row = int(pc.isna().to_numpy().argmax())
         raise BadValue(f"{path}: line {row + 2}: pc {df['pc'].iloc[row]!r} is not a number")
-    return df.assign(pc=pc.astype(float))
+    df = df.assign(pc=pc.astype(float))
+    df.attrs["path"] = str(path)
+    return df
 
 
 def setting_rows(table: pd.DataFrame, setting: str = DEFAULT_SETTING) -> pd.DataFrame:
     """The (target, source, pc) rows of one setting; BadValue naming the settings it has."""
     rows = table[table["setting"] == setting]
     if rows.empty:
-        raise BadValue(f"transfer table has no setting '{setting}'; it has: {', '.join(sorted(set(table['setting'])))}")
+        raise BadValue(f"{table.attrs.get('path', 'transfer table')}: no setting '{setting}'; "
+                       f"it has: {', '.join(sorted(set(table['setting'])))}")
     return rows[["target", "source", "pc"]].reset_index(drop=True)
 
 

@@ -312,7 +312,7 @@ def test_read_table_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="t.csv: line 3: pc 'high' is not a number"):
         transfer.read_table(bad)
     bad.write_text("target,source,setting,pc\nrte,mrpc,x,0.1\n")
-    with pytest.raises(ValueError, match="no setting 'finetune/roberta'; it has: x"):
+    with pytest.raises(ValueError, match="t.csv: no setting 'finetune/roberta'; it has: x"):
         transfer.setting_rows(transfer.read_table(bad))
     with pytest.raises(ValueError, match="transfer table not found"):
         transfer.read_table(tmp_path / "none.csv")
