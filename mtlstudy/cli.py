@@ -175,8 +175,11 @@ def cmd_recommend(a):
 
 def _recommend_candidates(a):
     from .data import DataSource
-    from .recommend import format_candidates, recommend_candidates
+    import pandas as pd
+
+    from . import ranking, transfer
     from .data import load_task_file
+    from .recommend import format_candidates, recommend_candidates
 
     if a.support is not None:
         raise UserError(f"give either a SUPPORT ({a.support}) or --candidates, not both")
@@ -184,9 +187,15 @@ def _recommend_candidates(a):
     source = DataSource(source="glue_dir", glue_dir=Path(a.glue_dir)) if a.glue_dir else DataSource()
     if a.glue_dir and not Path(a.glue_dir).is_dir():
         raise UserError(f"--glue-dir {a.glue_dir}: folder not found")
+    rows = None
+    if a.transfer_table:
+        rows = transfer.setting_rows(transfer.read_table(a.transfer_table), a.transfer_setting)
     table = recommend_candidates(a.target, a.candidates, user, source, [Path(s) for s in a.study],
-                                 sample=a.sample, cache_dir=Path(a.cache_dir) if a.cache_dir else None)
-    print(format_candidates(a.target, table))
+                                 sample=a.sample, cache_dir=Path(a.cache_dir) if a.cache_dir else None,
+                                 transfer_rows=rows)
+    known = 0 if rows is None else int(pd.Series(a.candidates).isin(set(rows["source"])).sum())
+    evidence = ranking.evidence(rows, Path(a.transfer_table or "").name, a.transfer_setting, known, len(a.candidates))
+    print(format_candidates(a.target, table, evidence, Path(a.transfer_table or "").name))
 
 
 def _positive_int(text: str) -> int:
@@ -260,13 +269,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="task name (or train size, with SUPPORT)")
     p.add_argument("support", nargs="?", help="task name or train size (or use --candidates)")
     p.add_argument("--candidates", nargs="+", metavar="TASK",
-                   help="rank these support tasks for TARGET by size ratio, text similarity, label match")
+                   help="rank these support tasks for TARGET (by measured transfer with --transfer-table, "
+                        "then text similarity and size ratio)")
     p.add_argument("--user-task", action="append", default=[], metavar="FILE",
                    help="with --candidates: a task YAML file (repeatable), its name usable as target/candidate")
     p.add_argument("--glue-dir", help="with --candidates: read GLUE tasks from this folder, not the hub")
     p.add_argument("--sample", type=_positive_int, default=256, help="training texts embedded per task (256)")
     p.add_argument("--cache-dir", help="task embedding cache (default $MTLSTUDY_CACHE/task_embeddings)")
-    p.add_argument("--study", action="append", default=[], help="finished study folder(s) to cite")
+    p.add_argument("--study", action="append", default=[],
+                   help="finished study folder(s) to cite; with --candidates their task sizes are used")
+    p.add_argument("--transfer-table", metavar="CSV",
+                   help="with --candidates: transfer measured by others (target,source,setting,pc), "
+                        "e.g. ../shared/data/transfer/taskweb_glue.csv, ranked by first")
+    p.add_argument("--transfer-setting", default="finetune/roberta",
+                   help="the table's setting to use (default finetune/roberta)")
     p.set_defaults(fn=cmd_recommend)
 
     return ap

@@ -3,18 +3,21 @@
 ranking before training anything (`recommend_candidates`).
 
 Signals of a candidate support S for a target T:
-  size ratio     |S| / |T| (train sizes; the size heuristic reads the same two numbers)
+  measured       with an outside transfer table (transfer.py): S's mean measured transfer to the
+                 table's targets other than T (the table's average when it lacks S)
   similarity     cosine similarity of the two tasks' mean text embeddings (similarity.py)
-  labels match   same number of labels, or both regression
+  size ratio     |S| / |T| (train sizes: a --study's own where it trained the task; the size
+                 heuristic reads the same two numbers)
+  labels match   same number of labels, or both regression (shown, not ranked by: it put STS-B,
+                 the best support on TaskWeb's table, last; docs/ranking.md)
 
-Ranking: each signal gives every candidate a rank (higher similarity, larger support, matching
-labels first; ties share their mean rank) and candidates are ordered by the mean of the three
-ranks, ties broken by similarity. No weight is fitted: the three signals vote equally. The method
-for each candidate is the size heuristic's (analysis.heuristic). The expected gain (points over
-the target's single-task score) comes from finished studies: the mean measured gain of the
-heuristic's method in cells whose size ratio is within a factor of 2 of the candidate's (else the
-3 nearest); without a study it is a stated prior of 0. How well the ranking does on a finished
-study: ranking.py.
+Ranking: by `measured` first when there is a table, then by the mean of the candidates' ranks on
+similarity and size ratio (ties share their mean rank), ties broken by similarity. No weight is
+fitted. The method for each candidate is the size heuristic's (analysis.heuristic). The expected
+gain (points over the target's single-task score) comes from finished studies: the mean measured
+gain of the heuristic's method in cells whose size ratio is within a factor of 2 of the
+candidate's (else the 3 nearest); without a study it is a stated prior of 0. How well the ranking
+does: ranking.py.
 """
 from __future__ import annotations
 
@@ -27,11 +30,13 @@ import pandas as pd
 from . import analysis
 from .data import DataSource
 from .errors import BadValue
-from .similarity import DEFAULT_MODEL, DEFAULT_SAMPLE, similarities
+from .similarity import DEFAULT_MODEL, DEFAULT_SAMPLE, similarities, texts_here
 from .tasks import GENERATED_TASKS, GLUE_TASKS, Task, get_task
+from .transfer import support_scores
 
 NEAR_RATIO = 2.0       # evidence cells: size ratio within this factor of the candidate's
 NEAR_FALLBACK = 3      # else the nearest cells by log size ratio
+TEXT_AND_SIZE = ("similarity", "size_ratio")  # the signals that vote by mean rank
 
 # Train sizes of the registered tasks (GLUE's official sizes and the generated suite's defaults).
 REGISTERED_SIZES = {n: t.train_size for reg in (GLUE_TASKS, GENERATED_TASKS) for n, t in reg.items() if t.train_size}
@@ -145,21 +150,23 @@ def size_ratio(support_size: float, target_size: float) -> float:
 
 
 def labels_match(a: Task, b: Task) -> bool:
-    """Same label space shape: both regression, or the same number of labels."""
+    """Same label space shape: both regression, or the same number of labels (shown, not ranked by)."""
     return a.is_regression == b.is_regression and a.num_outputs == b.num_outputs
 
 
 def rank(signals: pd.DataFrame) -> pd.DataFrame:
-    """Order candidates by the mean of their ranks on similarity, size ratio and label match.
+    """Order candidates: by `measured` first when the column is there (a support's measured transfer
+    to an outside table's other targets, transfer.measured_elsewhere; the caller fills in the
+    table's average for a candidate it lacks), then by the mean of their ranks on similarity and
+    size ratio (higher first; ties share their mean rank), then by similarity.
 
-    `signals` has one row per candidate with columns support, similarity, size_ratio,
-    labels_match. Returns it with columns mean_rank and rank (1 = best), best first.
+    `signals` has one row per candidate with columns support, similarity, size_ratio (and
+    measured). Returns it with columns mean_rank and rank (1 = best), best first.
     """
     s = signals.copy()
-    ranks = pd.concat([s["similarity"].rank(ascending=False), s["size_ratio"].rank(ascending=False),
-                       s["labels_match"].astype(float).rank(ascending=False)], axis=1)
-    s["mean_rank"] = ranks.mean(axis=1)
-    s = s.sort_values(["mean_rank", "similarity"], ascending=[True, False], kind="mergesort")
+    s["mean_rank"] = pd.concat([s[c].rank(ascending=False) for c in TEXT_AND_SIZE], axis=1).mean(axis=1)
+    keys = (["measured"] if "measured" in s else []) + ["mean_rank", "similarity"]
+    s = s.sort_values(keys, ascending=[k == "mean_rank" for k in keys], kind="mergesort")
     s["rank"] = np.arange(1, len(s) + 1)
     return s.reset_index(drop=True)
 
@@ -204,15 +211,27 @@ def _sizes_and_tasks(names: list[str], user: dict[str, Task]) -> tuple[dict[str,
     return tasks, {n: int(t.train_size) for n, t in tasks.items()}
 
 
+def study_task_sizes(study_dirs) -> dict[str, int]:
+    """Train sizes by task as the finished studies trained them (study.json's task_sizes, e.g. a
+    profile's data.generated_sizes or train_counts); the first study listed wins."""
+    sizes: dict[str, int] = {}
+    for d in study_dirs:
+        for task, size in analysis.task_sizes(analysis.load_results(Path(d)), Path(d)).items():
+            sizes.setdefault(task, size)
+    return sizes
+
+
 def recommend_candidates(target: str, candidates: list[str], user: dict[str, Task] | None = None,
                          source: DataSource | None = None, study_dirs=(), model: str = DEFAULT_MODEL,
                          sample: int = DEFAULT_SAMPLE, seed: int = 0, cache_dir: Path | None = None,
-                         sizes: dict[str, int] | None = None) -> pd.DataFrame:
+                         transfer_rows: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rank candidate supports for `target` (task names: GLUE, the generated suite or `user`).
 
     Returns one row per candidate, best first: rank, support, size_ratio, similarity,
-    labels_match, mean_rank, method (the size heuristic's), expected_gain, basis.
-    `sizes` overrides the tasks' registered train sizes.
+    labels_match, measured (with `transfer_rows`, an outside table's setting: the support's
+    measured transfer to the table's other targets, or their average where the table lacks it),
+    mean_rank, method (the size heuristic's), expected_gain, basis. Train sizes are the studies'
+    own where `study_dirs` trained the task (study_task_sizes), else the registered ones.
     """
     user = user or {}
     if not candidates:
@@ -223,12 +242,16 @@ def recommend_candidates(target: str, candidates: list[str], user: dict[str, Tas
     if target in candidates:
         raise BadValue(f"candidate '{target}' is the target itself; a support must be another task")
     tasks, reg_sizes = _sizes_and_tasks([target, *candidates], user)
-    sizes = {**reg_sizes, **(sizes or {})}
-    sims = similarities(tasks[target], [tasks[c] for c in candidates], source, model=model, sample=sample,
+    sizes = {**reg_sizes, **{t: n for t, n in study_task_sizes(study_dirs).items() if t in tasks}}
+    source = source or DataSource()
+    here = {n: texts_here(t, source) for n, t in tasks.items()}
+    sims = similarities(here[target][0], [here[c][0] for c in candidates], source, model=model, sample=sample,
                         seed=seed, cache_dir=cache_dir)
     signals = pd.DataFrame([dict(support=c, size_ratio=size_ratio(sizes[c], sizes[target]),
                                  similarity=sims[c], labels_match=labels_match(tasks[target], tasks[c]))
                             for c in candidates])
+    if transfer_rows is not None:
+        signals["measured"] = support_scores(transfer_rows, target, candidates)
     out = rank(signals)
     evidence, labels = [], []
     for d in study_dirs:
@@ -241,20 +264,32 @@ def recommend_candidates(target: str, candidates: list[str], user: dict[str, Tas
     gains = [expected_gain(r, evidence, label) for r in out["size_ratio"]]
     out["expected_gain"] = [g for g, _ in gains]
     out["basis"] = [b for _, b in gains]
-    return out[["rank", "support", "size_ratio", "similarity", "labels_match", "mean_rank", "method",
-                "expected_gain", "basis"]]
+    out.attrs["notes"] = [note for _, note in here.values() if note]
+    return out[["rank", "support", "size_ratio", "similarity", "labels_match",
+                *(["measured"] if transfer_rows is not None else []), "mean_rank", "method", "expected_gain", "basis"]]
 
 
-def format_candidates(target: str, table: pd.DataFrame) -> str:
-    """The `recommend --candidates` answer as text."""
-    lines = [f"Support candidates for target {target}, best first (mean rank of: text similarity, "
-             f"size ratio |S|/|T|, label-space match):",
-             f"{'rank':>4}  {'support':14} {'sim':>6} {'|S|/|T|':>9} {'labels':>6} {'mean rank':>9}  "
-             f"{'method':7} {'expected gain':>13}"]
+def format_candidates(target: str, table: pd.DataFrame, evidence: str = "", source_name: str = "") -> str:
+    """The `recommend --candidates` answer as text; `evidence`, how good the ranking has been
+    (ranking.evidence), ends it; `source_name` names the transfer table when the ranking used one."""
+    measured = "measured" in table
+    by = (f"the support's measured transfer to the other targets of {source_name}, then the mean rank of "
+          if measured else "the mean rank of ")
+    lines = [f"Support candidates for target {target}, best first (by {by}text similarity and size ratio |S|/|T|):",
+             f"{'rank':>4}  {'support':14} {'sim':>6} {'|S|/|T|':>9} {'labels':>6} "
+             + (f"{'measured':>8} " if measured else "") + f"{'mean rank':>9}  {'method':7} {'expected gain':>13}"]
     for r in table.itertuples():
         lines.append(f"{r.rank:>4}  {r.support:14} {r.similarity:6.3f} {r.size_ratio:9.3g} "
-                     f"{'match' if r.labels_match else 'differ':>6} {r.mean_rank:9.2f}  "
-                     f"{'MTL' if r.method == 'mtl' else 'STILTs':7} {r.expected_gain:+13.2f}")
+                     f"{'match' if r.labels_match else 'differ':>6} "
+                     + (f"{r.measured:+8.3f} " if measured else "")
+                     + f"{r.mean_rank:9.2f}  {'MTL' if r.method == 'mtl' else 'STILTs':7} {r.expected_gain:+13.2f}")
+    if measured:
+        lines.append("measured: mean relative change of a target's score after this support, over the table's "
+                     "targets other than this one (the table's average for a support it lacks)")
+    lines.append("labels: whether the label spaces match (shown; not ranked by)")
     lines.append("method: the size heuristic (MTL when |S| > |T|, otherwise STILTs)")
     lines += sorted({f"expected gain (points over single-task): {b}" for b in table["basis"]})
+    lines += [f"similarity: {n}" for n in table.attrs.get("notes", [])]
+    if evidence:
+        lines.append(evidence)
     return "\n".join(lines)

@@ -1,7 +1,10 @@
 """Text similarity of two tasks: the cosine of their mean text embeddings, a seeded sample of each
 task's training texts (256 by default) through the encoder (the offline MiniLM by default),
 mean-pooled over the attention mask and averaged per task (Vu et al. 2020's TextEmb; Poth et al.
-2021's SEmb); cached per task on disk. Computed in minutes on a CPU without training."""
+2021's SEmb); cached per task on disk. Computed in minutes on a CPU without training.
+
+And their domain's closeness as Gururangan et al. (2020) measure it: the overlap of the two tasks'
+most frequent words (English stop words left out), from the same sample of texts."""
 from __future__ import annotations
 
 import functools
@@ -12,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataSource, default_cache_dir, load_examples, subsample_indices
+from .data import DataSource, default_cache_dir, load_examples, reads_files, subsample_indices
 from .spec import OFFLINE_MINILM
 from .tasks import Task
 
 DEFAULT_SAMPLE = 256
 DEFAULT_MODEL = OFFLINE_MINILM  # the offline encoder (spec.py)
+VOCABULARY_TOP = 1000  # words per task for the vocabulary overlap
 
 
 def cosine(a, b) -> float:
@@ -37,6 +41,22 @@ def sample_texts(task: Task, source: DataSource, sample: int = DEFAULT_SAMPLE, s
     ex = load_examples(task, "train", source)
     idx = subsample_indices(len(ex), seed, count=min(sample, len(ex)))
     return [ex.text_a[i] for i in idx], (None if ex.text_b is None else [ex.text_b[i] for i in idx])
+
+
+def texts_here(task: Task, source: DataSource) -> tuple[Task, str]:
+    """The task with its training texts from what its folder under source.glue_dir holds: its train
+    file, else train_sample.tsv (QQP in ../shared/data/glue), else its dev file (QNLI there); with a
+    note naming the file used in place of the train file ('' when none is)."""
+    if not reads_files(task, source) or Path(task.tsv["train"].file).is_absolute() or source.glue_dir is None:
+        return task, ""
+    folder = Path(source.glue_dir) / (task.glue_folder or task.name)
+    train = task.tsv["train"]
+    if (folder / train.file).is_file() or not folder.is_dir():
+        return task, ""
+    train = (train.model_copy(update={"file": "train_sample.tsv"}) if (folder / "train_sample.tsv").is_file()
+             else task.tsv["dev"])
+    note = f"{task.name}: texts from {folder / train.file} ({task.tsv['train'].file} is not there)"
+    return task.model_copy(update={"tsv": {**task.tsv, "train": train}}), note
 
 
 def embedding_cache_dir() -> Path:
@@ -104,3 +124,21 @@ def similarities(target: Task, candidates: list[Task], source: DataSource | None
     """Cosine similarity of the target's mean embedding to each candidate's."""
     t = task_embedding(target, source, **kw)
     return {c.name: cosine(t, task_embedding(c, source, **kw)) for c in candidates}
+
+
+def vocabulary(task: Task, source: DataSource | None = None, sample: int = DEFAULT_SAMPLE, seed: int = 0,
+               top: int = VOCABULARY_TOP) -> set[str]:
+    """The `top` most frequent lower-cased words of a seeded sample of the task's training texts
+    (both texts of a pair), English stop words left out (scikit-learn's list and tokenizer)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    a, b = sample_texts(task, source or DataSource(), sample, seed)
+    counter = CountVectorizer(stop_words="english")
+    counts = np.asarray(counter.fit_transform(a + (b or [])).sum(axis=0)).ravel()
+    words = counter.get_feature_names_out()
+    return set(words[np.argsort(-counts, kind="stable")[:top]])  # ties: alphabetical, stable
+
+
+def overlap(a: set, b: set) -> float:
+    """Shared words over the smaller vocabulary's size: 1 when one holds the other."""
+    return len(a & b) / min(len(a), len(b))

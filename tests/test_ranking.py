@@ -11,10 +11,13 @@ import pytest
 import torch
 from scipy import stats
 
-from mtlstudy import ranking, recommend, similarity
+from mtlstudy import ranking, recommend, similarity, transfer
 from mtlstudy.tasks import get_task
+from tests.conftest import REPO, glue_dir_path
 from tests.fake_study import make_study
 from tests.reliability_helpers import cli
+
+TASKWEB = glue_dir_path().parent / "transfer" / "taskweb_glue.csv"  # ../shared/data/transfer
 
 
 # ----------------------------------------------------------------------------- signals
@@ -54,10 +57,18 @@ def test_rank_by_mean_rank_ties_by_similarity():
     s = pd.DataFrame({"support": ["a", "b", "c"], "similarity": [0.9, 0.5, 0.7],
                       "size_ratio": [0.1, 10.0, 1.0], "labels_match": [False, True, True]})
     r = recommend.rank(s)
-    # ranks: similarity a1 c2 b3; size b1 c2 a3; labels b,c 1.5, a 3 -> means a 7/3, b 11/6, c 11/6
-    assert list(r["support"]) == ["c", "b", "a"]  # b and c tie at 11/6; c is more similar
-    assert r["mean_rank"].tolist() == pytest.approx([11 / 6, 11 / 6, 7 / 3])
+    # ranks: similarity a1 c2 b3; size b1 c2 a3 -> means a 2, b 2, c 2: ties go to similarity.
+    # The label-space match does not vote (with it, as before, a would be last: 7/3).
+    assert list(r["support"]) == ["a", "c", "b"]
+    assert r["mean_rank"].tolist() == pytest.approx([2, 2, 2])
     assert r["rank"].tolist() == [1, 2, 3]
+
+
+def test_rank_puts_measured_transfer_first():
+    s = pd.DataFrame({"support": ["a", "b", "c"], "similarity": [0.9, 0.5, 0.7],
+                      "size_ratio": [10.0, 0.1, 1.0], "measured": [-0.05, 0.02, -0.05]})
+    # b was measured best; a and c tie on it, then a has the better mean rank (1 against 2)
+    assert list(recommend.rank(s)["support"]) == ["b", "a", "c"]
 
 
 def test_embedding_is_cached_per_task(tmp_path, monkeypatch, minilm_path):
@@ -93,10 +104,10 @@ def test_evaluation_against_a_worked_example(tmp_path):
     study = make_study(tmp_path, ablation=False)
     table, s = ranking.evaluate(study, SIGNALS)
     t = table.set_index("target")
-    # top picks by mean rank (similarity, size ratio, labels):
-    #   big:   small (1, 2, 1) = 4/3 beats mid (2, 1, 2) = 5/3  -> STILTs 80
-    #   mid:   big (1, 1, 1.5) beats small (2, 2, 1.5)          -> MTL 67
-    #   small: big (2, 1, 1.5) ties mid (1, 2, 1.5): mid is more similar -> MTL 63
+    # top picks by mean rank (similarity, size ratio):
+    #   big:   small (1, 2) ties mid (2, 1): small is more similar -> STILTs 80
+    #   mid:   big (1, 1) beats small (2, 2)                        -> MTL 67
+    #   small: big (2, 1) ties mid (1, 2): mid is more similar      -> MTL 63
     assert t["top1"].to_dict() == {"big": "small", "mid": "big", "small": "mid"}
     assert t["top1_method"].to_dict() == {"big": "stilts", "mid": "mtl", "small": "mtl"}
     assert t["top1_score"].to_dict() == pytest.approx({"big": 80, "mid": 67, "small": 63})
@@ -193,6 +204,7 @@ def test_recommend_candidates_end_to_end(tmp_path, minilm_path):
     assert all(row[6] == "STILTs" for row in rows)  # every candidate is smaller than gen_nli (1,200)
     assert all(-1 <= float(row[2]) <= 1 for row in rows)
     assert "prior 0" in r.stdout
+    assert "How good this ranking has been" in r.stdout and "no better than a coin" in r.stdout
     assert len(list(tmp_path.glob("*.npy"))) == 4
     # cross-check one similarity against the cached vectors
     vec = {p.name.split("-")[0]: np.load(p) for p in tmp_path.glob("*.npy")}
@@ -229,3 +241,144 @@ def test_user_task_from_a_glue_folder(tmp_path, minilm_path):
     # a single-sentence user task is closer to gen_sent (single sentences) than to gen_nli (sentence pairs)
     assert t.loc["gen_sent", "similarity"] > t.loc["gen_nli", "similarity"]
     assert list(table["support"]) == ["gen_sent", "gen_nli"]
+
+
+# ----------------------------------------------------------------------------- metrics of one ranking
+# Worked by hand: a target's performance after supports a, b, c, d is 1.0, 1.1, 0.9, 1.2 (any
+# scale: Poth et al.'s regret is a ratio); the ranking says b, a, d, c.
+MEASURED = pd.Series({"a": 1.0, "b": 1.1, "c": 0.9, "d": 1.2})
+D = [1, 1 / np.log2(3), 1 / np.log2(4), 1 / np.log2(5)]  # DCG's discounts of positions 1-4
+IDCG = 1.2 * D[0] + 1.1 * D[1] + 1.0 * D[2] + 0.9 * D[3]
+
+
+def test_judge_order_by_hand():
+    j = ranking.judge_order(MEASURED, ["b", "a", "d", "c"])
+    assert j["top1"] == "b"
+    assert j["regret1"] == pytest.approx((1.2 - 1.1) / 1.2 * 100)   # 8.33%
+    assert j["regret3"] == 0.0                                      # d, the best, is third
+    assert j["ndcg"] == pytest.approx((1.1 * D[0] + 1.0 * D[1] + 1.2 * D[2] + 0.9 * D[3]) / IDCG)
+    # ranks of the measured values in the order's sequence 3, 2, 4, 1 against 4, 3, 2, 1:
+    # d = 1, 1, -2, 0; rho = 1 - 6 x 6 / (4 x 15) = 0.4
+    assert j["spearman"] == pytest.approx(0.4)
+    from sklearn.metrics import ndcg_score  # the outside reference
+    assert j["ndcg"] == pytest.approx(ndcg_score([MEASURED.to_numpy()], [[3.0, 4.0, 1.0, 2.0]]))
+    perfect = ranking.judge_order(MEASURED, ["d", "b", "a", "c"])
+    assert (perfect["regret1"], perfect["ndcg"], perfect["spearman"]) == (0.0, pytest.approx(1.0), pytest.approx(1.0))
+
+
+def test_random_expectations_by_hand_and_by_enumeration():
+    import itertools
+
+    r = ranking.judge_random(MEASURED)
+    assert r["regret1"] == pytest.approx((1.2 - 1.05) / 1.2 * 100)   # the mean pick, 1.05: 12.5%
+    # best of 3 of 4: 1.1 when d is the one left out (1 in 4), else 1.2: E = 1.175
+    assert r["regret3"] == pytest.approx((1.2 - 1.175) / 1.2 * 100)
+    assert r["ndcg"] == pytest.approx(1.05 * sum(D) / IDCG)
+    assert r["spearman"] == 0.0
+    orders = [ranking.judge_order(MEASURED, list(p)) for p in itertools.permutations(MEASURED.index)]
+    for key in ("regret1", "regret3", "ndcg", "spearman"):
+        assert r[key] == pytest.approx(np.mean([o[key] for o in orders]), abs=1e-12), key
+    assert ranking.random_regret([1.0, 2.0], 3) == 0.0  # k above n: all are picked
+
+
+# ----------------------------------------------------------------------------- on an outside table
+
+ROWS = pd.DataFrame([("t1", "s", 0.10), ("t1", "u", -0.05), ("t1", "t2", 0.00),
+                     ("t2", "s", 0.02), ("t2", "u", 0.04), ("t2", "t1", -0.10),
+                     ("t3", "s", 0.05), ("t3", "u", -0.02), ("t3", "t1", 0.01)],
+                    columns=["target", "source", "pc"])
+
+
+def test_measured_elsewhere_leaves_the_target_out():
+    # for t1: s measured 0.02 (t2) and 0.05 (t3); u 0.04 and -0.02; t2 only on t1 itself: unknown
+    assert transfer.measured_elsewhere(ROWS, "t1", ["s", "u", "t2"]) == pytest.approx({"s": 0.035, "u": 0.01})
+    avg = (0.02 + 0.04 - 0.10 + 0.05 - 0.02 + 0.01) / 6
+    assert transfer.average_elsewhere(ROWS, "t1") == pytest.approx(avg)
+    assert transfer.support_scores(ROWS, "t1", ["s", "u", "t2"]) == pytest.approx([0.035, 0.01, avg])
+    judged = ranking.judge_scores(ROWS, ranking.measured_elsewhere_scores(ROWS)).set_index("target")
+    # t1: s 0.035, u 0.01, t2 -0.005 -> s first, the best (0.10): no regret
+    # t2: s (0.10 + 0.05) / 2 = 0.075, u -0.035, t1 0.01 -> s 1.02 against u's 1.04
+    assert judged.loc["t1", "top1"] == "s" and judged.loc["t1", "regret1"] == 0.0
+    assert judged.loc["t2", "top1"] == "s"
+    assert judged.loc["t2", "regret1"] == pytest.approx((1.04 - 1.02) / 1.04 * 100)
+
+
+def test_read_table_bad_inputs(tmp_path):
+    bad = tmp_path / "t.csv"
+    bad.write_text("target,source,pc\nrte,mrpc,0.1\n")
+    with pytest.raises(ValueError, match="t.csv: transfer table lacks column.s. setting"):
+        transfer.read_table(bad)
+    bad.write_text("target,source,setting,pc\nrte,mrpc,x,0.1\nrte,qnli,x,high\n")
+    with pytest.raises(ValueError, match="t.csv: line 3: pc 'high' is not a number"):
+        transfer.read_table(bad)
+    bad.write_text("target,source,setting,pc\nrte,mrpc,x,0.1\n")
+    with pytest.raises(ValueError, match="t.csv: no setting 'finetune/roberta'; it has: x"):
+        transfer.setting_rows(transfer.read_table(bad))
+    with pytest.raises(ValueError, match="transfer table not found"):
+        transfer.read_table(tmp_path / "none.csv")
+
+
+@pytest.fixture
+def taskweb():
+    if not TASKWEB.is_file():
+        pytest.skip(f"the outside transfer table is not at {TASKWEB} (set MTLSTUDY_GLUE_DIR to ../shared/data/glue)")
+    return transfer.read_table(TASKWEB)
+
+
+def test_measured_transfer_ranking_on_taskweb(taskweb):
+    """recommend's ranking with the table beats random and the largest support on RoBERTa, leave one
+    target out (no embeddings needed: every candidate is in the table)."""
+    rows = transfer.setting_rows(taskweb)
+    mine = ranking.judge_scores(rows, ranking.measured_elsewhere_scores(rows))
+    rand = ranking.judge_random_on(rows)
+    largest = ranking.judge_scores(rows, rows.rename(columns={"source": "support"}).assign(
+        score=lambda d: d["support"].map(recommend.REGISTERED_SIZES)))
+    assert len(mine) == 5
+    assert mine["regret1"].mean() < rand["regret1"].mean() < largest["regret1"].mean()
+    assert mine["spearman"].mean() > 0
+    assert rand["regret1"].mean() == pytest.approx(ranking.WITHOUT_TABLE["random_regret1"], abs=0.005)
+
+
+@pytest.mark.slow
+def test_without_table_numbers_printed_are_measured(taskweb, glue_dir, minilm_path, tmp_path):
+    """ranking.WITHOUT_TABLE, which `recommend --candidates` prints, is what compare_on_table measures."""
+    rows = transfer.setting_rows(taskweb)
+    means = ranking.table_means(ranking.compare_on_table(rows, ranking.table_signals(rows, glue_dir))).set_index("ranking")
+    text = means.loc["text and size (recommend without a table)"]
+    assert text["regret1"] == pytest.approx(ranking.WITHOUT_TABLE["regret1"], abs=0.005)
+    assert text["spearman"] == pytest.approx(ranking.WITHOUT_TABLE["spearman"], abs=0.005)
+    assert means.loc["oracle", "regret1"] == 0.0
+
+
+# ----------------------------------------------------------------------------- the study's own sizes (issue 36, 7)
+
+def test_candidates_use_the_studys_task_sizes(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    study = tmp_path / "demo"
+    study.mkdir()
+    shutil.copy(REPO / "docs/checks/demo_results_issue27_restructure.csv", study / "results.csv")
+    (study / "study.json").write_text(json.dumps({"name": "demo", "task_sizes": {"gen_nli": 224, "gen_para": 176, "gen_sent": 96}}))
+    monkeypatch.setattr(recommend, "similarities", lambda target, cands, *a, **k: {c.name: 0.5 for c in cands})
+    table = recommend.recommend_candidates("gen_sent", ["gen_nli", "gen_para"], study_dirs=[study]).set_index("support")
+    # the demo trained gen_sent on 96, gen_nli on 224, gen_para on 176 (not the generator's defaults)
+    assert table["size_ratio"].to_dict() == pytest.approx({"gen_nli": 224 / 96, "gen_para": 176 / 96})
+    without = recommend.recommend_candidates("gen_sent", ["gen_nli", "gen_para"]).set_index("support")
+    assert without.loc["gen_para", "size_ratio"] == pytest.approx(get_task("gen_para").train_size / get_task("gen_sent").train_size)
+
+
+def test_candidates_with_a_transfer_table(tmp_path, monkeypatch):
+    table = tmp_path / "t.csv"
+    table.write_text("target,source,setting,pc\n"
+                     "gen_para,gen_nli,x,-0.10\ngen_para,gen_sim,x,0.05\n"
+                     "gen_nli,gen_sim,x,0.01\ngen_nli,gen_para,x,0.02\n")
+    monkeypatch.setattr(recommend, "similarities", lambda target, cands, *a, **k: {c.name: 0.5 for c in cands})
+    rows = transfer.setting_rows(transfer.read_table(table), "x")
+    out = recommend.recommend_candidates("gen_sent", ["gen_nli", "gen_sim", "gen_para"], transfer_rows=rows)
+    # measured elsewhere: gen_sim (0.05 + 0.01) / 2 = 0.03, gen_para 0.02, gen_nli -0.10
+    assert list(out["support"]) == ["gen_sim", "gen_para", "gen_nli"]
+    assert out["measured"].tolist() == pytest.approx([0.03, 0.02, -0.10])
+    text = recommend.format_candidates("gen_sent", out, ranking.evidence(rows, "t.csv", "x", 3, 3), "t.csv")
+    assert "measured transfer to the other targets of t.csv" in text
+    assert "against a random pick's" in text and "no better than a coin" in text
