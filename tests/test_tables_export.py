@@ -109,6 +109,17 @@ def test_one_seed_gives_the_mean_alone(exported):
     assert tex_row(tex, "Single task")[0] == f"\\textbf{{{scores(one, 'single', 'big')[SEEDS[0]]:.1f}}}"
 
 
+def test_a_study_without_stilts_runs_gets_its_tables(exported):
+    """A study trained with methods [single, mtl] (the demo shrunk so, in test_readme) has cells and
+    no STILTs column: its Avg STILTs row is empty, Avg MTL is there."""
+    df, _, _ = exported
+    no_stilts = df[df.method != "stilts"]
+    cells = analysis.cell_table(no_stilts, SIZES)
+    spread = analysis.seed_spread(analysis.seed_scores(no_stilts, cells, list(SIZES)),
+                                  list(analysis.summary_table(no_stilts, cells, list(SIZES)).index), list(SIZES))
+    assert "Avg MTL" in set(spread["method"]) and "Avg STILTs" not in set(spread["method"])
+
+
 def test_figures_are_saved_as_png_svg_and_pdf(tmp_path):
     fig = Figure()
     fig.add_subplot().plot([0, 1], [1, 0])

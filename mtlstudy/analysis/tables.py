@@ -137,6 +137,7 @@ def seed_scores(df: pd.DataFrame, cells: pd.DataFrame, order: list[str]) -> pd.D
         pairs = pairwise_rows(df).merge(cells[["target", "support", "heuristic"]], on=["target", "support"])
         wide = pairs.pivot_table(index=["target", "support", "seed", "heuristic"], columns="method",
                                  values="score").reset_index()
+        wide = wide.reindex(columns=[*wide.columns, *{"mtl", "stilts"} - set(wide.columns)])  # one method's runs absent
         wide["sh"] = np.where(wide["heuristic"] == "mtl", wide["mtl"], wide["stilts"])
         for method, col in (("Avg STILTs", "stilts"), ("Avg MTL", "mtl"), ("Avg S.H.", "sh")):
             parts.append(wide.groupby(["target", "seed"], as_index=False)[col].mean()
