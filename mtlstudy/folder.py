@@ -350,17 +350,19 @@ class StudyFolder:
                 return other.run(run_id)
         return None
 
-    def adopt(self, run_id: str, source: RunFolder, weights_of: list[str] = ()) -> None:
+    def adopt(self, run_id: str, source: RunFolder, weights_of: list[str] = (), tags: dict | None = None) -> None:
         """Take a run finished in another study: its record, with `reused_from` naming the study that
-        trained it (kept where that record was itself taken), and the kept best weights of the tasks
-        `weights_of` (hard links where the file system allows). The record goes last: an adoption
-        cut short leaves the run pending."""
+        trained it (kept where that record was itself taken) and this study's `tags` for the run (tags
+        are not in a run id: the same run may be a size-ablation cell here and a plain pair there),
+        and the kept best weights of the tasks `weights_of` (hard links where the file system
+        allows). The record goes last: an adoption cut short leaves the run pending."""
         mine = self.run(run_id)
         for task in weights_of:
             shutil.rmtree(mine.best(task), ignore_errors=True)
             shutil.copytree(source.best(task), mine.best(task), copy_function=_link_or_copy)
         record = read_json(source.record)
         record.setdefault("reused_from", source.path.parent.parent.name)
+        record["tags"] = {**(tags or {}), "study": self.name}
         write_json_atomic(mine.record, record)
         if run_id in self.status:
             self.status[run_id] = "done"

@@ -177,8 +177,9 @@ def run(study: Study, executor: str | None = None, workers: int | None = None, n
     folder.write_study(p, study.runs, study_task_sizes(p, study.user))
     if retry_failed:
         folder.reset_failed()
+    tags = {r.run_id: r.spec.tags for r in study.runs}
     for rid, (source, tasks) in reusable_runs(study).items():
-        folder.adopt(rid, source, tasks)
+        folder.adopt(rid, source, tasks, tags[rid])
     folder.reopen_cleaned_supports()
     notebooks = p.notebooks if notebooks is None else notebooks
     if executor == "slurm":

@@ -62,7 +62,8 @@ def test_a_support_is_reused_with_its_kept_weights_and_trained_here_without_them
     source, tasks = reusable[with_weights]
     second.folder.adopt(with_weights, source, tasks)
     taken = second.folder.run(with_weights)
-    assert json.loads(taken.record.read_text()) == {"run_id": with_weights, "status": "done", "reused_from": "first"}
+    assert json.loads(taken.record.read_text()) == {"run_id": with_weights, "status": "done", "reused_from": "first",
+                                                    "tags": {"study": "second"}}
     kept = taken.best(singles[with_weights]) / "model.safetensors"
     assert kept.read_bytes() == b"weights of " + with_weights.encode()
     assert kept.stat().st_ino == (source.best(singles[with_weights]) / "model.safetensors").stat().st_ino  # a link
@@ -77,6 +78,21 @@ def test_a_support_needs_no_weights_once_its_stilts_runs_are_reused(tmp_path):
     reusable = study.reusable_runs(second)
     assert set(reusable) == {r.run_id for r in first.runs}
     assert all(tasks == [] for _, tasks in reusable.values())
+
+
+def test_a_reused_run_carries_this_studys_tags(tmp_path):
+    """Tags are not in a run id: a plain pair elsewhere may be a size-ablation cell here (K, the
+    target's fraction). The record taken carries this study's tags, so results.csv files it as
+    this study's cell."""
+    first = study.open_study(tiny_profile(tmp_path, "unused-model", name="first", methods=["single"]))
+    second = study.open_study(tiny_profile(tmp_path, "unused-model", name="second", methods=["single"]))
+    fake_finished(first)
+    rid = first.runs[0].run_id
+    write_json_atomic(first.folder.run(rid).record, {"run_id": rid, "status": "done", "tags": {"study": "first"}})
+    source, tasks = study.reusable_runs(second)[rid]
+    second.folder.adopt(rid, source, tasks, {"k": 2.0, "target_fraction": 0.5})
+    assert json.loads(second.folder.run(rid).record.read_text())["tags"] == \
+        {"k": 2.0, "target_fraction": 0.5, "study": "second"}
 
 
 def test_unfinished_or_failed_runs_elsewhere_are_not_reused(tmp_path):
