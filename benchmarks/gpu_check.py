@@ -448,10 +448,10 @@ def resume_check(out: Path, smoke: bool, timeout: float, log) -> dict:
             "train.max_length=32", f"train.device={'cpu' if smoke else 'cuda'}",
             *(["train.threads=1"] if smoke else [])]
     records, killed = {}, False
-    for name in ("uninterrupted", "killed"):
-        study_dir = out / "resume" / name
-        shutil.rmtree(study_dir, ignore_errors=True)
-        args = ["run", "paper", *_sets([*base, f"output_dir={out / 'resume'}", f"name={name}"])]
+    for name in ("uninterrupted", "killed"):  # each under its own outputs folder: the second would take the first's run
+        study_dir = out / "resume" / name / name
+        shutil.rmtree(study_dir.parent, ignore_errors=True)
+        args = ["run", "paper", *_sets([*base, f"output_dir={study_dir.parent}", f"name={name}"])]
         if name == "killed":
             proc = subprocess.Popen([sys.executable, "-m", "mtlstudy.cli", *args], cwd=REPO, env=_cli_env(),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -469,7 +469,7 @@ def resume_check(out: Path, smoke: bool, timeout: float, log) -> dict:
                                f"{(res.stderr.strip().splitlines() or ['no output'])[-1][:300]}")
         (record,) = study_dir.glob("runs/*/result.json")
         records[name] = json.loads(record.read_text())
-    log_text = next((out / "resume" / "killed").glob("runs/*/log.txt")).read_text()
+    log_text = next((out / "resume" / "killed" / "killed").glob("runs/*/log.txt")).read_text()
     a, b = records["uninterrupted"], records["killed"]
 
     def trace(r):
