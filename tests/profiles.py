@@ -34,3 +34,18 @@ def tiny_profile(folder: Path, model, name: str = "tiny", **changes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(prof))
     return path
+
+
+def single_spec(model, size=320, epochs=4, seed=5, **train) -> dict:
+    """A single-task run of gen_sent on the tiny model on CPU (RunSpec fields): `train` changes settings."""
+    return {"method": "single", "tasks": ["gen_sent"], "seed": seed, "model": str(model),
+            "data": {"generated_sizes": {"gen_sent": size}, "generated_dev_size": 32},
+            "train": {"lr": 1e-3, "batch_size": 8, "epochs": epochs, "max_length": 32, "threads": 1, "device": "cpu",
+                      **train}}
+
+
+def same_training(a: dict, b: dict):
+    """Two run records trained the same: every evaluation, each task's best, examples and steps."""
+    assert a["history"] == b["history"]
+    assert a["best"] == b["best"]
+    assert a["examples_seen"] == b["examples_seen"] and a["total_steps"] == b["total_steps"]

@@ -26,23 +26,10 @@ from mtlstudy.folder import RunFolder, StudyFolder
 from mtlstudy import train as train_mod
 from mtlstudy.cli import main as mtlstudy_main
 from mtlstudy.spec import RunSpec
-from tests.profiles import OLD_DEFAULTS
+from tests.profiles import OLD_DEFAULTS, same_training, single_spec
 from tests.reliability_helpers import (REPO, checkpoint_state, checkpoint_step, cli, cli_env, dead_pid, kill_group,
                                        kill_group_when, mtimes, read_records, rel_profile, resume_point, start_cli,
                                        starts_in_log, wait_for)
-
-
-def single_spec(model, size=320, epochs=4, seed=5) -> dict:
-    return {"method": "single", "tasks": ["gen_sent"], "seed": seed, "model": str(model),
-            "data": {"generated_sizes": {"gen_sent": size}, "generated_dev_size": 32},
-            "train": {"lr": 1e-3, "batch_size": 8, "epochs": epochs, "max_length": 32, "threads": 1, "device": "cpu",
-                      **OLD_DEFAULTS}}
-
-
-def same_training(a: dict, b: dict):
-    assert a["history"] == b["history"]
-    assert a["best"] == b["best"]
-    assert a["examples_seen"] == b["examples_seen"] and a["total_steps"] == b["total_steps"]
 
 
 def kill_at_each_place(args, run_dir: Path, logs: Path, steps_per_epoch: int) -> list[tuple[Path | None, int]]:
@@ -85,7 +72,7 @@ def kill_at_each_place(args, run_dir: Path, logs: Path, steps_per_epoch: int) ->
 # ---- 1. resume a run --------------------------------------------------------------------------
 
 def test_killed_single_task_run_resumes_to_the_same_result(tmp_path, tiny_roberta):
-    spec = single_spec(tiny_roberta)
+    spec = single_spec(tiny_roberta, **OLD_DEFAULTS)
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     reference = train_mod.train(RunSpec.model_validate(spec), RunFolder(tmp_path / "reference"), progress=False, log=lambda m: None)
     total = reference["total_steps"]
@@ -632,7 +619,7 @@ def test_resume_checkpoint_with_pickled_code_is_refused(tmp_path, tiny_roberta):
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    spec = RunSpec.model_validate(single_spec(tiny_roberta, size=48, epochs=1))
+    spec = RunSpec.model_validate(single_spec(tiny_roberta, size=48, epochs=1, **OLD_DEFAULTS))
     reference = train_mod.train(spec, RunFolder(tmp_path / "ref"), progress=False, log=lambda m: None)
     out = tmp_path / "run"
     (out / "resume").mkdir(parents=True)

@@ -20,19 +20,7 @@ from mtlstudy import checkpoints
 from mtlstudy import train as train_mod
 from mtlstudy.folder import RunFolder
 from mtlstudy.spec import RunSpec
-
-
-def single_spec(model, size=320, epochs=4, seed=5, **train) -> dict:
-    return {"method": "single", "tasks": ["gen_sent"], "seed": seed, "model": str(model),
-            "data": {"generated_sizes": {"gen_sent": size}, "generated_dev_size": 32},
-            "train": {"lr": 1e-3, "batch_size": 8, "epochs": epochs, "max_length": 32, "threads": 1, "device": "cpu",
-                      **train}}
-
-
-def same_training(a: dict, b: dict):
-    assert a["history"] == b["history"]
-    assert a["best"] == b["best"]
-    assert a["examples_seen"] == b["examples_seen"] and a["total_steps"] == b["total_steps"]
+from tests.profiles import same_training, single_spec
 
 
 def same_weights(a: Path, b: Path):
