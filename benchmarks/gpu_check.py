@@ -293,6 +293,19 @@ def throughput(cfg: dict, study, mode: str, compiled: bool, pk: dict | None, log
                 p.kill()
 
 
+def fastest_padding(rows: list[dict]) -> dict | None:
+    """Which padding mode trains `paper` in the fewest GPU-hours (all modes time the same batches),
+    beside the profile's own mode ("paper") at the same runs at once and torch.compile setting."""
+    if not rows:
+        return None
+    best = min(rows, key=lambda r: r["paper_training_gpu_hours"])
+    own = next((r for r in rows if r["mode"] == MODES[0]["name"] and r["runs"] == best["runs"]
+                and r["compile"] == best["compile"]), None)
+    return {"mode": best["mode"], "runs": best["runs"], "compile": best["compile"],
+            "gpu_hours": best["paper_training_gpu_hours"], "profile_mode": MODES[0]["name"],
+            "profile_mode_gpu_hours": own["paper_training_gpu_hours"] if own else None}
+
+
 def _get(results, procs, kind: str, timeout: float = 600):
     """The next message of `kind` from the workers; an error if one died or none came in time."""
     deadline = time.time() + timeout
@@ -567,6 +580,11 @@ def to_markdown(res: dict) -> str:
                          f"{r['examples_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
                          f"{_pct(r['mfu'])} | {_pct(r['mfu_of_matmul'])} | "
                          f"{r['peak_memory_gib']:.2f} | {r['paper_training_gpu_hours']:.1f} |")
+    if fp := res.get("fastest_padding"):
+        lines += ["", f"Fastest padding mode here: {fp['mode']} ({fp['runs']} run(s) at once, torch.compile "
+                  f"{'on' if fp['compile'] else 'off'}): `paper` training {fp['gpu_hours']:.1f} GPU-hours; the "
+                  f"profile's own mode ({fp['profile_mode']}) at that setting: "
+                  f"{_f(fp['profile_mode_gpu_hours'], '.1f')}."]
     if rc := res.get("resume"):
         lines += ["", f"Kill and resume ({rc['device']}, {rc['steps']} steps): killed mid-run {rc['killed_mid_run']}, "
                   f"resumed {rc['resumed']}, record bit-identical to the uninterrupted run's: {rc['bit_identical']} "
@@ -650,6 +668,7 @@ def check(a) -> int:
                 rows += got or []
                 report.res.pop(part)
                 report.res["throughput"] = rows
+                report.res["fastest_padding"] = fastest_padding(rows)
                 report.write()
     run("resume", lambda: resume_check(out, a.smoke, cfg["study_timeout"], log))
     run("study", lambda: shrunk_study(out, a.smoke, a.glue_dir, cfg["study_timeout"], log))

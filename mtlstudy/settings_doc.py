@@ -67,8 +67,9 @@ TASK_INTRO = """\
 ## Task files
 
 A task of your own is a YAML file listed under the profile's `user_tasks`
-(`examples/own_task/own_task.yaml` is one). Every key of a user task's file enters the id of every
-run of the study (the whole definition is hashed, its files' paths made absolute).
+(`examples/own_task/own_task.yaml` is one). Every key of a user task's file enters the id of each
+run that trains or evaluates the task, its files by their content (sha256), not their path: the
+same study reached through another path keeps its run ids.
 """
 
 
@@ -163,7 +164,8 @@ def render() -> str:
     for title, prefix, model, intro in SECTIONS:
         parts.append(f"## {title}\n\n{intro}\n\n{table(model, prefix)}")
     parts.append(f"{TASK_INTRO}\n{table(Task, '', run_ids=False)}")
-    parts.append("Each file under `tsv` (`tsv.train`, `tsv.dev`): a tab-separated file in GLUE's layout.\n\n"
+    parts.append("Each file under `tsv` (`tsv.train`, `tsv.dev`): TSV (GLUE's layout: tabs, no quoting), CSV "
+                 "(commas, quoted fields) or JSON Lines (one object a line; columns are its keys).\n\n"
                  f"{table(TsvFile, 'tsv.<split>.', run_ids=False)}")
     parts.append("The metrics a task can name (scores are x100):\n\n| metric | score |\n|---|---|\n"
                  + "".join(f"| `{m}` | {text} |\n" for m, text in METRICS.items()))

@@ -117,6 +117,22 @@ def test_datasheet_peaks_match_whole_card_names_longest_first():
     assert datasheet_peak("Tesla V100-PCIE-16GB", "float16") == 112e12
 
 
+def test_the_fastest_padding_mode_is_named_beside_the_profiles_own(gpu_check):
+    """The mode with the fewest `paper` GPU-hours wins, compared with the profile's own mode at the
+    same runs at once and torch.compile setting; the page says it."""
+    row = lambda mode, runs, compiled, hours: {"mode": mode, "runs": runs, "compile": compiled,  # noqa: E731
+                                                "paper_training_gpu_hours": hours}
+    rows = [row("paper", 1, False, 12.0), row("paper", 4, False, 9.0), row("padded", 4, False, 20.0),
+            row("sorted_4", 1, False, 11.0), row("sorted_4", 4, False, 8.5), row("paper", 4, True, 9.5)]
+    got = gpu_check.fastest_padding(rows)
+    assert got == {"mode": "sorted_4", "runs": 4, "compile": False, "gpu_hours": 8.5,
+                   "profile_mode": "paper", "profile_mode_gpu_hours": 9.0}
+    assert gpu_check.fastest_padding([]) is None
+    md = gpu_check.to_markdown({"smoke": False, "date": "d", "failed": {}, "fastest_padding": got})
+    assert "Fastest padding mode here: sorted_4 (4 run(s) at once, torch.compile off)" in md
+    assert "8.5 GPU-hours" in md and "(paper) at that setting: 9.0" in md
+
+
 # ---- the sections, as they are measured ---------------------------------------------------------
 
 def test_a_failed_section_is_recorded_and_the_next_still_runs(gpu_check, tmp_path, monkeypatch):
@@ -163,7 +179,7 @@ def test_killed_half_way_the_sections_measured_are_on_disk(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_mode_writes_every_field(tmp_path):
+def test_smoke_mode_writes_every_field(tmp_path, gpu_check):
     """Two runs at once at most (the GPU mode's default is 1, 2 and 4): the rows' fields are the same."""
     res = _run("--smoke", "--concurrency", "1", "2", "--out", str(tmp_path))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -189,6 +205,7 @@ def test_smoke_mode_writes_every_field(tmp_path):
         assert 0 < r["mfu_of_matmul"] < 1 and r["mfu"] is None  # no datasheet peak for a CPU
         steps = r["runs"] * out["settings"]["steps"]
         assert r["paper_training_gpu_hours"] == pytest.approx(batches["total_batches"] * r["seconds"] / steps / 3600)
+    assert out["fastest_padding"] == gpu_check.fastest_padding(rows)
     resume = out["resume"]
     assert resume["killed_mid_run"] and resume["resumed"] and resume["bit_identical"]
     study = out["study"]
@@ -202,3 +219,4 @@ def test_smoke_mode_writes_every_field(tmp_path):
     assert len(table) == len([r for r in rows if r["mode"] == "paper"])
     assert f"600 runs, {plan['example_passes']:,} training example-passes" in md
     assert "report: written" in md and "bit-identical to the uninterrupted run's: True" in md
+    assert "Fastest padding mode here:" in md
