@@ -55,7 +55,7 @@ TIMED = ("batch", "sorted_passes (8)")
 
 def task_rows(task: str, glue_dir: Path, tokenizer) -> data_mod.Tokenized:
     path, split = TASK_FILES[task]
-    examples = data_mod.read_glue_tsv(Path(glue_dir) / path, get_task(task), split)
+    examples = data_mod.read_task_data(Path(glue_dir) / path, get_task(task), split)
     rows = data_mod.tokenize(tokenizer, examples, MAX_LENGTH, cache_dir=None)
     return data_mod.Tokenized(rows.input_ids, None, rows.offsets, rows.labels)  # RoBERTa has no token types
 

@@ -130,3 +130,25 @@ def test_ablate_writes_its_section(glue_dir, minilm_path, tmp_path):
     assert "`python -m benchmarks.cpu_bench --ablate`" in text
     rows = [line for line in text.splitlines() if line.startswith("| train:") or line.startswith("| eval:")]
     assert len(rows) >= 10 and all(float(r.split("|")[2]) > 0 for r in rows)
+
+
+def test_padding_bench_counts_and_times_the_paper_batches_on_real_rows(glue_dir, monkeypatch):
+    """benchmarks/padding_bench.py on MNLI's real rows (an encoder shrunk so a step takes
+    milliseconds): the padded batch's tokens per real token are 128 rows x each batch's longest row
+    over its real tokens, counted here by hand; the sorted passes compute fewer, more passes fewer
+    still; every timed mode ran on each batch; the table has the task's row."""
+    from benchmarks import padding_bench as pb
+
+    monkeypatch.setattr(pb, "DISTILROBERTA", {**pb.DISTILROBERTA, "hidden_size": 16, "num_hidden_layers": 1,
+                                              "num_attention_heads": 2, "intermediate_size": 32})
+    rows = pb.run(["mnli"], glue_dir, steps=2, batches=5, log=lambda line: None)
+    [r] = rows
+    lengths = pb.task_rows("mnli", glue_dir, pb.load_tokenizer(pb.OFFLINE_MINILM)).lengths()
+    batches = [ix for plan in pb.paper_batches(len(lengths), 5) for _, ix in plan]
+    assert all(len(ix) == pb.BATCH for ix in batches)
+    by_hand = sum(pb.BATCH * int(lengths[ix].max()) for ix in batches) / sum(int(lengths[ix].sum()) for ix in batches)
+    assert r["batches"] == 5 and r["ratio"]["batch"] == pytest.approx(by_hand)
+    assert r["ratio"]["batch"] > r["ratio"]["sorted_passes (4)"] > r["ratio"]["sorted_passes (8)"] > 1.0
+    assert r["ratio"]["sorted_passes (8)"] < 1.25  # issue 35's bar for MNLI-like batches
+    assert all(len(r["seconds"][m]) == 2 and min(r["seconds"][m]) > 0 for m in pb.TIMED)
+    assert "| mnli |" in pb.to_markdown(rows)
